@@ -1,0 +1,145 @@
+"""Checkpoint I/O. A checkpoint is a plain dict of tensors and JSON-like values, loadable with
+`torch.load(weights_only=True)`; roadseg never falls back to full unpickling, so a checkpoint from
+an untrusted source cannot run code here.
+
+Keys: `state_dict`, `model` ({"name": registry name, "kwargs": {...}}), `card` (the model card as a
+dict), `metrics`, `git_sha`, `roadseg_version`, and for resumable training `train_state`
+(optimizer, scheduler, epoch, RNG). `strip()` drops `train_state` and can store weights as FP16 for
+the bundled release checkpoint (as Ultralytics does); loading casts them back to FP32.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from roadseg import __version__
+from roadseg.runtime.atomic import atomic_path
+from roadseg.runtime.card import ModelCard
+from roadseg.runtime.errors import RoadsegError
+
+from .models import build
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# bundled checkpoints: name -> file in train/weights/ ("default" is what every command accepts)
+BUNDLED = {"default": "ddrnet23s_camvid.pt", "ddrnet23s_camvid": "ddrnet23s_camvid.pt"}
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def resolve(path_or_name: str | os.PathLike) -> Path:
+    """A checkpoint path, or the name of a bundled checkpoint (`default`)."""
+    s = str(path_or_name)
+    if s in BUNDLED:
+        p = WEIGHTS_DIR / BUNDLED[s]
+        if not p.is_file():
+            raise RoadsegError(f"{p}: the bundled '{s}' checkpoint is missing from this install; reinstall roadseg")
+        return p
+    p = Path(s)
+    if not p.is_file():
+        hint = f" or a bundled name ({', '.join(BUNDLED)})" if not p.suffix else ""
+        raise RoadsegError(f"{p}: checkpoint not found; pass a .pt file written by `roadseg train`{hint}")
+    return p
+
+
+def atomic_save(obj: dict, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the target folder, then rename: a kill mid-write never
+    leaves a truncated checkpoint at `path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def make_checkpoint(model: nn.Module, name: str, kwargs: dict, card: ModelCard, metrics: dict | None = None,
+                    train_state: dict | None = None) -> dict:  # fmt: skip
+    m = model.module if hasattr(model, "module") else model
+    ckpt = {
+        "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+        "model": {"name": name, "kwargs": dict(kwargs)},
+        "card": card.to_dict(),
+        "metrics": dict(metrics or {}),
+        "git_sha": git_sha(),
+        "roadseg_version": __version__,
+    }
+    if train_state is not None:
+        ckpt["train_state"] = train_state
+    return ckpt
+
+
+def strip(ckpt: dict, half: bool = True) -> dict:
+    """Release copy: no optimizer state; floating weights stored as FP16 when `half`."""
+    out = {k: v for k, v in ckpt.items() if k != "train_state"}
+    if half:
+        out["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    return out
+
+
+def load_raw(path: str | os.PathLike) -> dict:
+    """torch.load with weights_only=True and every failure turned into one clear RoadsegError."""
+    p = resolve(path)
+    if p.stat().st_size == 0:
+        raise RoadsegError(f"{p}: checkpoint is empty (0 bytes); re-run training or copy the file again")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e).splitlines()[0][:160] if str(e) else ""
+        raise RoadsegError(
+            f"{p}: refused to load: it holds pickled objects beyond tensors and plain values ({msg}); "
+            "roadseg loads only weights-only checkpoints: re-save it as a state_dict checkpoint with `roadseg train`"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise RoadsegError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt: {msg}); re-export or copy it again") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt or "card" not in ckpt:
+        raise RoadsegError(
+            f"{p}: not a roadseg checkpoint (needs state_dict, model and card); train with `roadseg train` "
+            "or wrap your weights with roadseg.train.checkpoint.make_checkpoint"
+        )
+    return ckpt
+
+
+def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", extra), ("mis-shaped", shape)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
+        raise RoadsegError(f"{source}: weights do not fit the model: {', '.join(parts)}; was it trained with another model or --num-classes?")
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise RoadsegError(f"{source}: weight '{k}' holds NaN or Inf; the training diverged: use an earlier checkpoint")
+
+
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelCard, dict]:
+    """Rebuild the model from a checkpoint: (model in eval mode, FP32, card, raw checkpoint)."""
+    ckpt = load_raw(path)
+    src = str(resolve(path))
+    card = ModelCard.from_dict(ckpt["card"], source=src)
+    spec = ckpt["model"]
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise RoadsegError(f"{src}: checkpoint has no model name; re-save it with `roadseg train`")
+    model = build(spec["name"], num_classes=card.num_classes, **dict(spec.get("kwargs", {})))
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RoadsegError(f"{src}: state_dict is not a mapping of tensors; re-save it with `roadseg train`")
+    check_state_dict(model, state, src)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval(), card, ckpt

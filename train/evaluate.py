@@ -1,0 +1,76 @@
+"""Evaluation: mIoU, per-class IoU and pixel accuracy of a PyTorch model on a labelled split, with
+the same numpy metric code (runtime.metrics) every other stage uses. Frames are resized to the
+model input size and logits upsampled back to the label size (bilinear, align_corners=False),
+exactly as the exported graph does."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from roadseg.runtime.card import ModelCard
+from roadseg.runtime.metrics import ConfusionMatrix
+
+from .data import EvalTransform, SegDataset
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: SegDataset, card: ModelCard, device: str = "cpu",
+             progress: bool = True, limit: int | None = None) -> ConfusionMatrix:  # fmt: skip
+    model.eval()
+    tf = EvalTransform(card.mean, card.std, card.input_size)
+    cm = ConfusionMatrix(card.num_classes, card.ignore_index)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(n), desc=f"eval {dataset.split}", disable=not progress, leave=False):
+        img, mask = dataset.read(i)
+        x, target = tf(img, mask, i)
+        logits = model(torch.from_numpy(x)[None].to(device))
+        if logits.shape[-2:] != target.shape:
+            logits = F.interpolate(logits, size=target.shape, mode="bilinear", align_corners=False)
+        cm.update(logits.argmax(1)[0].cpu().numpy(), target)
+    return cm
+
+
+def write_confusion(cm: ConfusionMatrix, classes: list[str], out: str | os.PathLike) -> tuple[Path, Path]:
+    """Confusion matrix as CSV (raw pixel counts) and as a row-normalised PNG heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "confusion.csv", out / "confusion.png"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["gt\\pred", *classes])
+        for name, row in zip(classes, cm.mat):
+            w.writerow([name, *row.tolist()])
+    norm = cm.mat / np.maximum(cm.mat.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.5 * len(classes)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for (r, c), v in np.ndenumerate(norm):
+        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"mIoU {cm.miou():.3f}")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return csv_path, png_path
+
+
+def format_report(cm: ConfusionMatrix, classes: list[str]) -> str:
+    lines = [f"mIoU {cm.miou():.4f}   pixel accuracy {cm.pixel_accuracy():.4f}"]
+    for name, v in zip(classes, cm.iou()):
+        lines.append(f"  {name:<14} {'n/a' if np.isnan(v) else f'{v:.4f}'}")
+    return "\n".join(lines)

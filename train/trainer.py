@@ -1,0 +1,295 @@
+"""The training loop: cross-entropy with the ignore index (optional class weights and OHEM), SGD or
+AdamW, poly or one-cycle schedule stepped per iteration, AMP on CUDA, `last.pt` every epoch and
+`best.pt` by validation mIoU, `--resume` from `last.pt`, a JSONL log, a progress bar.
+
+Several GPUs or nodes: launch the same command under `torchrun`; the loop sees WORLD_SIZE and uses
+DistributedDataParallel with a DistributedSampler (gloo on CPU, nccl on CUDA). Rank 0 alone
+validates, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from roadseg.runtime.card import ModelCard
+from roadseg.runtime.errors import RoadsegError
+
+from .checkpoint import atomic_save, load_raw, make_checkpoint
+from .data import AugmentConfig, SegDataset, TrainTransform, load_dataset
+from .evaluate import evaluate
+from .models import build
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str
+    dataset: str = "camvid"
+    out: str = "runs/train"
+    epochs: int = 100
+    batch: int = 8
+    crop: tuple[int, int] = (352, 480)
+    imgsz: tuple[int, int] | None = None  # model input size in the card; default: size of the val frames
+    scale: tuple[float, float] = (0.5, 2.0)
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "poly"
+    warmup_iters: int = 200
+    class_weights: str = "none"  # none | auto | comma-separated floats
+    ohem: bool = False
+    aux_weight: float = 0.4
+    seed: int = 0
+    workers: int = 0
+    val_every: int = 1
+    train_split: str = "train"
+    val_split: str = "val"  # "none" trains without validation
+    device: str = "auto"
+    amp: bool = True  # used on CUDA only
+    skip_bad: bool = False
+    resume: bool = False
+    model_kwargs: dict = field(default_factory=dict)
+    progress: bool = True
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def _class_weights(spec: str, ds: SegDataset) -> torch.Tensor | None:
+    if spec == "none":
+        return None
+    if spec == "auto":
+        # ENet weighting 1/ln(1.02 + p): rare classes (pedestrians, bicyclists) count more
+        counts = np.zeros(ds.num_classes, np.int64)
+        for i in range(len(ds)):
+            m = ds.read(i)[1]
+            counts += np.bincount(m[m < ds.num_classes].ravel(), minlength=ds.num_classes)[: ds.num_classes]
+        p = counts / max(counts.sum(), 1)
+        return torch.tensor(1.0 / np.log(1.02 + p), dtype=torch.float32)
+    try:
+        w = [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise RoadsegError(f"--class-weights {spec!r}: give 'none', 'auto' or {ds.num_classes} comma-separated numbers") from None
+    if len(w) != ds.num_classes:
+        raise RoadsegError(f"--class-weights has {len(w)} values but the dataset has {ds.num_classes} classes")
+    return torch.tensor(w, dtype=torch.float32)
+
+
+class SegLoss(nn.Module):
+    """Cross-entropy over main + auxiliary logits; with `ohem`, only the hardest pixels count
+    (those whose true-class probability is below 0.7, at least 1/16 of the valid pixels)."""
+
+    def __init__(self, ignore_index: int, weight: torch.Tensor | None, ohem: bool, aux_weight: float):
+        super().__init__()
+        self.ignore, self.ohem, self.aux_weight = ignore_index, ohem, aux_weight
+        self.register_buffer("weight", weight if weight is not None else torch.empty(0))
+
+    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w = self.weight if self.weight.numel() else None
+        if not self.ohem:
+            return F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore)
+        loss = F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore, reduction="none").flatten()
+        valid = target.flatten() != self.ignore
+        loss = loss[valid]
+        if loss.numel() == 0:
+            return logits.sum() * 0
+        thresh = -math.log(0.7)
+        min_kept = max(loss.numel() // 16, 1)
+        hard = loss[loss > thresh]
+        if hard.numel() < min_kept:
+            hard = loss.topk(min_kept).values
+        return hard.mean()
+
+    def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self._ce(outputs, target)
+        main, *aux = outputs
+        return self._ce(main, target) + sum(self.aux_weight * self._ce(a, target) for a in aux)
+
+
+def _lr_factor(cfg: TrainConfig, it: int, total: int) -> float:
+    warm = min(cfg.warmup_iters, max(total // 10, 1))
+    if cfg.schedule == "poly":
+        f = (1 - min(it, total - 1) / total) ** 0.9
+        return f * min(1.0, (it + 1) / warm)
+    if cfg.schedule == "onecycle":
+        if it < warm * 3:
+            return 0.04 + 0.96 * it / (warm * 3)
+        t = (it - warm * 3) / max(total - warm * 3, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0))) + 1e-4
+    raise RoadsegError(f"unknown schedule '{cfg.schedule}'; use poly or onecycle")
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # no weight decay on BatchNorm and biases
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=False)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise RoadsegError(f"unknown optimizer '{cfg.optimizer}'; use sgd or adamw")
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run training; returns the path of the best checkpoint (last.pt when no validation split)."""
+    world, rank, local = _distributed()
+    if cfg.device == "auto":
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    else:
+        device = cfg.device
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    main_proc = rank == 0
+    out = Path(cfg.out)
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise RoadsegError(f"{out}: output folder is not writable; choose another --out")
+    _seed_all(cfg.seed)
+
+    aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale))  # type: ignore[arg-type]
+    train_ds = load_dataset(cfg.data, cfg.dataset, cfg.train_split, skip_bad=cfg.skip_bad, cache=True)
+    val_ds = None
+    if cfg.val_split != "none":
+        val_ds = load_dataset(cfg.data, cfg.dataset, cfg.val_split, skip_bad=cfg.skip_bad, cache=True)
+    info = train_ds.info
+    # the card's input size: given, or the frame size rounded to multiples of 32 (360x480 -> 352x480)
+    imgsz = tuple(cfg.imgsz) if cfg.imgsz else tuple(max(32, round(s / 32) * 32) for s in (val_ds or train_ds).read(0)[1].shape)
+    card = ModelCard(
+        name=f"{cfg.model}_{info.name}", arch=cfg.model, classes=info.classes, palette=info.palette,
+        ignore_index=info.ignore_index, input_size=imgsz, dataset=info.name,  # type: ignore[arg-type]
+    )  # fmt: skip
+    train_ds.transform = TrainTransform(aug, card.mean, card.std, info.ignore_index, cfg.seed)
+    if main_proc and (train_ds.skipped or (val_ds and val_ds.skipped)):
+        n = len(train_ds.skipped) + (len(val_ds.skipped) if val_ds else 0)
+        print(f"skipped {n} bad samples (--skip-bad); first: {(train_ds.skipped or val_ds.skipped)[0]}")  # type: ignore[union-attr]
+
+    model = build(cfg.model, num_classes=len(info.classes), **cfg.model_kwargs).to(device)
+    if world > 1 and device.startswith("cuda"):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    opt = _make_optimizer(cfg, model)
+    crit = SegLoss(info.ignore_index, _class_weights(cfg.class_weights, train_ds), cfg.ohem, cfg.aux_weight).to(device)
+    use_amp = cfg.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best, step = 0, -1.0, 0
+    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
+    if cfg.resume:
+        if not last_path.is_file():
+            raise RoadsegError(f"{last_path}: nothing to resume; run without --resume or point --out at the earlier run")
+        ck = load_raw(last_path)
+        if ck["model"]["name"] != cfg.model:
+            raise RoadsegError(f"{last_path}: was trained as '{ck['model']['name']}', not '{cfg.model}'; pass --model {ck['model']['name']}")
+        model.load_state_dict(ck["state_dict"])
+        st = ck["train_state"]
+        opt.load_state_dict(st["optimizer"])
+        if "scaler" in st and use_amp:
+            scaler.load_state_dict(st["scaler"])
+        start_epoch, best, step = int(st["epoch"]) + 1, float(st["best_miou"]), int(st["step"])
+        torch.set_rng_state(st["torch_rng"])
+        if main_proc:
+            print(f"resuming {last_path} at epoch {start_epoch + 1}/{cfg.epochs} (best val mIoU {best:.4f})")
+
+    ddp_model: nn.Module = model
+    if world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.startswith("cuda") else None)
+    if world > 1:
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers, drop_last=True,
+                        pin_memory=device.startswith("cuda"), persistent_workers=cfg.workers > 0)  # fmt: skip
+    iters = len(loader)
+    if iters == 0:
+        raise RoadsegError(f"{cfg.data}: {len(train_ds)} training samples are fewer than one batch of {cfg.batch}; lower --batch")
+    total = cfg.epochs * iters
+    base_lrs = [g["lr"] for g in opt.param_groups]
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        train_ds.transform.set_epoch(epoch)  # type: ignore[union-attr]
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(cfg.seed * 100003 + epoch)  # type: ignore[union-attr]
+        ddp_model.train()
+        running, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (main_proc and cfg.progress), leave=False)
+        for x, y in bar:
+            f = _lr_factor(cfg, step, total)
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * f
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss = crit(ddp_model(x), y)
+            if not torch.isfinite(loss):
+                raise RoadsegError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr or resume from {last_path}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            running += loss.item() * x.shape[0]
+            seen += x.shape[0]
+            bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        bar.close()
+        record = {"epoch": epoch + 1, "loss": running / max(seen, 1), "lr": opt.param_groups[0]["lr"], "time_s": 0.0}
+        if main_proc:
+            metrics: dict = {}
+            if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                cm = evaluate(model, val_ds, card, device, progress=cfg.progress)
+                metrics = {"val_miou": cm.miou(), "val_pixel_accuracy": cm.pixel_accuracy()}
+                record.update(metrics)
+            record["time_s"] = round(time.time() - t0, 2)
+            state = {"optimizer": opt.state_dict(), "epoch": epoch, "best_miou": max(best, metrics.get("val_miou", -1.0)),
+                     "step": step, "torch_rng": torch.get_rng_state(), "config": _jsonable(asdict(cfg))}  # fmt: skip
+            if use_amp:
+                state["scaler"] = scaler.state_dict()
+            card.metrics = {k: round(v, 5) for k, v in metrics.items()}
+            ckpt = make_checkpoint(model, cfg.model, cfg.model_kwargs, card, metrics | {"epoch": epoch + 1}, state)
+            atomic_save(ckpt, last_path)
+            if metrics.get("val_miou", -1.0) > best:
+                best = metrics["val_miou"]
+                atomic_save({k: v for k, v in ckpt.items() if k != "train_state"}, best_path)
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+            print(shown, flush=True)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return best_path if best_path.is_file() else last_path
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=list))
