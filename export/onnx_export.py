@@ -95,7 +95,7 @@ def to_onnx(net: nn.Module, card: ModelCard, spec: GraphSpec) -> tuple[onnx.Mode
     trace_size = spec.frame_size or tuple(card.input_size)
     if spec.raw:
         module: nn.Module = net
-        h, w = card.input_size if spec.frame_size is None else spec.frame_size
+        h, w = card.input_size
         dummy = torch.randn(spec.batch, 3, h, w)
     else:
         module = FramesToLabels(net, card, None if spec.dynamic else spec.frame_size).eval()

@@ -146,13 +146,61 @@ def _cmd_models(a) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="checkpoint -> verified ONNX (fp32/fp16/int8), TensorRT engine or Triton repository",
+                       description="Export a checkpoint (or `default`) to a verified ONNX graph with pre/post-processing inside, "
+                       "an FP16 or INT8 (Q/DQ) variant gated on accuracy, a TensorRT engine with a sidecar, or a Triton model repository.")  # fmt: skip
+    p.add_argument("model", help="checkpoint, `default`, or (for --to engine|triton) an ONNX file made by roadseg")
+    p.add_argument("--to", choices=["onnx", "engine", "triton"], default="onnx", help="target (default onnx)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision written into the graph (default fp32)")
+    p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames: a folder of images, a video, or a dataset root (its train split)")
+    p.add_argument("--calib-count", type=_positive, default=100, help="calibration frames to use (default 100, at least 8)")
+    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax", help="INT8 calibration method (default minmax)")
+    p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="fixed frame size the graph takes (default: the model input size)")
+    size.add_argument("--dynamic", action="store_true", help="dynamic batch and frame size")
+    p.add_argument("--batch", type=_positive, default=1, help="fixed batch size (default 1)")
+    p.add_argument("--raw", action="store_true", help="export the bare network: normalised float NCHW in, logits out")
+    p.add_argument("--verify", metavar="DIR", help="verify variants on this dataset (mIoU) or folder/video of frames (agreement)")
+    p.add_argument("--max-drop", type=float, help="largest mIoU drop in points a variant may have vs fp32 (default 0.1 fp16, 1.0 int8)")
+    p.add_argument("--output", "-o", help="output path (default: next to the input, named by precision and size)")
+    p.add_argument("--workspace", type=float, default=4.0, help="engine: builder workspace limit in GiB (default 4)")
+    p.add_argument("--timing-cache", help="engine: persistent timing cache file (default ~/.cache/roadseg/timing.cache)")
+    p.add_argument("--version-compatible", action="store_true", help="engine: build a version-compatible plan")
+    p.add_argument("--hardware-compatible", action="store_true", help="engine: build for all Ampere+ GPUs (hardware compatibility level)")
+    p.add_argument("--min-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: smallest input (default 1 and half the model size)")
+    p.add_argument("--opt-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: input the kernels are tuned for (default batch 1, model size)")
+    p.add_argument("--max-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: largest input (default batch 8, 1080x1920)")
+    p.add_argument("--instances", type=_positive, default=1, help="triton: model instances per GPU (default 1)")
+    p.add_argument("--triton-platform", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="triton: serve the ONNX or a TensorRT plan (default onnxruntime)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(a) -> int:
+    from roadseg.export.command import ExportOptions, export
+
+    opts = ExportOptions(
+        model=a.model, to=a.to, precision=a.precision, calib=a.calib, calib_count=a.calib_count,
+        calib_method=a.calib_method, imgsz=tuple(a.imgsz) if a.imgsz else None,
+        frame_size=tuple(a.frame_size) if a.frame_size else None, dynamic=a.dynamic, batch=a.batch, raw=a.raw,
+        verify=a.verify, max_drop=a.max_drop, output=a.output, progress=not a.quiet, workspace_gb=a.workspace,
+        timing_cache=a.timing_cache, version_compatible=a.version_compatible, hardware_compatible=a.hardware_compatible,
+        min_shape=tuple(a.min_shape) if a.min_shape else None, opt_shape=tuple(a.opt_shape) if a.opt_shape else None,
+        max_shape=tuple(a.max_shape) if a.max_shape else None, instances=a.instances, triton_platform=a.triton_platform,
+    )  # fmt: skip
+    export(opts)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from roadseg import __version__
 
     parser = _Parser(prog="roadseg", description="Real-time driving-scene segmentation: train, export, run, bench.")
     parser.add_argument("--version", action="version", version=f"roadseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_models):
+    for add in (_add_train, _add_eval, _add_models, _add_export):
         add(sub)
     return parser
 

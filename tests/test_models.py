@@ -7,10 +7,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from torch import nn
+
 from roadseg.runtime.errors import RoadsegError
 from roadseg.train.models import DESCRIPTIONS, MODELS, build
 from roadseg.train.models.attention import ATTENTION_KINDS, make_attention
-from torch import nn
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, on purpose
 

@@ -1,0 +1,230 @@
+"""`roadseg export`: checkpoint -> verified ONNX (fp32 / fp16 / int8), TensorRT engine, or a Triton
+model repository. Every artifact is verified before it is moved into place; a variant that misses
+its accuracy budget is refused and nothing is written."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from roadseg.runtime.atomic import atomic_path, check_writable
+from roadseg.runtime.card import ModelCard
+from roadseg.runtime.errors import RoadsegError, UsageError
+
+from . import frames as framesrc
+from .onnx_export import GraphSpec, read_metadata, sample_frames, save_onnx, to_onnx
+from .verify import gate, parity
+
+DEFAULT_MAX_DROP = {"fp16": 0.1, "int8": 1.0}  # mIoU points with labels
+DEFAULT_MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.97}  # label agreement with FP32 without labels
+PARITY_FRAMES = 4
+
+
+@dataclass
+class ExportOptions:
+    model: str
+    to: str = "onnx"
+    precision: str = "fp32"
+    calib: str | None = None
+    calib_count: int = 100
+    calib_method: str = "minmax"
+    imgsz: tuple[int, int] | None = None
+    frame_size: tuple[int, int] | None = None
+    dynamic: bool = False
+    batch: int = 1
+    raw: bool = False
+    verify: str | None = None
+    max_drop: float | None = None
+    output: str | None = None
+    progress: bool = True
+    # engine / triton options
+    workspace_gb: float = 4.0
+    timing_cache: str | None = None
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+    min_shape: tuple[int, int, int] | None = None  # (N, H, W) for --dynamic profiles
+    opt_shape: tuple[int, int, int] | None = None
+    max_shape: tuple[int, int, int] | None = None
+    instances: int = 1
+    triton_platform: str = "onnxruntime"
+
+
+def default_name(card: ModelCard, spec: GraphSpec, ext: str = ".onnx") -> str:
+    size = "dynamic" if spec.dynamic else f"{spec.frame_size[0]}x{spec.frame_size[1]}"  # type: ignore[index]
+    batch = f"_b{spec.batch}" if spec.batch != 1 and not spec.dynamic else ""
+    return f"{card.name}_{spec.precision}_{size}{batch}{'_raw' if spec.raw else ''}{ext}"
+
+
+def _output_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None, ext: str) -> Path:
+    if opts.output:
+        return Path(opts.output)
+    folder = src.parent if src is not None else Path.cwd()  # bundled models: the current folder
+    return folder / default_name(card, spec, ext)
+
+
+def _raw_inputs(frames: np.ndarray, card: ModelCard) -> np.ndarray:
+    """What the bare network eats: normalised NCHW float at the model size (numpy, as users would)."""
+    import cv2
+
+    h, w = card.input_size
+    out = []
+    for f in frames:
+        x = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) if f.shape[:2] != (h, w) else f
+        if card.color_order == "RGB":
+            x = x[..., ::-1]
+        x = (x.astype(np.float32) / 255.0 - np.array(card.mean, np.float32)) / np.array(card.std, np.float32)
+        out.append(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(out))
+
+
+def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec):
+    """(frames, masks or None, description) used to verify precision variants."""
+    size = spec.frame_size or tuple(card.input_size)
+    if opts.verify:
+        root = Path(opts.verify)
+        if root.is_dir() and framesrc.detect_layout(root):
+            pairs, info = framesrc.labelled(root, size)  # type: ignore[arg-type]
+            if info.classes != card.classes:
+                raise RoadsegError(f"{root}: its classes differ from the model's; verify on the dataset the model was trained for")
+            return [p[0] for p in pairs], [p[1] for p in pairs], f"{len(pairs)} labelled frames of {root}"
+        frames = framesrc.unlabelled(root, size, 200)  # type: ignore[arg-type]
+        if not frames:
+            raise RoadsegError(f"{root}: no readable frames to verify on")
+        return frames, None, f"{len(frames)} unlabelled frames of {root}"
+    frames = list(sample_frames(card, size, 16))  # type: ignore[arg-type]
+    return frames, None, "16 synthetic scenes (pass --verify DIR for real frames)"
+
+
+def _calib_frames(opts: ExportOptions, size: tuple[int, int]) -> list[np.ndarray]:
+    if not opts.calib:
+        raise UsageError("--precision int8 needs --calib DIR: a folder of real frames or a video from the target camera")
+    src = Path(opts.calib)
+    if not src.exists():
+        raise RoadsegError(f"{src}: calibration source not found; pass a folder of images or a video with --calib")
+    if src.is_dir() and framesrc.detect_layout(src):  # a dataset root: calibrate on its training images
+        pairs, _ = framesrc.labelled(src, size, split="train", limit=opts.calib_count)
+        frames = [p[0] for p in pairs]
+    else:
+        frames = framesrc.unlabelled(src, size, opts.calib_count)
+    if len(frames) < 8:
+        raise RoadsegError(f"{src}: only {len(frames)} usable calibration frames; INT8 calibration needs at least 8 (about 100 is better)")
+    return frames
+
+
+def _load_source(opts: ExportOptions):
+    """(torch model or None, card, spec of an existing ONNX or None, source path or None, onnx proto or None)."""
+    p = Path(opts.model)
+    if p.suffix == ".onnx":
+        if not p.is_file():
+            raise RoadsegError(f"{p}: ONNX file not found")
+        try:
+            proto = onnx.load(str(p))
+        except Exception as e:  # noqa: BLE001 - onnx raises several unrelated types for bad files
+            raise RoadsegError(f"{p}: not a readable ONNX model ({type(e).__name__}); export it again with `roadseg export`") from None
+        card, spec = read_metadata(proto, str(p))
+        return None, card, spec, p, proto
+    from roadseg.train.checkpoint import BUNDLED, load_model
+
+    model, card, _ = load_model(opts.model)
+    return model, card, None, (None if opts.model in BUNDLED else p), None
+
+
+def export(opts: ExportOptions) -> Path:
+    if opts.to not in ("onnx", "engine", "triton"):
+        raise UsageError(f"--to {opts.to}: choose onnx, engine or triton")
+    if opts.precision not in ("fp32", "fp16", "int8"):
+        raise UsageError(f"--precision {opts.precision}: choose fp32, fp16 or int8")
+    net, card, src_spec, src, proto = _load_source(opts)
+    if proto is not None:
+        if opts.to == "onnx":
+            raise UsageError(f"{src}: is already ONNX; export from the checkpoint, or use --to engine|triton")
+        return _from_onnx(opts, card, src_spec, src, proto)  # type: ignore[arg-type]
+    if opts.imgsz:
+        card = card.replace(input_size=list(opts.imgsz))
+    if opts.raw and opts.frame_size:
+        raise UsageError("--raw exports the bare network at the model input size (--imgsz); --frame-size does not apply")
+    frame_size = None if opts.dynamic else tuple(opts.frame_size or card.input_size)
+    spec = GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, opts.precision)  # type: ignore[arg-type]
+    out = _output_path(opts, card, spec, src, ".onnx")
+    if opts.to == "onnx":
+        check_writable(out)
+    t0 = time.perf_counter()
+    print(f"exporting {card.name} ({card.arch}) -> {'raw network' if spec.raw else 'frames->labels graph'}, "
+          f"{'dynamic N,H,W' if spec.dynamic else f'{frame_size[0]}x{frame_size[1]} batch {spec.batch}'}")  # type: ignore[index]  # fmt: skip
+    fp32, module, dummy = to_onnx(net, card, GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, "fp32"))  # type: ignore[arg-type]
+
+    # 1. the FP32 graph must compute what PyTorch computes
+    vsize = frame_size or tuple(card.input_size)
+    check = sample_frames(card, vsize, PARITY_FRAMES)  # type: ignore[arg-type]
+    inputs = _raw_inputs(check, card) if spec.raw else check
+    if spec.batch != 1 and not spec.dynamic:
+        inputs = inputs[: spec.batch] if len(inputs) >= spec.batch else np.concatenate([inputs] * spec.batch)[: spec.batch]
+    par = parity(module, fp32, inputs, spec.raw)
+    diff = f", logits max abs diff {par.max_abs_diff:.2e}" if par.max_abs_diff is not None else ""
+    print(f"fp32 vs PyTorch: label agreement {par.agreement:.5f}{diff} on {len(inputs)} frames")
+    if not par.ok():
+        raise RoadsegError(f"{out}: the exported graph does not match PyTorch (agreement {par.agreement:.4f}{diff}); nothing written, please report it")
+    report: dict = {"artifact": str(out), "card": card.to_dict(), "spec": spec.to_dict(), "parity_fp32": asdict(par)}
+
+    # 2. reduced precision, gated on accuracy against FP32
+    model = fp32
+    if opts.precision != "fp32":
+        model = _variant(fp32, card, spec, opts, report)
+    from .onnx_export import set_metadata
+
+    set_metadata(model, card, spec)
+    report["export_seconds"] = round(time.perf_counter() - t0, 2)
+    if opts.to == "onnx":
+        save_onnx(model, out)
+        _write_report(out, report)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out}.json")
+        return out
+    return _from_onnx(opts, card, spec, None, model)
+
+
+def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict) -> onnx.ModelProto:
+    from .precision import to_fp16, to_int8
+
+    size = spec.frame_size or tuple(card.input_size)
+    if opts.precision == "fp16":
+        model = to_fp16(fp32)
+    else:
+        calib = _calib_frames(opts, size)  # type: ignore[arg-type]
+        if spec.raw:
+            calib = list(_raw_inputs(np.stack(calib), card))
+        print(f"calibrating INT8 ({opts.calib_method}) on {len(calib)} frames of {opts.calib}")
+        model = to_int8(fp32, calib, opts.calib_method, opts.progress)
+        report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method}
+    onnx.checker.check_model(model, full_check=True)
+    frames, masks, what = _gate_frames(opts, card, spec)
+    if spec.raw:
+        frames = list(_raw_inputs(np.stack(frames), card))
+    max_drop = opts.max_drop if opts.max_drop is not None else DEFAULT_MAX_DROP[opts.precision]
+    rep = gate(card, fp32, model, opts.precision, frames, masks, max_drop, DEFAULT_MIN_AGREEMENT[opts.precision], raw=spec.raw)
+    print(f"accuracy gate on {what}: {rep.line()}")
+    report["gate"] = asdict(rep)
+    if not rep.passed:
+        budget = f"drop {rep.drop_points:.2f} > --max-drop {max_drop}" if rep.labelled else f"agreement {rep.agreement_with_fp32:.4f} < {DEFAULT_MIN_AGREEMENT[opts.precision]}"
+        raise RoadsegError(f"{opts.model}: the {opts.precision} variant misses its accuracy budget ({budget}); nothing written. "
+                           "Try another --calib-method, more --calib frames, or raise --max-drop")  # fmt: skip
+    return model
+
+
+def _write_report(artifact: Path, report: dict) -> None:
+    with atomic_path(Path(f"{artifact}.json")) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+
+
+def _from_onnx(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None, model: onnx.ModelProto) -> Path:
+    if opts.to == "engine":
+        from .tensorrt import build_engine
+
+        return build_engine(model, card, spec, opts, src)
+    from .triton import write_repository
+
+    return write_repository(model, card, spec, opts, src)

@@ -1,0 +1,119 @@
+"""Reduced precision written into the ONNX graph (DESIGN: precision lives in the graph), so the
+same file runs on ONNX Runtime CPU for measurement and builds as a strongly typed TensorRT network.
+
+- FP16: onnxconverter-common's converter with IO types kept; pre/post nodes (cast, resize,
+  normalisation, ArgMax) and numerically sensitive op types stay FP32.
+- INT8: ONNX Runtime's static post-training quantisation, explicit Q/DQ, per-channel symmetric
+  INT8 weights and symmetric INT8 activations (the form TensorRT consumes), calibrated on real
+  frames; pre/post nodes stay FP32.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from roadseg.runtime.errors import RoadsegError
+
+from .graph import POST_PREFIX, PRE_PREFIX
+
+# op types kept in FP32 inside the FP16 network: reductions lose the most in half precision.
+# (Resize is not listed: blocking the network's final Resize makes the converter fail, and bilinear
+# interpolation of FP16 logits agrees with FP32; the frame-size Resize and ArgMax are in /post/.)
+FP16_BLOCK_OPS = ["GlobalAveragePool", "ReduceMean", "ReduceSum", "Softmax"]
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+NET_PREFIX = "/net/"
+
+
+def _pre_post_nodes(model: onnx.ModelProto) -> list[str]:
+    return [n.name for n in model.graph.node if n.name.startswith((PRE_PREFIX, POST_PREFIX))]
+
+
+def _net_boundary(graph: onnx.GraphProto) -> tuple[list[str], list[str]]:
+    """Tensors entering and leaving the `/net/` nodes of a frames->labels graph."""
+    net = [n for n in graph.node if n.name.startswith(NET_PREFIX)]
+    produced = {o for n in net for o in n.output}
+    inits = {i.name for i in graph.initializer}
+    inputs = sorted({i for n in net for i in n.input if i and i not in produced and i not in inits})
+    used_outside = {i for n in graph.node if not n.name.startswith(NET_PREFIX) for i in n.input}
+    outputs = sorted(o for o in produced if o in used_outside or o in {x.name for x in graph.output})
+    return inputs, outputs
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Mixed precision: FP16 weights and activations inside the network, pre/post in FP32.
+
+    The converter (onnxconverter-common) runs on the network alone, cut out of the graph at the
+    `/net/` boundary: run on the whole graph it retypes the outputs of the uint8->float Cast and
+    of blocked ops without retyping the Cast nodes, which ONNX Runtime refuses to load ("Type
+    Error: Type (tensor(float16)) of output arg ... does not match"). The converted network is
+    then spliced back between the untouched FP32 pre- and post-processing nodes."""
+    from onnx import helper
+    from onnxconverter_common import float16
+
+    g = model.graph
+    if not any(n.name.startswith(NET_PREFIX) for n in g.node):  # a raw graph: it is all network
+        return float16.convert_float_to_float16(onnx.shape_inference.infer_shapes(model), keep_io_types=True, op_block_list=FP16_BLOCK_OPS)
+    net_in, net_out = _net_boundary(g)
+    net = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(net_in, net_out)
+    net16 = float16.convert_float_to_float16(net, keep_io_types=True, op_block_list=FP16_BLOCK_OPS)
+    pre = [n for n in g.node if n.name.startswith(PRE_PREFIX)]
+    post = [n for n in g.node if not n.name.startswith((PRE_PREFIX, NET_PREFIX))]
+    net_inits = {i.name for i in net.graph.initializer}
+    inits = [i for i in g.initializer if i.name not in net_inits] + list(net16.graph.initializer)
+    graph = helper.make_graph(pre + list(net16.graph.node) + post, g.name, g.input, g.output, inits)
+    out = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    out.metadata_props.extend(model.metadata_props)
+    return out
+
+
+class _FrameReader:
+    """ONNX Runtime CalibrationDataReader over a list of frames, with a progress bar."""
+
+    def __init__(self, input_name: str, frames: Sequence[np.ndarray], progress: bool):
+        self.name, self.frames, self.i = input_name, frames, 0
+        self.bar = tqdm(total=len(frames), desc="calibrate", disable=not progress, leave=False)
+
+    def get_next(self):
+        if self.i >= len(self.frames):
+            self.bar.close()
+            return None
+        x = self.frames[self.i]
+        self.i += 1
+        self.bar.update(1)
+        return {self.name: x[None] if x.ndim == 3 else x}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def to_int8(model: onnx.ModelProto, frames: Sequence[np.ndarray], method: str = "minmax", progress: bool = True) -> onnx.ModelProto:
+    """Static PTQ with explicit Q/DQ. `frames`: uint8 [H,W,3] BGR calibration frames at the graph's size."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIB_METHODS:
+        raise RoadsegError(f"unknown calibration method '{method}'; choose {', '.join(CALIB_METHODS)}")
+    calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
+    input_name = model.graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="roadseg-int8-") as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        # shape inference + graph cleanup the quantiser expects (BatchNorm is already folded)
+        quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=False)
+        pre_model = onnx.load(str(pre))
+        exclude = _pre_post_nodes(pre_model)
+        quantize_static(
+            str(pre), str(dst), _FrameReader(input_name, frames, progress), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=calib, nodes_to_exclude=exclude,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibMaxIntermediateOutputs": 16},
+        )  # fmt: skip
+        out = onnx.load(str(dst))
+    return out

@@ -1,0 +1,96 @@
+"""The synthetic scene generator: deterministic, exact-label driving frames for tests and the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from roadseg.runtime.card import CAMVID_CLASSES
+from roadseg.runtime.errors import UsageError
+from roadseg.runtime.synthetic import PAVEMENT, ROAD, SKY, SyntheticClip, make_dataset, make_scene
+
+SMALL = (120, 160)
+
+
+def test_scene_shapes_dtypes_and_values():
+    for size in ((360, 480), SMALL):
+        frame, mask = make_scene(0, size)
+        assert frame.shape == (*size, 3) and frame.dtype == np.uint8
+        assert mask.shape == size and mask.dtype == np.uint8
+        assert int(mask.max()) < len(CAMVID_CLASSES)
+
+
+def test_scene_is_deterministic_per_seed():
+    a, b, c = make_scene(3), make_scene(3), make_scene(4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[1], c[1])
+
+
+def test_typical_scenes_show_most_classes():
+    seen = set()
+    for seed in range(4):
+        classes = set(np.unique(make_scene(seed)[1]).tolist())
+        assert len(classes) >= 8, f"seed {seed}: only {sorted(CAMVID_CLASSES[c] for c in classes)}"
+        seen |= classes
+    assert len(seen) >= 10
+
+
+def test_road_below_sky_above():
+    for seed in range(8):
+        _, mask = make_scene(seed, SMALL)
+        h, w = mask.shape
+        assert mask[-1, w // 2] == ROAD and mask[0, w // 2] == SKY
+        assert np.mean(mask[-h // 6 :, w // 3 : 2 * w // 3] == ROAD) > 0.9
+        assert PAVEMENT in mask
+
+
+def test_clip_moves_and_random_access_matches_iteration():
+    clip = SyntheticClip(num_frames=10, size=SMALL, seed=1, fps=10.0)
+    assert len(clip) == 10 and clip.size == SMALL and clip.fps == 10.0
+    frames = list(clip)
+    assert len(frames) == 10
+    for i in (0, 4, 9):
+        frame, mask = clip[i]
+        assert np.array_equal(frame, frames[i][0]) and np.array_equal(mask, frames[i][1])
+    assert np.array_equal(clip[-1][1], frames[9][1])
+    assert not np.array_equal(frames[0][1], frames[9][1])
+    assert not np.array_equal(frames[0][1], frames[1][1])  # the camera moves every frame
+    again = SyntheticClip(num_frames=10, size=SMALL, seed=1, fps=10.0)
+    assert np.array_equal(again[5][0], frames[5][0])
+    with pytest.raises(IndexError):
+        clip[10]
+
+
+def test_bad_arguments_are_usage_errors():
+    with pytest.raises(UsageError):
+        SyntheticClip(num_frames=0)
+    with pytest.raises(UsageError):
+        make_scene(0, (4, 4))
+
+
+def test_make_dataset_writes_camvid_layout(tmp_path: Path):
+    root = make_dataset(tmp_path / "camvid", n_train=3, n_val=2, size=(64, 96), seed=5)
+    for split, count in (("train", 3), ("val", 2)):
+        lines = (root / f"{split}.txt").read_text().splitlines()
+        assert len(lines) == count
+        for line in lines:
+            image_rel, mask_rel = line.split()
+            assert image_rel.startswith(f"{split}/") and mask_rel.startswith(f"{split}annot/")
+            image = cv2.imread(str(root / image_rel), cv2.IMREAD_UNCHANGED)
+            mask = cv2.imread(str(root / mask_rel), cv2.IMREAD_UNCHANGED)
+            assert image.shape == (64, 96, 3) and image.dtype == np.uint8
+            assert mask.shape == (64, 96) and mask.dtype == np.uint8 and int(mask.max()) <= 10
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(Path(ln.split()[0]).name for ln in lines)
+    train = cv2.imread(str(root / "train" / "synth_00000.png"))
+    val = cv2.imread(str(root / "val" / "synth_00000.png"))
+    assert not np.array_equal(train, val)
+
+
+def test_synthetic_does_not_import_torch():
+    code = "import sys, roadseg.runtime.synthetic; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
