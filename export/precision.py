@@ -57,11 +57,16 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxconverter_common import float16
 
     g = model.graph
-    if not any(n.name.startswith(NET_PREFIX) for n in g.node):  # a raw graph: it is all network
-        return float16.convert_float_to_float16(onnx.shape_inference.infer_shapes(model), keep_io_types=True, op_block_list=FP16_BLOCK_OPS)
-    net_in, net_out = _net_boundary(g)
+    raw = not any(n.name.startswith(NET_PREFIX) for n in g.node)  # a raw graph is all network
+    if raw:
+        net_in, net_out = [i.name for i in g.input], [o.name for o in g.output]
+    else:
+        net_in, net_out = _net_boundary(g)
     net = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(net_in, net_out)
     net16 = float16.convert_float_to_float16(net, keep_io_types=True, op_block_list=FP16_BLOCK_OPS)
+    if raw:
+        net16.metadata_props.extend(model.metadata_props)
+        return net16
     pre = [n for n in g.node if n.name.startswith(PRE_PREFIX)]
     post = [n for n in g.node if not n.name.startswith((PRE_PREFIX, NET_PREFIX))]
     net_inits = {i.name for i in net.graph.initializer}
