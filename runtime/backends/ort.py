@@ -1,0 +1,260 @@
+"""The ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, one file.
+
+A requested provider that this onnxruntime build lacks, or that fails to initialise (ORT then falls
+back to CPU on its own, with only a log line), is a MissingDependencyError that says what to install:
+never a silent CPU fallback. On GPU providers the output is bound on the device (IO binding) and
+copied to the host once per batch.
+
+The graph is roadseg's frames->labels graph (uint8 [N,H,W,3] BGR -> uint8 [N,H,W]). A graph with a
+fixed frame size still accepts any frame size (frames are resized to the graph size with bilinear
+interpolation, labels back with nearest neighbour); a graph with a fixed batch accepts any number of
+frames (chunks, the last one padded).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..card import ModelCard
+from ..errors import MissingDependencyError, RoadsegError, UsageError
+from ..model import ModelInfo, check_onnx_file, describe_session, open_session
+from .base import TensorSpec
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
+GRAPH_OPT = ("disable", "basic", "extended", "all")
+INSTALL_HINT = {
+    "cuda": "install the GPU build of ONNX Runtime: `pip install roadseg[gpu]` (onnxruntime-gpu, replacing onnxruntime) "
+    "with a matching CUDA 12 and cuDNN 9",
+    "trt": "install the GPU build of ONNX Runtime and TensorRT: `pip install roadseg[gpu]` (onnxruntime-gpu and tensorrt) "
+    "with a matching CUDA 12, cuDNN 9 and TensorRT 10 (libnvinfer on the library path)",
+}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def _graph_opt_level(ort: Any, name: str) -> Any:
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    return levels[name]
+
+
+def _flag(value: bool | None) -> str:
+    return "True" if value else "False"  # the spelling ORT's Python binding parses for TensorRT EP flags
+
+
+def default_trt_cache_dir() -> Path:
+    from ..defaults import cache_dir
+
+    return cache_dir() / "ort-trt"
+
+
+class OrtBackend:
+    """ONNX Runtime on provider "cpu", "cuda" or "trt" (the TensorRT execution provider).
+
+    threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
+    graph_opt: "disable" | "basic" | "extended" | "all".
+    device_id: the CUDA device (cuda, trt).
+    trt_fp16 / trt_int8: the TensorRT EP's reduced-precision flags; trt_int8=None enables INT8 when the
+      model is an INT8 (Q/DQ) export. trt_cache_dir: the TensorRT EP's engine (and timing) cache
+      folder, so engines are built once per model and shape; None uses the roadseg cache folder.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provider: str = "cpu",
+        threads: int | None = None,
+        graph_opt: str = "all",
+        device_id: int = 0,
+        trt_fp16: bool = False,
+        trt_int8: bool | None = None,
+        trt_cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if provider not in PROVIDERS:
+            raise UsageError(f"ONNX Runtime provider '{provider}': choose one of {', '.join(PROVIDERS)}")
+        if graph_opt not in GRAPH_OPT:
+            raise UsageError(f"graph optimisation '{graph_opt}': choose one of {', '.join(GRAPH_OPT)}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise UsageError(f"threads {threads!r}: give a positive number of threads (or leave it unset)")
+        if not isinstance(device_id, int) or device_id < 0:
+            raise UsageError(f"device id {device_id!r}: give a CUDA device index (0, 1, ...)")
+        self.path = check_onnx_file(path)
+        self.provider = provider
+        self.name = f"ort-{provider}"
+        self.device_id = device_id
+        ep = PROVIDERS[provider]
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - a core dependency
+            raise MissingDependencyError(f"onnxruntime is not installed ({e}); `pip install roadseg`") from None
+        have = ort.get_available_providers()
+        if ep not in have:
+            raise MissingDependencyError(
+                f"backend {self.name}: this onnxruntime ({ort.__version__}) has no {ep} (it has {', '.join(have)}); "
+                f"{INSTALL_HINT.get(provider, '')}"
+            )
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = _graph_opt_level(ort, graph_opt)
+        so.log_severity_level = 3  # provider fallbacks are checked below, not logged
+        if threads is not None:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        providers: list[Any] = []
+        if provider == "trt":
+            cache = Path(trt_cache_dir) if trt_cache_dir is not None else default_trt_cache_dir()
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise RoadsegError(
+                    f"{cache}: cannot create the TensorRT engine cache folder ({e.strerror}); pass another one"
+                ) from None
+            if trt_int8 is None:  # the card says how the graph was exported: Q/DQ graphs need INT8 enabled
+                from ..model import inspect_model
+
+                trt_int8 = inspect_model(self.path).precision == "int8"
+            self._trt_options = {
+                "device_id": device_id,
+                "trt_fp16_enable": _flag(trt_fp16),
+                "trt_int8_enable": _flag(trt_int8),
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(cache),
+            }
+            providers.append((ep, self._trt_options))
+        if provider in ("trt", "cuda"):
+            providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
+        providers.append("CPUExecutionProvider")  # nodes a GPU provider cannot run; checked below
+        self.session = open_session(self.path, providers, so)
+        got = self.session.get_providers()
+        if not got or got[0] != ep:
+            self.session = None
+            raise MissingDependencyError(
+                f"backend {self.name}: ONNX Runtime could not start {ep} for {self.path} and fell back to {', '.join(got)}; "
+                f"{INSTALL_HINT.get(provider, 'check the onnxruntime install')}"
+            )
+        self.providers: list[str] = list(got)
+        self.info: ModelInfo = describe_session(self.path, self.session)
+        self.info.require_frames_graph()
+        self.card: ModelCard = self.info.card
+        self._in = self.info.inputs[0]
+        self._out = self.info.outputs[0]
+        self._binding: Any = None
+        self._out_value: Any = None
+        self._device = "cuda"  # where bound outputs live (GPU providers only)
+        if provider != "cpu":
+            self._binding = self.session.io_binding()
+
+    # -- Backend protocol ---------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self.info.inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self.info.outputs)
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [H,W,3] or [N,H,W,3] BGR -> uint8 [H,W] or [N,H,W] class indices."""
+        if self.session is None:
+            raise RoadsegError(f"{self.path}: backend {self.name} is closed")
+        x = check_frames(frames)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        n, h, w = x.shape[:3]
+        size = self.info.frame_size
+        resized = size is not None and (h, w) != size
+        if resized:
+            gh, gw = size  # type: ignore[misc]
+            x = np.stack([cv2.resize(f, (gw, gh), interpolation=cv2.INTER_LINEAR) for f in x])
+        labels = self._run_batches(np.ascontiguousarray(x))
+        if resized:
+            labels = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in labels])
+        return labels[0] if single else labels
+
+    def close(self) -> None:
+        self._binding = None
+        self._out_value = None
+        self.session = None
+
+    def __enter__(self) -> OrtBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"OrtBackend({str(self.path)!r}, provider={self.provider!r}, providers={getattr(self, 'providers', None)})"
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+    def _run_batches(self, x: np.ndarray) -> np.ndarray:
+        batch = self.info.batch
+        if batch is None or len(x) == batch:
+            return self._run(x)
+        out = []
+        for start in range(0, len(x), batch):
+            chunk = x[start : start + batch]
+            k = len(chunk)
+            if k < batch:  # pad the last chunk by repeating its last frame; the extra labels are dropped
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - k, axis=0)])
+            out.append(self._run(np.ascontiguousarray(chunk))[:k])
+        return np.concatenate(out)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self._binding is None:
+            result = self.session.run([self._out.name], {self._in.name: x})[0]
+        else:
+            result = self._run_bound(x)
+        if result.dtype != np.uint8 or result.shape != x.shape[:3]:
+            raise RoadsegError(
+                f"{self.path}: the graph returned {result.dtype} {list(result.shape)} for frames {list(x.shape)}; "
+                "expected uint8 [N,H,W]: export it again with `roadseg export`"
+            )
+        return result
+
+    def _run_bound(self, x: np.ndarray) -> np.ndarray:
+        """GPU providers: input copied to the device by ORT, output bound on the device and copied
+        to the host once. A fixed-shape graph reuses one preallocated device output buffer."""
+        import onnxruntime as ort
+
+        b = self._binding
+        b.bind_cpu_input(self._in.name, x)
+        shape = tuple(x.shape[:3])
+        if self.info.frame_size is not None and self.info.batch is not None:
+            if self._out_value is None or tuple(self._out_value.shape()) != shape:
+                self._out_value = ort.OrtValue.ortvalue_from_shape_and_type(
+                    shape, np.uint8, self._device, self.device_id
+                )
+                b.bind_ortvalue_output(self._out.name, self._out_value)
+        else:
+            b.bind_output(self._out.name, self._device, self.device_id)
+        self.session.run_with_iobinding(b)
+        return b.copy_outputs_to_cpu()[0]
+
+
+def check_frames(frames: Any) -> np.ndarray:
+    """A uint8 [H,W,3] or [N,H,W,3] array, or one RoadsegError saying what the frame was."""
+    x = np.asarray(frames)
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape:
+        raise RoadsegError(
+            f"frames must be uint8 BGR [H,W,3] or [N,H,W,3] with H, W > 0; got {x.dtype} {list(x.shape)} "
+            "(convert gray/BGRA with cv2.cvtColor and 16-bit with `>> 8` first)"
+        )
+    return x
