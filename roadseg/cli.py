@@ -8,6 +8,7 @@ incompatible engine) prints one line naming the file and the fix and exits 1, wi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from roadseg.runtime.errors import RoadsegError, UsageError
@@ -66,6 +67,7 @@ def _add_train(sub) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -86,7 +88,7 @@ def _cmd_train(a) -> int:
         optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
         class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, seed=a.seed,
         workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split,
-        device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, model_kwargs=kwargs,
+        device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, stop_after=a.stop_after, model_kwargs=kwargs,
         progress=not a.quiet,
     )  # fmt: skip
     best = train(cfg)
@@ -194,13 +196,191 @@ def _cmd_export(a) -> int:
     return 0
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="segment a camera, video, stream or image folder (torch-free)",
+                       description="Stream frames from SRC through an exported model and show or save the segmented stream. "
+                       "Ctrl-C / SIGTERM stop cleanly: the video is finalised, the summary printed (exit 130 / 143).")  # fmt: skip
+    p.add_argument("model", help="an .onnx or .engine made by `roadseg export`, or `default` (the bundled model)")
+    p.add_argument("--source", required=True, metavar="SRC",
+                   help="video file, camera index (0), rtsp:// or http(s):// URL, image folder or glob, or synthetic[:N]")  # fmt: skip
+    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
+    p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
+    p.add_argument("--save", metavar="OUT", help="write the overlay video (.mp4 or .avi)")
+    p.add_argument("--save-masks", metavar="DIR", help="write one 8-bit PNG of class indices per frame")
+    p.add_argument("--alpha", type=_unit, default=0.5, help="mask opacity in the overlay, 0..1 (default 0.5)")
+    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    drop = p.add_mutually_exclusive_group()
+    drop.add_argument("--live", dest="live", action="store_true", default=None,
+                      help="keep only the newest frame (default for cameras and URLs); files play at their frame rate")  # fmt: skip
+    drop.add_argument("--no-drop", dest="live", action="store_false", help="never drop frames, even from a camera or URL")
+    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op; default: its own)")
+    p.add_argument("--read-timeout", type=_positive_float, default=10.0, metavar="S", help="watchdog on a read that hangs, seconds (default 10)")
+    p.add_argument("--reconnects", type=_nonnegative, default=5, metavar="N", help="reconnect attempts for a lost camera or stream (default 5)")
+    p.add_argument("--verbose", action="store_true", help="print the stats table every few seconds")
+    p.set_defaults(func=_cmd_run)
+
+
+def _unit(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return v
+
+
+def _positive_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return v
+
+
+def _nonnegative(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return v
+
+
+class _StopOnSignal:
+    """SIGINT / SIGTERM set `event` (the stream then finalises its outputs); a second one raises
+    KeyboardInterrupt. Installed from the main thread only; restored on exit."""
+
+    def __init__(self):
+        import threading
+
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, _frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.event.set()
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or 2)
+
+
+def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frames, live, verbose, threads, **kw):
+    """Open the backend, run the stream under the signal handlers; (summary, exit code)."""
+    from roadseg.runtime.atomic import check_writable
+    from roadseg.runtime.backends import open_backend
+    from roadseg.runtime.pipeline import run_stream
+
+    if save:  # fail on an unwritable output before opening anything
+        check_writable(save)
+    if save_masks:
+        check_writable(os.path.join(save_masks, "probe.png"))
+    backend = open_backend(model, a.backend, **({"threads": threads} if threads else {}))
+    if callable(kw.get("source_options")):
+        kw["source_options"] = kw["source_options"](backend)
+    try:
+        with _StopOnSignal() as sig:
+            try:
+                summary = run_stream(backend, source, save=save, save_masks=save_masks, show=show, alpha=alpha,
+                                     max_frames=max_frames, live=live, verbose=verbose, stop=sig.event, **kw)  # fmt: skip
+            except RoadsegError as e:
+                if getattr(e, "summary", None) is not None:
+                    print(e.summary.table())
+                raise
+    finally:
+        backend.close()
+    return summary, (sig.exit_code if summary.interrupted else 0)
+
+
+def _cmd_run(a) -> int:
+    options = {"read_timeout": a.read_timeout, "reconnects": a.reconnects}
+    summary, code = _stream(a, a.model, a.source, a.save, a.save_masks, a.show, a.alpha, a.max_frames, a.live,
+                            a.verbose, a.threads, source_options=options)  # fmt: skip
+    print(summary.table())
+    return code
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="play the synthetic driving clip through the default model",
+                       description="Segment the generated driving clip with the default model (or --model) through the "
+                       "streaming runtime; writes an overlay video and a few overlay PNGs, prints where and the FPS. "
+                       "Needs no network, camera or GPU.")  # fmt: skip
+    p.add_argument("--out", default="roadseg-demo", metavar="DIR", help="output folder (default ./roadseg-demo)")
+    p.add_argument("--frames", type=_positive, default=90, metavar="N", help="frames of the clip (default 90)")
+    p.add_argument("--model", default="default", help="an .onnx or .engine, or `default` (the bundled model)")
+    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
+    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a) -> int:
+    from pathlib import Path
+
+    out = Path(a.out)
+    video = out / "demo.mp4"
+    picks = {0, a.frames // 2, a.frames - 1}
+    pngs: list[Path] = []
+
+    def clip_size(backend) -> dict:
+        from roadseg.runtime.pipeline import fixed_frame_size
+
+        return {"size": fixed_frame_size(backend) or (360, 480)}  # the graph's own size: no resizing
+
+    def snapshot(frame, labels, image) -> None:
+        if frame.index in picks and image is not None:
+            from roadseg.runtime.atomic import atomic_path
+
+            target = out / f"overlay_{frame.name}.png"
+            with atomic_path(target) as tmp:
+                import cv2
+
+                ok, data = cv2.imencode(".png", image)
+                if not ok:
+                    raise RoadsegError(f"{target}: could not encode the overlay")
+                tmp.write_bytes(data.tobytes())
+            pngs.append(target)
+
+    summary, code = _stream(a, a.model, f"synthetic:{a.frames}", str(video), None, False, 0.5, None, False, False,
+                            a.threads, on_frame=snapshot, source_options=clip_size)  # fmt: skip
+    print(summary.table())
+    print(f"demo: {summary.frames_out} frames at {summary.fps:.1f} FPS end to end "
+          f"(model alone {summary.model_fps:.1f} FPS) on {summary.backend}")  # fmt: skip
+    if "video" in summary.outputs:
+        print(f"demo: overlay video {summary.outputs['video']}")
+    for p in sorted(pngs):
+        print(f"demo: overlay frame {p}")
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     from roadseg import __version__
 
     parser = _Parser(prog="roadseg", description="Real-time driving-scene segmentation: train, export, run, bench.")
     parser.add_argument("--version", action="version", version=f"roadseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_models, _add_export):
+    for add in (_add_train, _add_eval, _add_models, _add_export, _add_run, _add_demo):
         add(sub)
     return parser
 

@@ -14,6 +14,8 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)
+        # per ground-truth class: pixels predicted as no valid class (false negatives all the same)
+        self.other = np.zeros(num_classes, dtype=np.int64)
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         pred = np.asarray(pred).reshape(-1).astype(np.int64)
@@ -24,18 +26,20 @@ class ConfusionMatrix:
         if self.ignore_index is not None:
             keep &= target != self.ignore_index
         c = self.num_classes
-        # predictions outside the classes count as wrong (a column that no class owns is dropped)
-        p = np.clip(pred[keep], 0, c)
-        idx = target[keep] * (c + 1) + p
-        self.mat += np.bincount(idx, minlength=c * (c + 1)).reshape(c, c + 1)[:, :c]
+        p = pred[keep]
+        p = np.where((p >= 0) & (p < c), p, c)  # predictions outside the classes: an extra column
+        counts = np.bincount(target[keep] * (c + 1) + p, minlength=c * (c + 1)).reshape(c, c + 1)
+        self.mat += counts[:, :c]
+        self.other += counts[:, c]
 
     def merge(self, other: ConfusionMatrix) -> None:
         self.mat += other.mat
+        self.other += other.other
 
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for a class absent from both prediction and ground truth."""
         tp = np.diag(self.mat).astype(np.float64)
-        denom = self.mat.sum(0) + self.mat.sum(1) - tp
+        denom = self.mat.sum(0) + self.mat.sum(1) + self.other - tp
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
 
@@ -44,7 +48,7 @@ class ConfusionMatrix:
         return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
 
     def pixel_accuracy(self) -> float:
-        total = self.mat.sum()
+        total = self.mat.sum() + self.other.sum()
         return float(np.trace(self.mat) / total) if total else 0.0
 
     def summary(self, class_names: list[str] | None = None) -> dict:

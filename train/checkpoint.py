@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -93,13 +94,16 @@ def load_raw(path: str | os.PathLike) -> dict:
     p = resolve(path)
     if p.stat().st_size == 0:
         raise RoadsegError(f"{p}: checkpoint is empty (0 bytes); re-run training or copy the file again")
+    if not zipfile.is_zipfile(p):
+        raise RoadsegError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt, or another format); re-export or copy it again")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = str(e).splitlines()[0][:160] if str(e) else ""
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"it needs {found.group(1)}" if found else "it holds pickled objects"
         raise RoadsegError(
-            f"{p}: refused to load: it holds pickled objects beyond tensors and plain values ({msg}); "
-            "roadseg loads only weights-only checkpoints: re-save it as a state_dict checkpoint with `roadseg train`"
+            f"{p}: refused to load: {what}, pickled objects beyond tensors and plain values; roadseg loads only "
+            "weights-only checkpoints (a pickle can run code): re-save the weights with `roadseg train` or make_checkpoint"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__

@@ -63,6 +63,7 @@ class TrainConfig:
     amp: bool = True  # used on CUDA only
     skip_bad: bool = False
     resume: bool = False
+    stop_after: int | None = None  # end this invocation after N epochs (resume later with --resume)
     model_kwargs: dict = field(default_factory=dict)
     progress: bool = True
 
@@ -233,9 +234,10 @@ def train(cfg: TrainConfig) -> Path:
     if iters == 0:
         raise RoadsegError(f"{cfg.data}: {len(train_ds)} training samples are fewer than one batch of {cfg.batch}; lower --batch")
     total = cfg.epochs * iters
-    base_lrs = [g["lr"] for g in opt.param_groups]
+    base_lrs = [cfg.lr for _ in opt.param_groups]  # not the loaded groups: those hold the last scaled lr
 
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
+    for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
         train_ds.transform.set_epoch(epoch)  # type: ignore[union-attr]
         if isinstance(sampler, DistributedSampler):

@@ -1,0 +1,511 @@
+"""`roadseg export MODEL --to engine`: a TensorRT plan built from roadseg's ONNX, plus its sidecar.
+
+One code path for TensorRT 10 and 11. TensorRT 11 removed the FP16/INT8 builder flags and the INT8
+calibrators, so precision comes from the graph (DESIGN.md, "Precision lives in the graph"): the FP32,
+FP16 (mixed-precision) or INT8 (explicit Q/DQ) ONNX is parsed into a *strongly typed* network, which
+TensorRT 10 supports behind NetworkDefinitionCreationFlag.STRONGLY_TYPED and TensorRT 11 always uses
+(the flag is kept there for compatibility and ignored). No precision flag is ever set here.
+
+The build: OnnxParser -> builder config (workspace pool limit; one optimisation profile for dynamic
+inputs; optional VERSION_COMPATIBLE flag and AMPERE_PLUS hardware-compatibility level; a persistent
+timing cache, loaded when present and saved after) -> build_serialized_network, with progress through
+TensorRT's IProgressMonitor (Ctrl-C cancels the build through it) -> the plan written atomically
+(temporary file + rename), then its sidecar `<engine>.json` (runtime/engine.py).
+
+The plan is the plain serialized engine, no header of ours: trtexec and Polygraphy load it as is.
+tensorrt is imported only inside `build_engine`; everything else here is pure Python and tested
+without a GPU (profiles_for, output paths, GPU description fallbacks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import onnx
+
+from roadseg import __version__
+from roadseg.runtime.atomic import atomic_path, check_writable
+from roadseg.runtime.card import ModelCard
+from roadseg.runtime.engine import EngineSidecar, now_iso, write_sidecar
+from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
+
+from .onnx_export import GraphSpec
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+    from .command import ExportOptions
+
+INSTALL_HINT = "TensorRT is not installed: pip install roadseg[gpu] on a machine with an NVIDIA GPU"
+RAW_INPUT_NAME = "input"  # export/graph.py RAW_INPUT_NAME (not imported: graph.py imports torch)
+DEFAULT_MAX_SHAPE = (8, 1080, 1920)  # (N, H, W) the largest input a dynamic engine takes by default
+GIB = 1 << 30
+
+
+def require_tensorrt() -> str:
+    """Import tensorrt (MissingDependencyError with the install command when it is missing or its
+    libraries do not load); returns its version. Functions below import it again by name, so the
+    type checker sees the real module (checked against tensorrt-stubs)."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingDependencyError(INSTALL_HINT) from None
+    except OSError as e:  # the wheel is there but libnvinfer / CUDA libraries are not loadable
+        raise MissingDependencyError(f"{INSTALL_HINT} (importing tensorrt failed: {e})") from None
+    return str(tensorrt.__version__)
+
+
+# -- pure logic: profiles, paths, GPU description -----------------------------------------------
+
+
+def _full_shape(nhw: tuple[int, int, int], raw: bool) -> list[int]:
+    n, h, w = nhw
+    return [n, 3, h, w] if raw else [n, h, w, 3]
+
+
+def _check_nhw(name: str, v: Any) -> tuple[int, int, int]:
+    try:
+        t = tuple(int(x) for x in v)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name}-shape {v!r}: give three positive integers N H W") from None
+    if len(t) != 3 or any(x <= 0 for x in t):
+        raise UsageError(f"--{name}-shape {' '.join(map(str, t))}: give three positive integers N H W")
+    return t[0], t[1], t[2]
+
+
+def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[dict[str, Any]]:
+    """The optimisation profile(s) of the engine input, as stored in the sidecar:
+    [{"input": name, "min": [...], "opt": [...], "max": [...]}] (full tensor shapes).
+
+    Fixed-shape graphs: min = opt = max = the graph's shape. Dynamic graphs (--dynamic): defaults
+    min (1, H/2, W/2) and opt (1, H, W) of the model input size, max (8, 1080, 1920); --min-shape,
+    --opt-shape, --max-shape (N H W) override each; min <= opt <= max in every dimension."""
+    name = RAW_INPUT_NAME if spec.raw else card.input_name
+    given = {k: getattr(opts, f"{k}_shape") for k in ("min", "opt", "max")}
+    if not spec.dynamic:
+        if any(v is not None for v in given.values()):
+            raise UsageError("--min-shape/--opt-shape/--max-shape apply to dynamic graphs; export with --dynamic (this graph has a fixed shape)")
+        h, w = (card.input_size if spec.raw or spec.frame_size is None else spec.frame_size)
+        shape = _full_shape((int(spec.batch), int(h), int(w)), spec.raw)
+        return [{"input": name, "min": list(shape), "opt": list(shape), "max": list(shape)}]
+    mh, mw = (int(x) for x in card.input_size)
+    opt = _check_nhw("opt", given["opt"]) if given["opt"] is not None else (1, mh, mw)
+    if given["min"] is not None:
+        mn = _check_nhw("min", given["min"])
+    else:
+        mn = tuple(min(a, b) for a, b in zip((1, max(1, (mh + 1) // 2), max(1, (mw + 1) // 2)), opt))  # type: ignore[assignment]
+    if given["max"] is not None:
+        mx = _check_nhw("max", given["max"])
+    else:
+        mx = tuple(max(a, b) for a, b in zip(DEFAULT_MAX_SHAPE, opt))  # type: ignore[assignment]
+    for label, lo, hi in (("min", mn, opt), ("opt", opt, mx)):
+        if any(a > b for a, b in zip(lo, hi)):
+            other = "opt" if label == "min" else "max"
+            raise UsageError(
+                f"engine profile: --{label}-shape {' '.join(map(str, lo))} exceeds --{other}-shape {' '.join(map(str, hi))}; "
+                "need min <= opt <= max in N, H and W"
+            )
+    return [{"input": name, "min": _full_shape(mn, spec.raw), "opt": _full_shape(opt, spec.raw), "max": _full_shape(mx, spec.raw)}]
+
+
+def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
+    """--output, else next to the source ONNX with the .engine suffix, else (built straight from a
+    checkpoint) next to the checkpoint, or in the current folder, named by command.default_name."""
+    if opts.output:
+        return Path(opts.output)
+    if src is not None:
+        return src.with_suffix(".engine")
+    from .command import default_name
+
+    model = Path(opts.model)
+    folder = model.parent if model.is_file() else Path.cwd()
+    return folder / default_name(card, spec, ".engine")
+
+
+def default_timing_cache() -> Path:
+    from roadseg.runtime.defaults import cache_dir
+
+    return cache_dir() / "timing.cache"
+
+
+@dataclass
+class GpuInfo:
+    name: str = "unknown"
+    compute_capability: str = "unknown"  # "8.7"
+    cuda_version: str = "unknown"  # "12.8"
+
+
+def _cuda_version(v: int) -> str:
+    """CUDA's integer version (12080) -> "12.8"."""
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _gpu_cuda_python(device_id: int) -> GpuInfo:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # older cuda-python
+    err, props = cudart.cudaGetDeviceProperties(device_id)
+    if int(err) != 0:
+        raise RuntimeError(f"cudaGetDeviceProperties: {err}")
+    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    err, ver = cudart.cudaRuntimeGetVersion()
+    return GpuInfo(name, f"{props.major}.{props.minor}", _cuda_version(int(ver)) if int(err) == 0 else "unknown")
+
+
+def _gpu_pycuda(device_id: int) -> GpuInfo:
+    import pycuda.driver as cuda
+
+    cuda.init()
+    dev = cuda.Device(device_id)
+    major, minor = dev.compute_capability()
+    ver = cuda.get_version()  # the CUDA version pycuda was built against, (12, 8, 0)
+    return GpuInfo(str(dev.name()), f"{major}.{minor}", f"{ver[0]}.{ver[1]}")
+
+
+def _gpu_torch(device_id: int) -> GpuInfo:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("torch sees no CUDA device")
+    major, minor = torch.cuda.get_device_capability(device_id)
+    return GpuInfo(torch.cuda.get_device_name(device_id), f"{major}.{minor}", str(torch.version.cuda or "unknown"))
+
+
+def _gpu_nvidia_smi(device_id: int) -> GpuInfo:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        raise RuntimeError("no nvidia-smi")
+    out = subprocess.run(
+        [exe, f"--id={device_id}", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout.strip()  # fmt: skip
+    name, cc = (s.strip() for s in out.splitlines()[0].rsplit(",", 1))
+    return GpuInfo(name, cc)
+
+
+def gpu_info(device_id: int = 0) -> GpuInfo:
+    """Name, compute capability and CUDA version of the GPU the engine is built on, from the first
+    of cuda-python, pycuda, torch.cuda and nvidia-smi that answers; "unknown" fields otherwise."""
+    info = GpuInfo()
+    for probe in (_gpu_cuda_python, _gpu_pycuda, _gpu_torch, _gpu_nvidia_smi):
+        try:
+            got = probe(device_id)
+        except Exception:  # noqa: BLE001 - each probe is optional: missing module, no device, old driver
+            continue
+        info = GpuInfo(
+            info.name if info.name != "unknown" else got.name,
+            info.compute_capability if info.compute_capability != "unknown" else got.compute_capability,
+            info.cuda_version if info.cuda_version != "unknown" else got.cuda_version,
+        )
+        if "unknown" not in (info.name, info.compute_capability, info.cuda_version):
+            break
+    return info
+
+
+def _on_jetson() -> bool:
+    return Path("/etc/nv_tegra_release").exists()
+
+
+# -- TensorRT ------------------------------------------------------------------------------------
+
+
+def network_flags() -> int:
+    """1 << STRONGLY_TYPED where the enum has it (TensorRT 10: required for a strongly typed
+    network; TensorRT 11: deprecated and ignored, strong typing is always on); 0 otherwise."""
+    import tensorrt as trt
+
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+class _Progress:
+    """tqdm bars per build phase, fed by TensorRT's IProgressMonitor (TensorRT >= 10), and a
+    cancellation flag the monitor returns to TensorRT (step_complete -> False stops the build)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.cancelled = False
+        self._bars: dict[str, Any] = {}
+        self._depth: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def start(self, phase: str, parent: str | None, steps: int) -> None:
+        from tqdm import tqdm
+
+        with self._lock:
+            depth = self._depth.get(parent, -1) + 1 if parent else 0
+            self._depth[phase] = depth
+            self._bars[phase] = tqdm(total=max(1, int(steps)), desc=phase, position=depth, leave=False,
+                                     disable=not self.enabled, file=sys.stderr)  # fmt: skip
+
+    def step(self, phase: str, step: int) -> bool:
+        with self._lock:
+            bar = self._bars.get(phase)
+            if bar is not None:
+                bar.n = min(int(step) + 1, bar.total)
+                bar.refresh()
+        return not self.cancelled
+
+    def finish(self, phase: str) -> None:
+        with self._lock:
+            bar = self._bars.pop(phase, None)
+            self._depth.pop(phase, None)
+            if bar is not None:
+                bar.close()
+
+    def close(self) -> None:
+        for phase in list(self._bars):
+            self.finish(phase)
+
+
+def _monitor(progress: _Progress) -> trt.IProgressMonitor | None:
+    """An IProgressMonitor forwarding to `progress`, or None on a TensorRT without one."""
+    import tensorrt as trt
+
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)  # pybind11 trampolines need the base initialised explicitly
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            progress.start(phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return progress.step(phase_name, step)
+
+        def phase_finish(self, phase_name: str) -> None:
+            progress.finish(phase_name)
+
+    return Monitor()
+
+
+def _parse(network: trt.INetworkDefinition, logger: trt.ILogger, data: bytes, what: str) -> trt.OnnxParser:
+    import tensorrt as trt
+
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(data):
+        errors = [str(parser.get_error(i)).replace("\n", " ") for i in range(parser.num_errors)]
+        first = errors[0] if errors else "no detail"
+        raise RoadsegError(f"{what}: TensorRT's ONNX parser refused the graph ({len(errors)} error(s); first: {first[:300]})")
+    return parser
+
+
+def _plugins(network: trt.INetworkDefinition, parser: trt.OnnxParser) -> list[str]:
+    """Plugin libraries and plugin layers the network needs (roadseg's graphs need none)."""
+    import tensorrt as trt
+
+    found: list[str] = []
+    kinds = {getattr(trt.LayerType, n) for n in ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3") if hasattr(trt.LayerType, n)}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in kinds:
+            found.append(f"layer:{layer.name}")
+    try:
+        found += [f"library:{lib}" for lib in parser.get_used_vc_plugin_libraries()]
+    except (AttributeError, RuntimeError):
+        pass
+    return found
+
+
+def _inputs(network: trt.INetworkDefinition) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        shape = tensor.shape
+        out[tensor.name] = [int(shape[j]) for j in range(len(shape))]
+    return out
+
+
+def _apply_profiles(builder: trt.Builder, config: trt.IBuilderConfig, network: trt.INetworkDefinition,
+                    profiles: list[dict[str, Any]], what: str) -> None:  # fmt: skip
+    import tensorrt as trt
+
+    inputs = _inputs(network)
+    dynamic = {n: s for n, s in inputs.items() if any(d < 0 for d in s)}
+    for p in profiles:
+        if p["input"] not in inputs:
+            raise RoadsegError(f"{what}: the graph has no input '{p['input']}' (it has {', '.join(inputs)}); export it again with roadseg")
+        if len(p["min"]) != len(inputs[p["input"]]):
+            raise RoadsegError(f"{what}: input '{p['input']}' has rank {len(inputs[p['input']])}, the profile {p['min']}")
+    if not dynamic:
+        return
+    missing = sorted(set(dynamic) - {p["input"] for p in profiles})
+    if missing:
+        raise RoadsegError(f"{what}: dynamic input(s) {', '.join(missing)} have no optimisation profile")
+    profile = builder.create_optimization_profile()
+    for p in profiles:
+        profile.set_shape(p["input"], trt.Dims(p["min"]), trt.Dims(p["opt"]), trt.Dims(p["max"]))
+    if config.add_optimization_profile(profile) < 0:
+        raise RoadsegError(f"{what}: TensorRT refused the optimisation profile {profiles}")
+
+
+def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingCache:
+    data = b""
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            print(f"timing cache {path}: cannot read it ({e.strerror}); starting a new one", file=sys.stderr)
+    cache = config.create_timing_cache(data) if data else None
+    if cache is None:
+        if data:
+            print(f"timing cache {path}: not a TensorRT timing cache; starting a new one", file=sys.stderr)
+        cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: never reuse another GPU's timings
+        print(f"timing cache {path}: made on another GPU or TensorRT version; starting a new one", file=sys.stderr)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache
+
+
+def _save_timing_cache(config: trt.IBuilderConfig, path: Path, explicit: bool) -> None:
+    try:
+        cache = config.get_timing_cache()
+        if cache is None:
+            return
+        data = cache.serialize()
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+    except (OSError, RoadsegError) as e:
+        if explicit:
+            raise RoadsegError(f"{path}: cannot save the timing cache ({e}); choose another --timing-cache") from None
+        print(f"timing cache {path}: not saved ({e})", file=sys.stderr)
+
+
+class _Cancel:
+    """While building: SIGINT sets the cancel flag (TensorRT stops at its next step) instead of
+    raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns."""
+
+    def __init__(self, progress: _Progress, active: bool) -> None:
+        self.progress = progress
+        self.active = active and threading.current_thread() is threading.main_thread()
+        self.interrupted = False
+        self._old: Any = None
+
+    def __enter__(self) -> _Cancel:
+        if self.active:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.interrupted:  # a second Ctrl-C: stop waiting for TensorRT
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.progress.cancelled = True
+        print("\ncancelling the engine build (Ctrl-C again to force)...", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self._old)
+        if self.interrupted and exc[0] is None:
+            raise KeyboardInterrupt
+
+
+def build_engine(model: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, src: Path | None) -> Path:
+    """Build a TensorRT plan from roadseg's (precision-annotated) ONNX graph; write it and its
+    sidecar atomically. Returns the plan's path."""
+    out = check_writable(engine_path(opts, card, spec, src))
+    check_writable(out.with_name(out.name + ".json"))
+    explicit_cache = opts.timing_cache is not None
+    cache_path = Path(opts.timing_cache).expanduser() if opts.timing_cache else default_timing_cache()
+    if explicit_cache:
+        check_writable(cache_path)
+    if opts.workspace_gb <= 0:
+        raise UsageError(f"--workspace {opts.workspace_gb}: give the builder workspace limit in GiB (> 0)")
+    profiles = profiles_for(spec, card, opts)  # usage errors before TensorRT is even imported
+    trt_version = require_tensorrt()
+    import tensorrt as trt
+
+    gpu = gpu_info()
+    if opts.hardware_compatible:
+        if _on_jetson():
+            raise UsageError("--hardware-compatible is not supported by TensorRT on Jetson (JetPack); build without it on the device")
+        if gpu.compute_capability != "unknown" and tuple(int(x) for x in gpu.compute_capability.split(".")[:2]) < (8, 0):
+            raise UsageError(f"--hardware-compatible needs an Ampere or newer GPU to build on; this one ({gpu.name}) is {gpu.compute_capability}")
+
+    what = str(src or opts.model)
+    data = model.SerializeToString()
+    onnx_sha = hashlib.sha256(data).hexdigest()
+    t0 = time.perf_counter()
+    print(f"building a TensorRT {trt_version} engine ({spec.precision}, strongly typed) from {what} on "
+          f"{gpu.name} (compute capability {gpu.compute_capability}): this takes a while")  # fmt: skip
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags())
+    parser = _parse(network, logger, data, what)
+    plugins = _plugins(network, parser)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gb * GIB))
+    if opts.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if plugins:
+            config.plugins_to_serialize = [p.split(":", 1)[1] for p in plugins if p.startswith("library:")]
+    if opts.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    _apply_profiles(builder, config, network, profiles, what)
+    timing_cache = _load_timing_cache(config, cache_path)
+
+    progress = _Progress(opts.progress)
+    monitor = _monitor(progress)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    try:
+        with _Cancel(progress, active=monitor is not None):
+            plan = builder.build_serialized_network(network, config)
+    finally:
+        progress.close()
+    if plan is None:
+        if progress.cancelled:
+            raise KeyboardInterrupt
+        raise RoadsegError(f"{what}: TensorRT could not build an engine (see its messages above); nothing written")
+    build_seconds = time.perf_counter() - t0
+    _save_timing_cache(config, cache_path, explicit_cache)
+    del timing_cache  # kept alive until the build finished, as TensorRT requires
+
+    blob = memoryview(plan).cast("B")
+    plan_sha = hashlib.sha256(blob).hexdigest()
+    sidecar = EngineSidecar(
+        card=card.replace(precision=spec.precision).to_dict(),
+        plan_sha256=plan_sha,
+        onnx_sha256=onnx_sha,
+        tensorrt_version=trt_version,
+        cuda_version=gpu.cuda_version,
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        precision=spec.precision,
+        profiles=profiles,
+        build_seconds=round(build_seconds, 2),
+        version_compatible=bool(opts.version_compatible),
+        hardware_compatibility="ampere_plus" if opts.hardware_compatible else "none",
+        roadseg_version=__version__,
+        created=now_iso(),
+        source=str(src) if src is not None else str(opts.model),
+        plugins=plugins,
+    )
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+    try:
+        side = write_sidecar(out, sidecar)
+    except BaseException:
+        out.unlink(missing_ok=True)  # a plan without its sidecar is never loaded: leave neither
+        raise
+    print(f"wrote {out} ({blob.nbytes / 1e6:.1f} MB, built in {build_seconds:.0f} s) and {side.name}")
+    return out
+
+
+__all__ = ["GpuInfo", "build_engine", "engine_path", "gpu_info", "network_flags", "profiles_for", "require_tensorrt"]
