@@ -293,6 +293,12 @@ def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frame
     from roadseg.runtime.backends import open_backend
     from roadseg.runtime.pipeline import run_stream
 
+    if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
+        import cv2
+
+        logging = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging is not None:
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     if save:  # fail on an unwritable output before opening anything
         check_writable(save)
     if save_masks:

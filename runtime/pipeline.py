@@ -1,0 +1,323 @@
+"""The streaming pipeline: capture thread -> inference -> overlay + write thread, bounded queues between.
+
+- `iterate(backend, source)` yields (frame, labels, timings) for the Python API (`Segmenter.stream`):
+  the capture thread reads ahead while the caller's thread runs inference.
+- `run_stream(backend, source, save=, save_masks=, show=)` adds a writer thread that draws the
+  overlay and feeds the sinks, so decoding, inference and writing overlap and throughput on a file
+  approaches the slowest stage. Inference stays on the calling thread (GPU backends own their
+  context there).
+
+Stopping: set the `stop` event (the CLI's SIGINT/SIGTERM handlers do) and the pipeline drains what
+is in flight, finalises the video, and returns its Summary with `interrupted=True`. A
+KeyboardInterrupt raised inside is finalised the same way and re-raised. An error (a source lost
+for good, a full disk) also finalises everything written so far, then raises a RoadsegError whose
+`.summary` holds the Summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import RoadsegError
+from .sources import Frame, Source, open_source
+from .stats import Stats, Summary
+
+WRITE_QUEUE = 4  # frames between inference and the writer thread
+REPORT_EVERY = 5.0  # seconds between progress tables with verbose / show
+
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def fixed_frame_size(backend: Any) -> tuple[int, int] | None:
+    """(H, W) when the backend's graph takes frames of one fixed size, else None."""
+    try:
+        shape = tuple(backend.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:3]):
+        return int(shape[1]), int(shape[2])
+    return None
+
+
+def _fixed_batch(backend: Any) -> int:
+    try:
+        n = backend.inputs[0].shape[0]
+    except (AttributeError, IndexError, TypeError):
+        return 1
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+class Inferer:
+    """One frame -> labels at the frame's size, whatever the graph accepts: frames are resized to a
+    fixed-size graph's input (bilinear, and the labels back with nearest neighbour, the convention of
+    every backend, so labels equal `backend.infer(frame)`), a fixed batch is filled by repetition."""
+
+    def __init__(self, backend: Any, stats: Stats | None = None):
+        self.backend = backend
+        self.size = fixed_frame_size(backend)
+        self.batch = _fixed_batch(backend)
+        self.stats = stats
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        x = image
+        resized = self.size is not None and (h, w) != self.size
+        if resized:
+            gh, gw = self.size  # type: ignore[misc]
+            x = cv2.resize(image, (gw, gh), interpolation=cv2.INTER_LINEAR)  # as backends do
+            if self.stats is not None:
+                self.stats.count_resized()
+        batch = np.repeat(x[None], self.batch, axis=0) if self.batch > 1 else x[None]
+        labels = np.asarray(self.backend.infer(batch))
+        labels = labels[0] if labels.ndim == 3 else labels
+        if labels.dtype != np.uint8:
+            labels = labels.astype(np.uint8)
+        if labels.shape != (h, w):
+            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        return labels
+
+
+def _as_source(source: Source | str | Any, live: bool | None, options: dict) -> tuple[Source, bool]:
+    if isinstance(source, Source):
+        return source, False
+    return open_source(source, live, **options), True
+
+
+def _frames(
+    backend: Any, source: Source, stats: Stats, stop: threading.Event, max_frames: int | None
+) -> Iterator[tuple[Frame, np.ndarray, float]]:
+    """(frame, labels, infer ms) until the source ends, `stop` is set or max_frames were inferred."""
+    infer = Inferer(backend, stats)
+    n = 0
+    while not stop.is_set() and (max_frames is None or n < max_frames):
+        frame = source.read(0.1)
+        if frame is None:
+            if source.ended:
+                if source.error is not None:
+                    raise source.error
+                return
+            continue
+        stats.record("read", frame.read_ms)
+        t0 = time.perf_counter()
+        labels = infer(frame.image)
+        ms = (time.perf_counter() - t0) * 1000.0
+        stats.record("infer", ms)
+        n += 1
+        yield frame, labels, ms
+
+
+def iterate(
+    backend: Any,
+    source: Source | str | Any,
+    *,
+    live: bool | None = None,
+    max_frames: int | None = None,
+    stop: threading.Event | None = None,
+    stats: Stats | None = None,
+    **source_options: Any,
+) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """Yield (frame BGR uint8 [H,W,3], labels uint8 [H,W], timings) for each frame of `source`.
+
+    source: a Source, or anything `open_source` takes (then opened with `live` and
+    `source_options`, and closed when the iterator ends or is closed). timings: index, name,
+    timestamp (capture, perf_counter), read_ms, infer_ms, latency_ms (capture -> labels ready).
+    Raises the RoadsegError that ended the source, if one did."""
+    stats = stats if stats is not None else Stats()
+    stop = stop if stop is not None else threading.Event()
+    src, owned = _as_source(source, live, source_options)
+    try:
+        for frame, labels, infer_ms in _frames(backend, src, stats, stop, max_frames):
+            latency = (time.perf_counter() - frame.timestamp) * 1000.0
+            stats.frame_out(latency)
+            yield frame.image, labels, {
+                "index": frame.index, "name": frame.name, "timestamp": frame.timestamp,
+                "read_ms": frame.read_ms, "infer_ms": infer_ms, "latency_ms": latency,
+            }  # fmt: skip
+    finally:
+        stats.stop()
+        if owned:
+            src.close()
+
+
+class _Writer(threading.Thread):
+    """Overlay + sinks on its own thread, fed by a bounded queue."""
+
+    def __init__(
+        self,
+        stats: Stats,
+        overlay: Any,
+        video: Any,
+        masks: Any,
+        window: Any,
+        on_frame: Callable | None,
+        stop: threading.Event,
+    ):
+        super().__init__(name="roadseg-writer", daemon=True)
+        self.q: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self.stats, self.overlay, self.video, self.masks, self.window = stats, overlay, video, masks, window
+        self.on_frame, self.stop = on_frame, stop
+        self.error: BaseException | None = None
+        self.window_closed = False
+        self.high_water = 0
+        self._times: collections.deque[float] = collections.deque(maxlen=30)
+        self._latency = float("nan")
+
+    def put(self, item: Any) -> bool:
+        """Blocks while the queue is full; False when the writer has failed."""
+        while self.is_alive():
+            try:
+                self.q.put(item, timeout=0.1)
+                self.high_water = max(self.high_water, self.q.qsize())
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def finish(self, timeout: float = 30.0) -> None:
+        self.put(None)
+        self.join(timeout)
+
+    def _fps(self) -> float:
+        t = self._times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self.q.get()
+                if item is None:
+                    return
+                frame, labels = item
+                image = None
+                if self.overlay is not None:
+                    t0 = time.perf_counter()
+                    image = self.overlay(frame.image, labels, fps=self._fps(), latency_ms=self._latency)
+                    self.stats.record("overlay", (time.perf_counter() - t0) * 1000.0)
+                t0 = time.perf_counter()
+                if self.video is not None:
+                    self.video.write(image)
+                if self.masks is not None:
+                    self.masks.write(frame.name, labels)
+                if self.on_frame is not None:
+                    self.on_frame(frame, labels, image)
+                if self.window is not None and not self.window.write(image):
+                    self.window_closed = True
+                    self.stop.set()
+                now = time.perf_counter()
+                self.stats.record("write", (now - t0) * 1000.0)
+                self._latency = (now - frame.timestamp) * 1000.0
+                self._times.append(now)
+                self.stats.frame_out(self._latency)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+            self.stop.set()
+
+
+def run_stream(
+    backend: Any,
+    source: Source | str | Any,
+    save: str | os.PathLike | None = None,
+    save_masks: str | os.PathLike | None = None,
+    show: bool = False,
+    alpha: float = 0.5,
+    max_frames: int | None = None,
+    live: bool | None = None,
+    verbose: bool = False,
+    *,
+    stop: threading.Event | None = None,
+    log: Callable[[str], None] | None = _stderr,
+    report_every: float = REPORT_EVERY,
+    on_frame: Callable[[Frame, np.ndarray, np.ndarray | None], None] | None = None,
+    overlay: bool | None = None,
+    source_options: dict | None = None,
+) -> Summary:
+    """Stream `source` through `backend` into the sinks; returns the Summary (also on a requested stop).
+
+    save: overlay video path (.mp4 or .avi). save_masks: folder of 8-bit class-index PNGs.
+    show: a window. alpha: mask opacity. max_frames: stop after this many frames. live: see
+    `open_source`. verbose: a progress table every `report_every` s (also with show) and source
+    events on `log`. stop: an Event that ends the stream cleanly when set. on_frame(frame, labels,
+    overlay image or None) runs on the writer thread for each frame. source_options go to
+    `open_source`. Every output path is checked before the source is opened."""
+    from .overlay import Overlay
+    from .sinks import MaskSink, VideoSink, WindowSink
+
+    stop = stop if stop is not None else threading.Event()
+    stats = Stats()
+    video = masks = window = None
+    src: Source | None = None
+    owned = False
+    writer: _Writer | None = None
+    interrupted = False
+    error: BaseException | None = None
+    try:
+        painter = Overlay(backend.card, alpha) if (overlay if overlay is not None else (save or show)) else None
+        video = VideoSink(save) if save else None
+        masks = MaskSink(save_masks) if save_masks else None
+        window = WindowSink() if show else None
+        options = dict(source_options or {})
+        options.setdefault("log", log)
+        src, owned = _as_source(source, live, options)
+        if video is not None and src.fps > 0:
+            video.fps = src.fps
+        writer = _Writer(stats, painter, video, masks, window, on_frame, stop)
+        writer.start()
+        next_report = time.perf_counter() + report_every
+        try:
+            for frame, labels, _ in _frames(backend, src, stats, stop, max_frames):
+                if not writer.put((frame, labels)):
+                    break
+                if (verbose or show) and log is not None and time.perf_counter() >= next_report:
+                    next_report += report_every
+                    log(stats.summary(src, backend=getattr(backend, "name", "")).table())
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        except BaseException as e:  # noqa: BLE001 - finalised below, then raised
+            error = e
+    finally:
+        if writer is not None:
+            writer.finish()
+            error = error or writer.error
+        if src is not None and owned:
+            src.close()
+        stats.stop()
+        outputs: dict[str, str] = {}
+        for sink in (video, masks, window):
+            if sink is None:
+                continue
+            try:
+                done = sink.close()
+            except BaseException as e:  # noqa: BLE001
+                error = error or e
+                continue
+            if sink is video and done is not None:
+                outputs["video"] = str(done)
+            if sink is masks and masks.frames:  # type: ignore[union-attr]
+                outputs["masks"] = f"{save_masks}/ ({masks.frames} PNG)"  # type: ignore[union-attr]
+    interrupted = interrupted or (stop.is_set() and error is None and not (writer is not None and writer.window_closed))
+    summary = stats.summary(
+        src, interrupted=interrupted, outputs=outputs, backend=getattr(backend, "name", ""),
+        source=str(source) if isinstance(source, (str, Path)) else "",
+        error=str(error) if error is not None else None,
+    )  # fmt: skip
+    if error is not None:
+        if isinstance(error, RoadsegError):
+            error.summary = summary  # type: ignore[attr-defined]
+            raise error
+        raise error
+    return summary

@@ -1,0 +1,205 @@
+"""Sinks: the overlay video, per-frame mask PNGs and a window.
+
+Nothing half-written is ever left at a target path:
+- VideoSink writes to a hidden temporary name beside the target and renames it on close, so a kill
+  -9 leaves at most a `.NAME.*.tmp.EXT` file, never a broken video at NAME. It watches the free
+  space of its folder and stops with a clear error while there is still room to finalise, so a
+  full disk leaves a playable file with every frame up to that point.
+- MaskSink writes each PNG to a temporary name and renames it, so every mask present is complete.
+- WindowSink needs a display and an OpenCV built with a GUI; without either it fails with a clear
+  message before the first frame.
+Every sink checks its target before the first frame (`check_writable`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .atomic import check_writable
+from .errors import RoadsegError, UsageError
+
+# container -> fourcc OpenCV's bundled FFmpeg writes (tested with opencv-python-headless)
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+RESERVE_BYTES = 1 << 20  # free space kept for finalising (index, trailer, buffers)
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+class VideoSink:
+    """Overlay video at `path` (.mp4 with mp4v or .avi/.mkv with MJPG); opened on the first frame,
+    whose size it keeps (later frames of another size are resized to it)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, fourcc: str | None = None):
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if fourcc is None:
+            if ext not in FOURCC:
+                raise UsageError(f"--save {path}: unsupported video type {ext or '(none)'}; use .mp4 or .avi")
+            fourcc = FOURCC[ext]
+        if len(fourcc) != 4:
+            raise UsageError(f"fourcc must be 4 characters, not {fourcc!r}")
+        check_writable(self.path)
+        self.folder = self.path.parent
+        if _free_bytes(self.folder) < 2 * RESERVE_BYTES:
+            raise RoadsegError(
+                f"{path}: the disk is full ({_free_bytes(self.folder) >> 10} KiB free); free some space or choose another output path"
+            )
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self.fourcc = fourcc
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + ext, dir=self.folder)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None  # (W, H)
+        self.frames = 0
+        self.closed = False
+
+    def write(self, image: np.ndarray) -> None:
+        if self.closed:
+            raise RoadsegError(f"{self.path}: write after close")
+        h, w = image.shape[:2]
+        if self.writer is None:
+            self.size = (w - w % 2, h - h % 2)  # even sides: what most players and codecs expect
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise RoadsegError(
+                    f"{self.path}: OpenCV cannot write {self.fourcc} video here; try a .avi or .mp4 path"
+                )
+        if (w, h) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._check_space()
+        self.writer.write(image)
+        self.frames += 1
+
+    def _check_space(self) -> None:
+        """Stop while finalising is still possible: keep room for the trailer and a few frames."""
+        try:
+            size = self.tmp.stat().st_size
+        except FileNotFoundError:
+            raise RoadsegError(f"{self.path}: the temporary file {self.tmp} was removed while writing") from None
+        per_frame = size / self.frames if self.frames else 0
+        need = RESERVE_BYTES + 8 * per_frame + 64 * self.frames
+        free = _free_bytes(self.folder)
+        if free < need:
+            raise RoadsegError(
+                f"{self.path}: disk full ({free >> 10} KiB free); stopped after {self.frames} frames, "
+                "which are saved; free some space or choose another output path"
+            )
+
+    def close(self) -> Path | None:
+        """Finalise and move into place; returns the path, or None when no frame was written."""
+        if self.closed:
+            return self.path if self.frames else None
+        self.closed = True
+        try:
+            if self.writer is not None:
+                self.writer.release()
+            if self.frames == 0:
+                return None
+            os.chmod(self.tmp, 0o666 & ~_UMASK)  # mkstemp made it 0600
+            os.replace(self.tmp, self.path)
+            return self.path
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+    def abort(self) -> None:
+        """Drop the video (an error before anything useful was written)."""
+        self.closed = True
+        if self.writer is not None:
+            self.writer.release()
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
+class MaskSink:
+    """One 8-bit PNG of class indices per frame, `DIR/<name>.png`, each written atomically."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise RoadsegError(f"--save-masks {folder}: is a file; give a folder")
+        check_writable(self.folder / "probe.png")
+        self.frames = 0
+
+    def write(self, name: str, labels: np.ndarray) -> Path:
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(labels, dtype=np.uint8))
+        if not ok:
+            raise RoadsegError(f"{self.folder}: could not encode the mask of frame {name}")
+        target = self.folder / f"{name}.png"
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(png.tobytes())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, target)
+        except OSError as e:
+            raise RoadsegError(
+                f"{target}: cannot write the mask ({e.strerror or e}); free some space or choose another folder"
+            ) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.frames += 1
+        return target
+
+    def close(self) -> None:
+        pass
+
+
+def display_problem() -> str | None:
+    """Why a window cannot be shown here, or None when it (probably) can."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "--show needs a display, and DISPLAY is not set (a headless machine or an SSH session without -X); use --save OUT.mp4 instead"
+    info = cv2.getBuildInformation()
+    gui = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.strip().startswith("GUI:")), "")
+    if gui.upper() == "NONE":
+        return "--show needs OpenCV with a GUI, and this one is headless (opencv-python-headless); pip install opencv-python, or use --save OUT.mp4"
+    return None
+
+
+class WindowSink:
+    """A cv2 window; `write` returns False when the user pressed q / Esc or closed the window."""
+
+    def __init__(self, title: str = "roadseg"):
+        problem = display_problem()
+        if problem:
+            raise RoadsegError(problem)
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as e:
+            raise RoadsegError(
+                f"--show: cannot open a window ({str(e).strip().splitlines()[-1]}); use --save OUT.mp4"
+            ) from None
+        self.shown = 0
+
+    def write(self, image: np.ndarray) -> bool:
+        try:
+            cv2.imshow(self.title, image)
+            key = cv2.waitKey(1) & 0xFF
+            visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error as e:
+            raise RoadsegError(f"--show: the window failed ({str(e).strip().splitlines()[-1]})") from None
+        self.shown += 1
+        return key not in (ord("q"), 27) and (visible or self.shown == 1)
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass

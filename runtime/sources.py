@@ -1,0 +1,611 @@
+"""Frame sources: video files, cameras, network streams, image folders and the synthetic clip.
+
+`open_source(spec)` opens one and starts its capture thread; iterate it, or call `read(timeout)`,
+to get `Frame`s (a BGR uint8 image with its index, capture timestamp and name).
+
+- Live sources (a camera, an rtsp:// or http(s):// stream, or anything opened with live=True) keep
+  only the newest frame: a one-slot buffer that a new frame overwrites, counted in `dropped`, so
+  latency stays bounded when inference is slower than the source. Files, folders and the synthetic
+  clip drop nothing (a small blocking queue) unless opened live, in which case they are also played
+  at their frame rate, like a camera.
+- A camera or network stream that is lost is reopened with capped exponential backoff; a read (or
+  reopen) that hangs longer than `read_timeout` is caught by a watchdog, which abandons that
+  capture and opens a new one. After `reconnects` failed attempts in a row the stream ends with a
+  RoadsegError. A source that cannot be opened at all fails at once, in `open_source`.
+- Frames that are empty, tiny, gray, BGRA or 16-bit are converted to 8-bit BGR or skipped, and
+  counted; they never stop the stream. Frames may change size mid-stream.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import RoadsegError, UsageError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+MIN_SIDE = 8  # frames smaller than this on either side are skipped as corrupt
+DEFAULT_BUFFER = 8  # frames a non-live source reads ahead
+SYNTHETIC_FRAMES = 120
+SYNTHETIC_LOOP = 1800  # one minute at 30 FPS
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # uint8 [H, W, 3] BGR, C-contiguous
+    index: int  # position in the source (skipped and dropped frames included)
+    timestamp: float  # time.perf_counter() when it was captured
+    name: str  # image stem for image folders, else f"{index:06d}"
+    read_ms: float = 0.0  # time the capture thread spent reading and converting it
+
+
+# ---------------------------------------------------------------- frame conversion
+
+
+def to_bgr8(image: Any) -> tuple[np.ndarray | None, str | None]:
+    """Any decoded image -> (uint8 [H, W, 3] BGR or None when it must be skipped, why or None).
+
+    `why` names the conversion ("gray", "BGRA", "16-bit", ...) or the reason it was skipped
+    ("empty", "tiny", "dtype float32", ...); (image, None) means it was already fine."""
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+        return None, "empty"
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        return None, f"shape {tuple(image.shape)}"
+    if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
+        return None, "tiny"
+    why = []
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+        why.append("16-bit")
+    elif image.dtype != np.uint8:
+        return None, f"dtype {image.dtype}"
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+        why.append("gray")
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        why.append("BGRA")
+    if not image.flags.c_contiguous:
+        image = np.ascontiguousarray(image)
+    return image, " ".join(why) or None
+
+
+# ---------------------------------------------------------------- readers: one connection each
+
+
+class Reader:
+    """One blocking connection to a source. `read()` -> (image, name or None), or None at the end
+    (end of file; for live sources, a lost connection)."""
+
+    fps: float = 0.0  # nominal frame rate, 0 when unknown
+
+    def open(self) -> None:  # raises RoadsegError when it cannot open
+        pass
+
+    def read(self) -> tuple[Any, str | None] | None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        pass
+
+
+def _open_capture(target: str | int, api: int, params: list[int]) -> Any:
+    """cv2.VideoCapture; a module-level seam so tests can put a fake camera behind it."""
+    return cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
+
+
+class CaptureReader(Reader):
+    """cv2.VideoCapture on a file, camera index or URL (FFmpeg backend for files and URLs)."""
+
+    def __init__(self, target: str | int, kind: str, timeout_s: float = 10.0):
+        self.target, self.kind, self.timeout_s = target, kind, timeout_s
+        self.cap: Any = None
+
+    def open(self) -> None:
+        if self.kind == "camera":
+            api, params = cv2.CAP_ANY, []
+        else:
+            ms = int(self.timeout_s * 1000)
+            api, params = cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        try:
+            cap = _open_capture(self.target, api, params)
+        except cv2.error as e:
+            raise RoadsegError(f"{self.target}: cannot open ({str(e).strip().splitlines()[-1]})") from None
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            raise RoadsegError(self._open_error())
+        self.cap = cap
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.0 < fps <= 1000.0 else 0.0
+
+    def _open_error(self) -> str:
+        if self.kind == "camera":
+            return (
+                f"camera {self.target}: cannot open it (no such device, busy, or no permission); "
+                "check `ls /dev/video*` and that no other program uses it"
+            )
+        if self.kind == "url":
+            return f"{self.target}: cannot open the stream (unreachable, refused, or not a video stream); check the URL"
+        return f"{self.target}: cannot open as a video (empty, truncated or unsupported format)"
+
+    def read(self) -> tuple[Any, str | None] | None:
+        ok, image = self.cap.read()
+        return (image, None) if ok else None
+
+    def release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class ImageReader(Reader):
+    """A sorted list of image files; a file that cannot be decoded is a bad frame, not the end."""
+
+    def __init__(self, paths: list[Path], fps: float = 30.0):
+        self.paths, self.fps = paths, fps
+        self.names = _unique_stems(paths)
+        self.i = 0
+
+    def read(self) -> tuple[Any, str | None] | None:
+        if self.i >= len(self.paths):
+            return None
+        path, name = self.paths[self.i], self.names[self.i]
+        self.i += 1
+        try:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        return image, name
+
+
+class IterReader(Reader):
+    """Frames from any iterable of arrays (or (array, name) pairs): the Python API's own source."""
+
+    def __init__(self, frames: Iterable[Any], fps: float = 0.0):
+        self.it = iter(frames)
+        self.fps = fps
+
+    def read(self) -> tuple[Any, str | None] | None:
+        try:
+            item = next(self.it)
+        except StopIteration:
+            return None
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str):
+            return item
+        return item, None
+
+
+class SyntheticReader(Reader):
+    """The generated driving clip; beyond SYNTHETIC_LOOP frames it loops (a world as long as a
+    100,000-frame soak would take seconds to build and slow every frame down)."""
+
+    def __init__(self, num_frames: int, size: tuple[int, int], seed: int, fps: float):
+        from .synthetic import SyntheticClip
+
+        self.clip = SyntheticClip(min(num_frames, SYNTHETIC_LOOP), size, seed, fps)
+        self.n = num_frames
+        self.fps = fps
+        self.i = 0
+
+    def read(self) -> tuple[Any, str | None] | None:
+        if self.i >= self.n:
+            return None
+        frame, _ = self.clip[self.i % len(self.clip)]
+        self.i += 1
+        return frame, None
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _unique_stems(paths: list[Path]) -> list[str]:
+    """Mask names: the image stem, made unique when two images share one (a.jpg, a.png)."""
+    seen: collections.Counter[str] = collections.Counter(p.stem for p in paths)
+    return [p.stem if seen[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
+
+
+# ---------------------------------------------------------------- the buffer between capture and inference
+
+
+class FrameBuffer:
+    """Bounded buffer. overwrite=True: a full buffer drops its oldest frame (counted) for the new
+    one, so it always holds the newest; overwrite=False: `put` blocks until there is room."""
+
+    def __init__(self, capacity: int, overwrite: bool):
+        self.capacity, self.overwrite = max(1, int(capacity)), overwrite
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self.closed = False
+        self.dropped = 0
+        self.high_water = 0  # the most frames it ever held
+
+    def put(self, item: Any) -> bool:
+        """False when the buffer was closed (the stream is stopping)."""
+        with self._cond:
+            if self.overwrite:
+                while len(self._items) >= self.capacity:
+                    self._items.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._items) >= self.capacity and not self.closed:
+                    self._cond.wait(0.1)
+            if self.closed:
+                return False
+            self._items.append(item)
+            self.high_water = max(self.high_water, len(self._items))
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The oldest item, or None when none came within `timeout` or the buffer is closed and empty."""
+        with self._cond:
+            if not self._items and not self.closed:
+                self._cond.wait_for(lambda: self._items or self.closed, timeout)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    @property
+    def drained(self) -> bool:
+        with self._cond:
+            return self.closed and not self._items
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+# ---------------------------------------------------------------- the source: a supervised capture thread
+
+
+class _Connection:
+    """One reader plus the watchdog's view of it."""
+
+    def __init__(self, reader: Reader, opened: bool):
+        self.reader = reader
+        self.opened = opened
+        self.busy_since: float | None = None  # set while blocked in open() or read()
+        self.abandoned = False
+        self.frames = 0
+        self.outcome: str | BaseException | None = None  # "end", "stopped" or an exception
+
+
+class Source:
+    """A running capture thread that feeds a FrameBuffer. Iterate it for Frames (raises the error
+    that ended it, if any), or `read(timeout)`; `close()` (or `with`) stops it."""
+
+    def __init__(
+        self,
+        make_reader: Callable[[], Reader],
+        spec: str,
+        kind: str,
+        live: bool,
+        reconnect: bool = False,
+        pace: bool = False,
+        buffer: int = DEFAULT_BUFFER,
+        read_timeout: float = 10.0,
+        reconnects: int = 5,
+        backoff: tuple[float, float] = (0.5, 8.0),
+        log: Callable[[str], None] | None = None,
+        first_reader: Reader | None = None,
+    ):
+        self.spec, self.kind, self.live = spec, kind, live
+        self._make_reader = make_reader
+        self.reconnect, self.pace = reconnect, pace
+        self.read_timeout, self.max_reconnects, self.backoff = read_timeout, reconnects, backoff
+        self.log = log
+        self.buffer = FrameBuffer(1 if live else buffer, overwrite=live)
+        self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=200)
+        self.error: BaseException | None = None
+        self.frames_in = 0
+        self.skipped = 0
+        self.converted = 0
+        self.reconnects = 0
+        self.bad: collections.Counter[str] = collections.Counter()
+        self._next_index = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        reader = first_reader if first_reader is not None else make_reader()
+        if first_reader is None:
+            _open_with_timeout(reader, read_timeout, spec)
+        self.fps = reader.fps
+        self._thread = threading.Thread(
+            target=self._supervise, args=(reader,), name=f"roadseg-capture {spec}", daemon=True
+        )
+        self._thread.start()
+
+    # -- consumer side
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None if none came within `timeout` (or the stream ended: see `ended`)."""
+        return self.buffer.get(timeout)
+
+    @property
+    def ended(self) -> bool:
+        """The capture thread finished and every frame it produced was read."""
+        return self.buffer.drained
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read(0.1)
+            if frame is not None:
+                yield frame
+            elif self.ended:
+                if self.error is not None:
+                    raise self.error
+                return
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "frames_in": self.frames_in, "dropped": self.buffer.dropped, "skipped": self.skipped,
+                "converted": self.converted, "reconnects": self.reconnects,
+            }  # fmt: skip
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self.buffer.close()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- capture side
+
+    def _event(self, text: str) -> None:
+        self.events.append((time.perf_counter(), text))
+        if self.log is not None:
+            self.log(f"{self.spec}: {text}")
+
+    def _supervise(self, reader: Reader) -> None:
+        conn = _Connection(reader, opened=True)
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                self._watch(conn)
+                outcome = conn.outcome
+                if outcome == "stopped" or self._stop.is_set():
+                    return
+                if outcome == "end" and not self.reconnect:
+                    return  # end of file
+                if conn.frames:
+                    failures = 0
+                if not self.reconnect:
+                    assert isinstance(outcome, BaseException)
+                    raise outcome
+                why = "ended" if outcome == "end" else str(outcome)
+                failures += 1
+                if failures > self.max_reconnects:
+                    raise RoadsegError(
+                        f"{self.spec}: source lost ({why}) and {self.max_reconnects} reconnect attempts failed; "
+                        "check the camera or network, or raise the number of reconnect attempts"
+                    )
+                delay = min(self.backoff[1], self.backoff[0] * 2 ** (failures - 1))
+                self._event(f"lost ({why}); reconnect {failures}/{self.max_reconnects} in {delay:.1f} s")
+                if self._stop.wait(delay):
+                    return
+                with self._lock:
+                    self.reconnects += 1
+                conn = _Connection(self._make_reader(), opened=False)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self.error = e if isinstance(e, RoadsegError) else RoadsegError(f"{self.spec}: capture failed ({e!r})")
+        finally:
+            self.buffer.close()
+
+    def _watch(self, conn: _Connection) -> None:
+        """Run one connection in a grabber thread until it ends, hangs (watchdog) or we stop."""
+        grabber = threading.Thread(target=self._grab, args=(conn,), name=f"roadseg-grab {self.spec}", daemon=True)
+        grabber.start()
+        while grabber.is_alive():
+            grabber.join(0.05)
+            busy = conn.busy_since
+            if busy is not None and time.perf_counter() - busy > self.read_timeout and grabber.is_alive():
+                conn.abandoned = True  # the grabber releases the capture if its call ever returns
+                what = "opening" if not conn.opened else "a read"
+                conn.outcome = RoadsegError(
+                    f"{self.spec}: {what} hung for more than {self.read_timeout:g} s (watchdog)"
+                )
+                self._event(f"watchdog: {what} hung for more than {self.read_timeout:g} s; abandoning that capture")
+                return
+            if self._stop.is_set():
+                grabber.join(1.0)
+                if grabber.is_alive():
+                    conn.abandoned = True
+                conn.outcome = "stopped"
+                return
+        if not conn.abandoned:
+            conn.reader.release()
+
+    def _grab(self, conn: _Connection) -> None:
+        reader = conn.reader
+        t_start = time.perf_counter()
+        try:
+            if not conn.opened:
+                conn.busy_since = time.perf_counter()
+                reader.open()
+                conn.busy_since = None
+                conn.opened = True
+                self._event("reconnected")
+            fps = reader.fps if reader.fps > 0 else 30.0
+            while not self._stop.is_set() and not conn.abandoned:
+                t0 = conn.busy_since = time.perf_counter()
+                item = reader.read()
+                conn.busy_since = None
+                if conn.abandoned:
+                    return
+                if item is None:
+                    conn.outcome = "end"
+                    return
+                if not self._deliver(item, t0):
+                    conn.outcome = "stopped"
+                    return
+                conn.frames += 1
+                if self.pace:  # a file played live: at its own frame rate, like a camera
+                    delay = t_start + conn.frames / fps - time.perf_counter()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+        except BaseException as e:  # noqa: BLE001 - cv2.error and friends: a lost connection
+            conn.busy_since = None
+            conn.outcome = e if isinstance(e, RoadsegError) else RoadsegError(f"{self.spec}: read failed ({e})")
+        finally:
+            if conn.abandoned:
+                try:
+                    reader.release()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _deliver(self, item: tuple[Any, str | None], t0: float) -> bool:
+        raw, name = item
+        with self._lock:
+            index = self._next_index
+            self._next_index += 1
+            self.frames_in += 1
+        image, why = to_bgr8(raw)
+        if image is None or why:
+            with self._lock:
+                if image is None:
+                    self.skipped += 1
+                else:
+                    self.converted += 1
+                first = not self.bad[why or ""]
+                self.bad[why or ""] += 1
+            if first:
+                self._event(f"frame {index}: {'skipped' if image is None else 'converted'} ({why})")
+            if image is None:
+                return True
+        now = time.perf_counter()
+        frame = Frame(image, index, now, name or f"{index:06d}", (now - t0) * 1000.0)
+        return self.buffer.put(frame)
+
+
+def _open_with_timeout(reader: Reader, timeout: float, spec: str) -> None:
+    """reader.open() on a helper thread, so an open that hangs fails after `timeout` s."""
+    box: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            reader.open()
+        except BaseException as e:  # noqa: BLE001
+            box[0] = e
+
+    t = threading.Thread(target=run, name=f"roadseg-open {spec}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise RoadsegError(f"{spec}: opening the source hung for more than {timeout:g} s; check the device or URL")
+    if box[0] is not None:
+        raise box[0]
+
+
+# ---------------------------------------------------------------- open_source
+
+
+def _image_list(spec: str) -> list[Path] | None:
+    """The images named by a folder, a glob or one image file, naturally sorted; None if `spec` is none of these."""
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        paths = [q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS]
+        if not paths:
+            raise RoadsegError(f"{spec}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
+    elif any(c in spec for c in "*?["):
+        paths = [Path(q) for q in glob.glob(os.path.expanduser(spec), recursive=True)]
+        paths = [q for q in paths if q.is_file() and q.suffix.lower() in IMAGE_EXTS]
+        if not paths:
+            raise RoadsegError(f"{spec}: the pattern matches no image files")
+    elif p.is_file() and p.suffix.lower() in IMAGE_EXTS:
+        paths = [p]
+    else:
+        return None
+    return sorted(paths, key=lambda q: (_natural_key(q), str(q)))
+
+
+def open_source(
+    spec: str | int | Iterable[Any],
+    live: bool | None = None,
+    *,
+    buffer: int = DEFAULT_BUFFER,
+    read_timeout: float = 10.0,
+    reconnects: int = 5,
+    backoff: tuple[float, float] = (0.5, 8.0),
+    fps: float | None = None,
+    size: tuple[int, int] = (360, 480),
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> Source:
+    """Open a source and start its capture thread.
+
+    spec: a video file; a camera index ("0") or /dev/videoN; an rtsp(s):// or http(s):// URL; a
+    folder, glob or single image; "synthetic" or "synthetic:N" (the generated driving clip, N
+    frames of `size`, looping after SYNTHETIC_LOOP frames); or, from Python, any iterable of frames (numpy arrays or (array, name)).
+    live: None picks by kind (cameras and URLs are live); True keeps only the newest frame (a file
+    is then played at its frame rate); False never drops (a stream then reads as fast as consumed).
+    read_timeout: the watchdog bound, seconds, on a read or reopen that hangs (and FFmpeg's own
+    open/read timeouts). reconnects: failed reconnect attempts in a row before the stream ends
+    with an error; backoff: (first delay, cap) in seconds, doubling in between.
+    """
+    common = dict(buffer=buffer, read_timeout=read_timeout, reconnects=reconnects, backoff=backoff, log=log)
+    if not isinstance(spec, (str, int, os.PathLike)):
+        rate = fps or 0.0
+        return Source(lambda: IterReader(spec, rate), "frames", "frames", bool(live), pace=bool(live) and rate > 0,
+                      first_reader=IterReader(spec, rate), **common)  # type: ignore[arg-type]  # fmt: skip
+    text = str(spec).strip()
+    if not text:
+        raise UsageError("--source is empty; give a video file, camera index, URL, image folder or `synthetic`")
+    if re.fullmatch(r"synthetic(:\d+)?", text):
+        n = int(text.split(":")[1]) if ":" in text else SYNTHETIC_FRAMES
+        if n < 1:
+            raise UsageError(f"{text}: a synthetic clip needs at least 1 frame")
+        rate = fps or 30.0
+        make: Callable[[], Reader] = lambda: SyntheticReader(n, size, seed, rate)
+        return Source(make, text, "synthetic", bool(live), pace=bool(live), first_reader=make(), **common)
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme:
+        if scheme.group(1).lower() not in URL_SCHEMES:
+            raise UsageError(
+                f"{text}: unsupported URL scheme {scheme.group(1)!r}; use one of "
+                + ", ".join(f"{s}://" for s in URL_SCHEMES)
+            )
+        make = lambda: CaptureReader(text, "url", read_timeout)
+        return Source(make, text, "url", live is not False, reconnect=True, **common)
+    if isinstance(spec, int) or text.isdigit() or re.fullmatch(r"/dev/video\d+", text):
+        target: str | int = int(text) if text.isdigit() else text
+        make = lambda: CaptureReader(target, "camera", read_timeout)
+        return Source(make, text, "camera", live is not False, reconnect=True, **common)
+    images = _image_list(text)
+    if images is not None:
+        rate = fps or 30.0
+        return Source(lambda: ImageReader(images, rate), text, "images", bool(live), pace=bool(live), **common)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise RoadsegError(
+            f"{text}: no such file or folder; give a video file, camera index (0), rtsp:// or http:// URL, "
+            "image folder or glob, or `synthetic`"
+        )
+    if path.is_file() and path.stat().st_size == 0:
+        raise RoadsegError(f"{text}: the file is empty; give a video file")
+    make = lambda: CaptureReader(str(path), "file", read_timeout)
+    return Source(make, text, "file", bool(live), pace=bool(live), **common)

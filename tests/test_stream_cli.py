@@ -1,0 +1,221 @@
+"""`roadseg run` and `roadseg demo` end to end: clean stops on SIGINT/SIGTERM with a video that decodes
+to the reported frame count, one-line errors with the right exit codes, and no torch import."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from roadseg.cli import main
+
+LIMIT_S = 120
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _time_limit():
+    def expired(signum, frame):
+        raise TimeoutError(f"test exceeded {LIMIT_S} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, LIMIT_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def decode_count(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"{path} does not open"
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def frames_out(stdout: str) -> int:
+    m = re.search(r"frames in (\d+)\s+out (\d+)", stdout)
+    assert m, stdout
+    return int(m.group(2))
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_stream_finalises_video_and_masks(tmp_path, tiny_onnx, sig, code):
+    out, masks = tmp_path / "out.mp4", tmp_path / "masks"
+    cmd = [sys.executable, "-m", "roadseg", "run", str(tiny_onnx), "--source", "synthetic:100000", "--save", str(out),
+           "--save-masks", str(masks), "--threads", "1"]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not (masks.is_dir() and len(list(masks.glob("*.png"))) >= 8):
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, "no frames written in time"
+            time.sleep(0.05)
+        p.send_signal(sig)
+        stdout, stderr = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == code, stderr
+    n = frames_out(stdout)
+    assert n >= 8 and "stopped by request" in stdout
+    assert decode_count(out) == n
+    pngs = sorted(masks.iterdir())
+    assert [x.name for x in pngs] == [f"{i:06d}.png" for i in range(n)]  # complete files, no temporaries
+    assert all(cv2.imread(str(x), cv2.IMREAD_UNCHANGED).shape == (360, 480) for x in pngs[-2:])
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["masks", "out.mp4"]
+    assert "Traceback" not in stderr
+
+
+def test_demo_end_to_end_without_torch(tmp_path, tiny_onnx):
+    code = (
+        "import sys\n"
+        "from roadseg.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "sys.exit(rc)\n"
+    )
+    out = tmp_path / "demo"
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        "demo",
+        "--model",
+        str(tiny_onnx),
+        "--frames",
+        "12",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert decode_count(out / "demo.mp4") == 12
+    assert sorted(p.name for p in out.iterdir()) == [
+        "demo.mp4",
+        "overlay_000000.png",
+        "overlay_000006.png",
+        "overlay_000011.png",
+    ]
+    assert cv2.imread(str(out / "overlay_000006.png")).shape == (72, 96, 3)  # the graph's size: no resizing
+    assert re.search(r"demo: 12 frames at [\d.]+ FPS end to end \(model alone [\d.]+ FPS\)", done.stdout)
+    assert f"demo: overlay video {out / 'demo.mp4'}" in done.stdout
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:
+        rc = int(e.code)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_run_in_process_writes_the_summary(tmp_path, tiny_onnx, capsys):
+    rc, out, err = run_cli(
+        ["run", tiny_onnx, "--source", "synthetic:5", "--save-masks", tmp_path / "m", "--threads", "1"], capsys
+    )
+    assert rc == 0 and frames_out(out) == 5 and "p99" in out
+    assert len(list((tmp_path / "m").iterdir())) == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        (["run", "M"], "the following arguments are required: --source"),
+        (["run", "M", "--source", "0", "--alpha", "2"], "--alpha: 2 is not between 0 and 1"),
+        (["run", "M", "--source", "0", "--live", "--no-drop"], "not allowed with argument"),
+        (["run", "M", "--source", "0", "--backend", "cuda"], "invalid choice: 'cuda'"),
+        (["run", "M", "--source", "0", "--max-frames", "0"], "0 must be > 0"),
+        (["run", "TINY", "--source", "ftp://host/v.mp4"], "unsupported URL scheme 'ftp'"),
+        (["demo", "--frames", "-3"], "-3 must be > 0"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args, pattern, tiny_onnx, capsys):
+    rc, out, err = run_cli([str(tiny_onnx) if a == "TINY" else a for a in args], capsys)
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and re.search(re.escape(pattern), err), err
+
+
+@pytest.mark.parametrize(
+    "kind,pattern,code",
+    [
+        ("camera", "camera 9: cannot open it", 1),
+        ("unwritable", "cannot create folder", 1),
+        ("bad-container", "unsupported video type .xyz", 2),
+        ("no-display", "--show needs a display", 1),
+        ("missing-model", "nope.onnx", 1),
+        ("missing-source", "no such file or folder", 1),
+    ],
+)
+def test_errors_exit_with_one_line_before_any_frame(kind, pattern, code, tmp_path, tiny_onnx, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    model, source, extra = tiny_onnx, "synthetic:3", []
+    if kind == "camera":
+        if Path("/dev/video9").exists():
+            pytest.skip("this machine has /dev/video9")
+        source = "9"
+    elif kind == "unwritable":
+        extra = ["--save", tmp_path / "file" / "o.mp4"]
+    elif kind == "bad-container":
+        extra = ["--save", tmp_path / "o.xyz"]
+    elif kind == "no-display":
+        extra = ["--show"]
+    elif kind == "missing-model":
+        model = tmp_path / "nope.onnx"
+    elif kind == "missing-source":
+        source = str(tmp_path / "nope.mp4")
+    rc, out, err = run_cli(["run", model, "--source", source, *extra], capsys)
+    assert rc == code and out == "", out  # nothing streamed, no summary
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("roadseg run: error:") and pattern in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def test_lost_stream_exits_1_after_the_summary(tmp_path, tiny_onnx, capsys, monkeypatch):
+    from roadseg.runtime import sources
+
+    class Dead:
+        def isOpened(self):  # noqa: N802
+            return False
+
+        def release(self):
+            pass
+
+    class Lost(Dead):
+        n = 4
+
+        def isOpened(self):  # noqa: N802
+            return True
+
+        def get(self, prop):
+            return 0.0
+
+        def read(self):
+            import numpy as np
+
+            self.n -= 1
+            return (True, np.zeros((72, 96, 3), np.uint8)) if self.n >= 0 else (False, None)
+
+    caps = [Lost()]
+    monkeypatch.setattr(sources, "_open_capture", lambda *a: caps.pop(0) if caps else Dead())
+    rc, out, err = run_cli(
+        ["run", tiny_onnx, "--source", "0", "--no-drop", "--reconnects", "1", "--save", tmp_path / "o.avi"], capsys
+    )
+    assert rc == 1 and frames_out(out) == 4 and "stopped by error" in out
+    assert "1 reconnect attempts failed" in err.strip().splitlines()[-1]
+    assert decode_count(tmp_path / "o.avi") == 4
