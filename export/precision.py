@@ -34,6 +34,25 @@ def _pre_post_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.name.startswith((PRE_PREFIX, POST_PREFIX))]
 
 
+def _logit_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes that produce the network's logits: the last node before post-processing (or the
+    graph output), and through a trailing Resize the classifier feeding it. They stay FP32 so the
+    ArgMax never compares INT8-rounded logits."""
+    g = model.graph
+    raw = not any(n.name.startswith(NET_PREFIX) for n in g.node)
+    targets = [o.name for o in g.output] if raw else _net_boundary(g)[1]
+    producer = {o: n for n in g.node for o in n.output}
+    names, frontier = [], list(targets)
+    while frontier:
+        node = producer.get(frontier.pop())
+        if node is None or node.name in names:
+            continue
+        names.append(node.name)
+        if node.op_type in ("Resize", "Upsample") and node.input:
+            frontier.append(node.input[0])
+    return names
+
+
 def _net_boundary(graph: onnx.GraphProto) -> tuple[list[str], list[str]]:
     """Tensors entering and leaving the `/net/` nodes of a frames->labels graph."""
     net = [n for n in graph.node if n.name.startswith(NET_PREFIX)]
@@ -113,12 +132,15 @@ def to_int8(model: onnx.ModelProto, frames: Sequence[np.ndarray], method: str = 
         # shape inference + graph cleanup the quantiser expects (BatchNorm is already folded)
         quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=False)
         pre_model = onnx.load(str(pre))
-        exclude = _pre_post_nodes(pre_model)
+        exclude = _pre_post_nodes(pre_model) + _logit_nodes(pre_model)
         quantize_static(
             str(pre), str(dst), _FrameReader(input_name, frames, progress), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=calib, nodes_to_exclude=exclude,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibMaxIntermediateOutputs": 16},
+            # no CalibMaxIntermediateOutputs: in onnxruntime 1.32 the MinMax calibrater clears each
+            # full buffer without reducing it (only the last partial buffer counts), and the
+            # histogram calibraters ignore it. MinMax keeps only per-tensor min/max anyway.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )  # fmt: skip
         out = onnx.load(str(dst))
     return out

@@ -35,7 +35,7 @@ import onnx
 from roadseg import __version__
 from roadseg.runtime.atomic import atomic_path, check_writable
 from roadseg.runtime.card import ModelCard
-from roadseg.runtime.engine import EngineSidecar, now_iso, write_sidecar
+from roadseg.runtime.engine import AMPERE, EngineSidecar, now_iso, parse_compute_capability, write_sidecar
 from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
 
 from .onnx_export import GraphSpec
@@ -61,6 +61,8 @@ def require_tensorrt() -> str:
         raise MissingDependencyError(INSTALL_HINT) from None
     except OSError as e:  # the wheel is there but libnvinfer / CUDA libraries are not loadable
         raise MissingDependencyError(f"{INSTALL_HINT} (importing tensorrt failed: {e})") from None
+    if not hasattr(tensorrt, "Builder"):  # e.g. only type stubs installed: an empty namespace package
+        raise MissingDependencyError(f"{INSTALL_HINT} (the installed 'tensorrt' has no builder)")
     return str(tensorrt.__version__)
 
 
@@ -93,8 +95,10 @@ def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[
     given = {k: getattr(opts, f"{k}_shape") for k in ("min", "opt", "max")}
     if not spec.dynamic:
         if any(v is not None for v in given.values()):
-            raise UsageError("--min-shape/--opt-shape/--max-shape apply to dynamic graphs; export with --dynamic (this graph has a fixed shape)")
-        h, w = (card.input_size if spec.raw or spec.frame_size is None else spec.frame_size)
+            raise UsageError(
+                "--min-shape/--opt-shape/--max-shape apply to dynamic graphs; export with --dynamic (this graph has a fixed shape)"
+            )
+        h, w = card.input_size if spec.raw or spec.frame_size is None else spec.frame_size
         shape = _full_shape((int(spec.batch), int(h), int(w)), spec.raw)
         return [{"input": name, "min": list(shape), "opt": list(shape), "max": list(shape)}]
     mh, mw = (int(x) for x in card.input_size)
@@ -114,7 +118,14 @@ def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[
                 f"engine profile: --{label}-shape {' '.join(map(str, lo))} exceeds --{other}-shape {' '.join(map(str, hi))}; "
                 "need min <= opt <= max in N, H and W"
             )
-    return [{"input": name, "min": _full_shape(mn, spec.raw), "opt": _full_shape(opt, spec.raw), "max": _full_shape(mx, spec.raw)}]
+    return [
+        {
+            "input": name,
+            "min": _full_shape(mn, spec.raw),
+            "opt": _full_shape(opt, spec.raw),
+            "max": _full_shape(mx, spec.raw),
+        }
+    ]
 
 
 def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
@@ -298,7 +309,9 @@ def _parse(network: trt.INetworkDefinition, logger: trt.ILogger, data: bytes, wh
     if not parser.parse(data):
         errors = [str(parser.get_error(i)).replace("\n", " ") for i in range(parser.num_errors)]
         first = errors[0] if errors else "no detail"
-        raise RoadsegError(f"{what}: TensorRT's ONNX parser refused the graph ({len(errors)} error(s); first: {first[:300]})")
+        raise RoadsegError(
+            f"{what}: TensorRT's ONNX parser refused the graph ({len(errors)} error(s); first: {first[:300]})"
+        )
     return parser
 
 
@@ -336,9 +349,13 @@ def _apply_profiles(builder: trt.Builder, config: trt.IBuilderConfig, network: t
     dynamic = {n: s for n, s in inputs.items() if any(d < 0 for d in s)}
     for p in profiles:
         if p["input"] not in inputs:
-            raise RoadsegError(f"{what}: the graph has no input '{p['input']}' (it has {', '.join(inputs)}); export it again with roadseg")
+            raise RoadsegError(
+                f"{what}: the graph has no input '{p['input']}' (it has {', '.join(inputs)}); export it again with roadseg"
+            )
         if len(p["min"]) != len(inputs[p["input"]]):
-            raise RoadsegError(f"{what}: input '{p['input']}' has rank {len(inputs[p['input']])}, the profile {p['min']}")
+            raise RoadsegError(
+                f"{what}: input '{p['input']}' has rank {len(inputs[p['input']])}, the profile {p['min']}"
+            )
     if not dynamic:
         return
     missing = sorted(set(dynamic) - {p["input"] for p in profiles})
@@ -414,7 +431,9 @@ class _Cancel:
             raise KeyboardInterrupt
 
 
-def build_engine(model: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, src: Path | None) -> Path:
+def build_engine(
+    model: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, src: Path | None
+) -> Path:
     """Build a TensorRT plan from roadseg's (precision-annotated) ONNX graph; write it and its
     sidecar atomically. Returns the plan's path."""
     out = check_writable(engine_path(opts, card, spec, src))
@@ -432,9 +451,14 @@ def build_engine(model: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts:
     gpu = gpu_info()
     if opts.hardware_compatible:
         if _on_jetson():
-            raise UsageError("--hardware-compatible is not supported by TensorRT on Jetson (JetPack); build without it on the device")
-        if gpu.compute_capability != "unknown" and tuple(int(x) for x in gpu.compute_capability.split(".")[:2]) < (8, 0):
-            raise UsageError(f"--hardware-compatible needs an Ampere or newer GPU to build on; this one ({gpu.name}) is {gpu.compute_capability}")
+            raise UsageError(
+                "--hardware-compatible is not supported by TensorRT on Jetson (JetPack); build without it on the device"
+            )
+        cc = parse_compute_capability(gpu.compute_capability) if gpu.compute_capability != "unknown" else None
+        if cc is not None and cc < AMPERE:
+            raise UsageError(
+                f"--hardware-compatible needs an Ampere or newer GPU to build on; this one ({gpu.name}) is {gpu.compute_capability}"
+            )
 
     what = str(src or opts.model)
     data = model.SerializeToString()

@@ -1,0 +1,208 @@
+"""Export stage: the ONNX contract, parity with PyTorch, FP16/INT8 variants and their accuracy gates,
+atomic writes under interruption, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from roadseg.export.command import ExportOptions, export
+from roadseg.export.graph import FramesToLabels
+from roadseg.runtime.card import CARD_KEY, ModelCard
+from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.synthetic import make_dataset, make_scene
+from roadseg.train.checkpoint import load_model
+
+TINY_INPUT_SIZE = (64, 96)  # as in conftest.py
+TINY_FRAME_SIZE = (72, 96)
+
+
+def _sess(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    """A CamVid-layout synthetic dataset at the tiny frame size (train split for calibration)."""
+    return make_dataset(tmp_path_factory.mktemp("verify"), n_train=24, n_val=12, size=TINY_FRAME_SIZE, seed=11)
+
+
+def test_contract_fixed(tiny_onnx):
+    model = onnx.load(str(tiny_onnx))
+    onnx.checker.check_model(model, full_check=True)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert inp.name == "frames" and out.name == "labels"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert out.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, *TINY_FRAME_SIZE, 3]
+    assert [d.dim_value for d in out.type.tensor_type.shape.dim] == [1, *TINY_FRAME_SIZE]
+    card = ModelCard.from_json({p.key: p.value for p in model.metadata_props}[CARD_KEY])
+    assert card.num_classes == 11 and tuple(card.input_size) == TINY_INPUT_SIZE and card.precision == "fp32"
+    labels = _sess(tiny_onnx).run(None, {"frames": make_scene(0, TINY_FRAME_SIZE)[0][None]})[0]
+    assert labels.dtype == np.uint8 and labels.shape == (1, *TINY_FRAME_SIZE) and labels.max() < 11
+    report = json.loads(Path(f"{tiny_onnx}.json").read_text())
+    assert report["parity_fp32"]["agreement"] >= 0.999
+
+
+def test_contract_dynamic_any_size(tiny_onnx_dynamic, tiny_checkpoint):
+    sess = _sess(tiny_onnx_dynamic)
+    shape = sess.get_inputs()[0].shape
+    assert not isinstance(shape[0], int) and not isinstance(shape[1], int) and shape[3] == 3
+    net, card, _ = load_model(tiny_checkpoint)
+    ref = FramesToLabels(net, card, None).eval()
+    for size, n in (((90, 120), 2), ((64, 96), 1), ((37, 51), 1)):
+        frames = np.stack([make_scene(s, size)[0] for s in range(n)])
+        got = sess.run(None, {"frames": frames})[0]
+        with torch.no_grad():
+            want = ref(torch.from_numpy(frames)).numpy()
+        assert got.shape == (n, *size)
+        assert (got == want).mean() >= 0.999
+
+
+def test_graph_preprocessing_matches_training(tiny_onnx, tiny_checkpoint):
+    """The graph's BGR->RGB, resize, mean/std and logits upsampling agree with the evaluation path
+    used in training (cv2 resize of the RGB frame, normalise, network, bilinear upsample, ArgMax)."""
+    from roadseg.train.data import EvalTransform
+
+    net, card, _ = load_model(tiny_checkpoint)
+    tf = EvalTransform(card.mean, card.std, card.input_size)
+    agree = []
+    for s in range(4):
+        frame, mask = make_scene(20 + s, TINY_FRAME_SIZE)
+        x, _ = tf(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), mask, 0)
+        with torch.no_grad():
+            logits = F.interpolate(net(torch.from_numpy(x)[None]), size=TINY_FRAME_SIZE, mode="bilinear", align_corners=False)
+        want = logits.argmax(1)[0].numpy()
+        got = _sess(tiny_onnx).run(None, {"frames": frame[None]})[0][0]
+        agree.append((got == want).mean())
+    # the graph resizes float pixels, cv2 rounds to uint8 first: a few boundary pixels may differ
+    assert np.mean(agree) >= 0.99
+
+
+def test_raw_export_logits_parity(tiny_export, tiny_checkpoint):
+    path = tiny_export(raw=True)
+    report = json.loads(Path(f"{path}.json").read_text())
+    assert report["parity_fp32"]["max_abs_diff"] < 1e-4
+    sess = _sess(path)
+    assert sess.get_inputs()[0].name == "input" and sess.get_inputs()[0].shape == [1, 3, *TINY_INPUT_SIZE]
+    net, _, _ = load_model(tiny_checkpoint)
+    x = torch.randn(1, 3, *TINY_INPUT_SIZE)
+    with torch.no_grad():
+        want = net(x).numpy()
+    assert np.abs(sess.run(None, {"input": x.numpy()})[0] - want).max() < 1e-4
+
+
+def test_fixed_batch(tiny_export):
+    path = tiny_export(frame_size=TINY_FRAME_SIZE, batch=3)
+    assert path.name.endswith(".onnx")
+    frames = np.stack([make_scene(s, TINY_FRAME_SIZE)[0] for s in range(3)])
+    out = _sess(path).run(None, {"frames": frames})[0]
+    single = _sess(tiny_export(frame_size=TINY_FRAME_SIZE))
+    for i in range(3):
+        assert (out[i] == single.run(None, {"frames": frames[i : i + 1]})[0][0]).mean() >= 0.999
+
+
+def test_fp16_variant_loads_and_passes_gate(tiny_export, labelled):
+    path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="fp16", verify=str(labelled))
+    model = onnx.load(str(path))
+    types = {i.data_type for i in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types  # the network's weights are half precision
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8  # IO kept
+    gate = json.loads(Path(f"{path}.json").read_text())["gate"]
+    assert gate["labelled"] and gate["passed"] and gate["drop_points"] <= 0.1
+    out = _sess(path).run(None, {"frames": make_scene(3, TINY_FRAME_SIZE)[0][None]})[0]
+    assert out.dtype == np.uint8
+
+
+def test_int8_variant_has_qdq_and_passes_gate(tiny_export, labelled):
+    path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=16,
+                       verify=str(labelled))  # fmt: skip
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # pre/post-processing and the ArgMax stay unquantised: none of their inputs is dequantised
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    pre_post = [n for n in model.graph.node if n.name.startswith(("/pre/", "/post/")) and "QuantizeLinear" not in n.op_type]
+    assert any(n.op_type == "ArgMax" for n in pre_post)
+    for n in pre_post:
+        assert not dq_outputs.intersection(n.input), n.name
+    rep = json.loads(Path(f"{path}.json").read_text())
+    assert rep["calibration"]["frames"] == 16 and rep["gate"]["passed"] and rep["gate"]["drop_points"] <= 1.0
+
+
+def test_gate_refuses_variant_and_writes_nothing(tiny_checkpoint, labelled, tmp_path):
+    out = tmp_path / "refused.onnx"
+    opts = ExportOptions(model=str(tiny_checkpoint), frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled),
+                         calib_count=8, verify=str(labelled), max_drop=-50.0, output=str(out), progress=False)  # fmt: skip
+    with pytest.raises(RoadsegError, match="misses its accuracy budget"):
+        export(opts)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_errors_before_work(tiny_checkpoint, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(few / f"{i}.png"), make_scene(i, TINY_FRAME_SIZE)[0])
+    (few / "broken.png").write_bytes(b"nope")
+    base = dict(model=str(tiny_checkpoint), frame_size=TINY_FRAME_SIZE, precision="int8", progress=False,
+                output=str(tmp_path / "x.onnx"))  # fmt: skip
+    with pytest.raises(RoadsegError, match="only 3 usable calibration frames"):
+        export(ExportOptions(calib=str(few), **base))
+    with pytest.raises(UsageError, match="needs --calib"):
+        export(ExportOptions(**base))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_interrupt_during_write_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "m.onnx"
+
+    def interrupted_save(model, path, *a, **k):
+        Path(path).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("roadseg.export.onnx_export.onnx.save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        export(ExportOptions(model=str(tiny_checkpoint), frame_size=TINY_FRAME_SIZE, output=str(out), progress=False))
+    assert list(tmp_path.iterdir()) == []  # no target, no temp file
+
+
+def test_errors_for_foreign_onnx_and_bad_inputs(tiny_onnx, tmp_path):
+    foreign = tmp_path / "foreign.onnx"
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+              [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])), foreign)  # fmt: skip
+    with pytest.raises(RoadsegError, match="no roadseg model card"):
+        export(ExportOptions(model=str(foreign), to="triton"))
+    with pytest.raises(UsageError, match="already ONNX"):
+        export(ExportOptions(model=str(tiny_onnx), to="onnx"))
+    with pytest.raises(RoadsegError, match="not found"):
+        export(ExportOptions(model=str(tmp_path / "none.pt")))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not __import__("os").access(locked, __import__("os").W_OK):  # root can write anyway
+            with pytest.raises(RoadsegError, match="not writable"):
+                export(ExportOptions(model=str(tiny_onnx), to="triton", output=str(locked / "repo")))
+    finally:
+        locked.chmod(0o700)
+
+
+def test_cli_export_one_line_errors(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "roadseg", "export", str(tmp_path / "missing.pt")], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "missing.pt" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "roadseg", "export", "x.pt", "--imgsz", "100", "96"], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "multiple of 32" in r.stderr
