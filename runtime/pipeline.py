@@ -276,6 +276,7 @@ def run_stream(
             video.fps = src.fps
         writer = _Writer(stats, painter, video, masks, window, on_frame, stop)
         writer.start()
+        stats.start = time.perf_counter()  # FPS from the moment frames can flow, not from model/sink setup
         next_report = time.perf_counter() + report_every
         try:
             for frame, labels, _ in _frames(backend, src, stats, stop, max_frames):
