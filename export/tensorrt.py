@@ -20,6 +20,7 @@ without a GPU (profiles_for, output paths, GPU description fallbacks).
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -143,8 +144,13 @@ def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path
 
 
 def default_timing_cache() -> Path:
-    from roadseg.runtime.defaults import cache_dir
-
+    """~/.cache/roadseg/timing.cache (the roadseg cache folder: $ROADSEG_CACHE, $XDG_CACHE_HOME/roadseg)."""
+    try:
+        from roadseg.runtime.defaults import cache_dir
+    except ImportError:  # pragma: no cover - older layouts without runtime/defaults.py
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(os.environ.get("ROADSEG_CACHE") or Path(xdg or Path.home() / ".cache") / "roadseg")
+        return base.expanduser() / "timing.cache"
     return cache_dir() / "timing.cache"
 
 
@@ -375,7 +381,12 @@ def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingCac
             data = path.read_bytes()
         except OSError as e:
             print(f"timing cache {path}: cannot read it ({e.strerror}); starting a new one", file=sys.stderr)
-    cache = config.create_timing_cache(data) if data else None
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except Exception:  # noqa: BLE001 - a corrupt cache file is not worth failing the build for
+            cache = None
     if cache is None:
         if data:
             print(f"timing cache {path}: not a TensorRT timing cache; starting a new one", file=sys.stderr)

@@ -1,0 +1,625 @@
+"""Native TensorRT backend ("trt"): a roadseg .engine run with TensorRT's Python API and pycuda.
+
+Loading policy (TensorRT plans are executable artefacts: they carry compiled GPU kernels, and a
+version-compatible plan also carries host code, TensorRT's lean runtime, that runs in this process
+when the plan is deserialised; NVIDIA's own guidance is never to deserialise a plan from an
+untrusted source):
+
+1. `verify_engine` (runtime/engine.py) checks the plan against its sidecar before TensorRT sees it:
+   sha256, TensorRT major.minor, GPU compute capability. Any mismatch is one RoadsegError with the
+   rebuild command. The bytes handed to TensorRT are hashed again after reading, so the plan that is
+   deserialised is the one that was verified.
+2. Plans that need host code or plugins are refused unless the caller opts in (allow_plugins=True):
+   a sidecar that records a version-compatible build (embedded lean runtime) or plugin libraries /
+   plugin layers is refused with the reason; and the TensorRT runtime itself is created with
+   `engine_host_code_allowed = allow_plugins` (TensorRT's own default is False), while TensorRT's
+   plugin library is initialised and the sidecar's plugin libraries are loaded only when allowed.
+   So a plan whose sidecar lies about needing host code is still refused by TensorRT.
+
+Execution (TensorRT 10/11 name-based API): tensors are bound by name (`set_input_shape`,
+`set_tensor_address`, `execute_async_v3`) on one CUDA stream; pinned host buffers
+(`pycuda.driver.pagelocked_empty`) and device buffers are reused across frames and reallocated only
+when a larger shape arrives. pycuda is used with an explicit context, no `pycuda.autoinit`: the
+context is created (and the plan deserialised) by the first thread that calls `infer()` (or
+`load()`), and is made current only for the duration of each call (push ... pop), so no thread is
+left holding it; calls are serialised by a lock. `cuda_graph=True` captures `execute_async_v3` into
+a CUDA graph once per input shape and replays it (most useful for fixed-shape engines; a new shape
+or reallocated buffers recapture it; an engine that cannot be captured falls back to plain
+execution with one warning).
+
+Frames follow the ONNX contract (uint8 [N,H,W,3] BGR -> uint8 [N,H,W]); an engine with a fixed frame
+size takes any frame size (frames resized with bilinear interpolation, labels back with nearest
+neighbour), as the ONNX Runtime backend does; batches larger than the engine's are chunked.
+
+tensorrt and pycuda are imported only when a backend is opened (MissingDependencyError otherwise);
+the planning logic (binding plan, run plan, buffer pool) is plain Python, unit-tested with fakes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..card import ModelCard
+from ..engine import EngineSidecar, rebuild_command, sidecar_path, verify_engine
+from ..errors import MissingDependencyError, RoadsegError, UsageError
+from .base import TensorSpec
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+INSTALL_HINT = "TensorRT is not installed: pip install roadseg[gpu] on a machine with an NVIDIA GPU"
+PYCUDA_HINT = (
+    "pycuda is not installed: pip install roadseg[gpu] (pycuda builds against the CUDA toolkit on this machine)"
+)
+SYMBOLIC = ("N", "H", "W")
+
+
+# -- pure planning logic -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One engine I/O tensor, as TensorRT describes it."""
+
+    name: str
+    is_input: bool
+    dtype: str  # numpy dtype name
+    shape: tuple[int, ...]  # -1 for dynamic dimensions
+    on_device: bool = True
+    # inputs with dynamic dimensions: (min, opt, max) shapes of optimisation profile 0
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class BindingPlan:
+    """The frames input and labels output of a roadseg engine, checked."""
+
+    input: TensorInfo
+    output: TensorInfo
+
+    def _range(self, axis: int) -> tuple[int, int, int]:
+        d = self.input.shape[axis]
+        if d > 0:
+            return d, d, d
+        assert self.input.profile is not None
+        lo, opt, hi = self.input.profile
+        return lo[axis], opt[axis], hi[axis]
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        lo, _, hi = self._range(0)
+        return lo, hi
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        h, w = self.input.shape[1:3]
+        return (h, w) if h > 0 and w > 0 else None
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.input.shape)
+
+    def size_range(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """(min, opt, max) frame (H, W)."""
+        (h0, h1, h2), (w0, w1, w2) = self._range(1), self._range(2)
+        return (h0, w0), (h1, w1), (h2, w2)
+
+
+def binding_plan(tensors: Sequence[TensorInfo], source: str) -> BindingPlan:
+    """Check that the engine is roadseg's frames->labels graph: one uint8 [N,H,W,3] input on the
+    device, one uint8 [N,H,W] output, a profile for every dynamic input dimension."""
+    inputs = [t for t in tensors if t.is_input]
+    outputs = [t for t in tensors if not t.is_input]
+    if len(inputs) != 1 or len(outputs) != 1:
+        names = ", ".join(f"{t.name}({'in' if t.is_input else 'out'})" for t in tensors)
+        raise RoadsegError(
+            f"{source}: expected one input (frames) and one output (labels), the engine has {names}; build it from a roadseg ONNX"
+        )
+    i, o = inputs[0], outputs[0]
+    if i.dtype != "uint8" and len(i.shape) == 4 and i.shape[1] == 3:
+        raise RoadsegError(
+            f"{source}: is an engine of a raw-network export ({i.dtype} NCHW in, logits out); the runtime streams "
+            "frames->labels engines: export the checkpoint again without --raw, then --to engine"
+        )
+    if i.dtype != "uint8" or len(i.shape) != 4 or i.shape[3] != 3:
+        raise RoadsegError(f"{source}: input '{i.name}' is {i.dtype} {list(i.shape)}; expected uint8 [N,H,W,3] frames")
+    if o.dtype != "uint8" or len(o.shape) != 3:
+        raise RoadsegError(f"{source}: output '{o.name}' is {o.dtype} {list(o.shape)}; expected uint8 [N,H,W] labels")
+    if not (i.on_device and o.on_device):
+        raise RoadsegError(
+            f"{source}: an I/O tensor lives in host memory; roadseg engines keep frames and labels on the device"
+        )
+    if any(d < 0 for d in i.shape):
+        if i.profile is None or any(len(p) != 4 for p in i.profile):
+            raise RoadsegError(
+                f"{source}: input '{i.name}' is dynamic but has no optimisation profile; rebuild the engine"
+            )
+    return BindingPlan(i, o)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How one infer() call runs: at which frame size, in which batches."""
+
+    run_hw: tuple[int, int]  # (H, W) the engine runs at
+    resize: bool  # frames are resized to run_hw, labels back to the frame size
+    # (start, stop, batch): frames [start, stop) run as one batch of `batch` (padded with the last frame)
+    chunks: tuple[tuple[int, int, int], ...]
+
+
+def plan_run(n: int, h: int, w: int, plan: BindingPlan) -> RunPlan:
+    """Frame size: a fixed-size engine runs at its size; a dynamic one at the frame's size when its
+    profile covers it, else at the profile's opt size. Batch: chunks of at most the largest batch
+    the engine takes, each padded up to the smallest (a fixed batch pads every chunk to it)."""
+    fixed = plan.fixed_size
+    if fixed is not None:
+        run_hw = fixed
+    else:
+        (hmin, wmin), (hopt, wopt), (hmax, wmax) = plan.size_range()
+        inside = hmin <= h <= hmax and wmin <= w <= wmax
+        run_hw = (h, w) if inside else (hopt, wopt)
+    bmin, bmax = plan.batch_range
+    chunks = []
+    for start in range(0, n, bmax):
+        stop = min(n, start + bmax)
+        chunks.append((start, stop, max(stop - start, bmin)))
+    return RunPlan(run_hw, run_hw != (h, w), tuple(chunks))
+
+
+class BufferPool:
+    """Pinned host + device buffers per tensor name, reused across frames and grown (reallocated)
+    only when a request is larger than what the tensor already has. The allocators are injected:
+    pycuda's pagelocked_empty / mem_alloc in the backend, fakes in tests."""
+
+    def __init__(self, host_alloc: Callable[[int], np.ndarray], device_alloc: Callable[[int], Any]) -> None:
+        self._host_alloc = host_alloc
+        self._device_alloc = device_alloc
+        self._buffers: dict[str, tuple[np.ndarray, Any, int]] = {}
+        self.allocations = 0  # (host, device) pairs allocated so far
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, Any, bool]:
+        """(host view of `shape`/`dtype` over the pinned buffer, device allocation, grew)."""
+        dt = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        have = self._buffers.get(name)
+        grew = have is None or have[2] < nbytes
+        if grew:
+            if have is not None:
+                self._free(have[1])
+            cap = max(nbytes, 1)
+            host = self._host_alloc(cap)
+            dev = self._device_alloc(cap)
+            self._buffers[name] = (host, dev, cap)
+            self.allocations += 1
+        host, dev, _ = self._buffers[name]
+        view = host[:nbytes].view(dt).reshape(shape)
+        return view, dev, grew
+
+    def capacity(self, name: str) -> int:
+        have = self._buffers.get(name)
+        return 0 if have is None else have[2]
+
+    @staticmethod
+    def _free(dev: Any) -> None:
+        free = getattr(dev, "free", None)
+        if callable(free):
+            free()
+
+    def clear(self) -> None:
+        for _, dev, _ in self._buffers.values():
+            self._free(dev)
+        self._buffers.clear()
+
+
+def check_plugin_policy(sc: EngineSidecar, engine: str | os.PathLike, allow_plugins: bool) -> None:
+    """Refuse plans that need host code or plugins unless the caller opted in."""
+    if allow_plugins:
+        return
+    if sc.version_compatible:
+        raise RoadsegError(
+            f"{engine}: is a version-compatible plan, which embeds TensorRT's lean runtime (host code that runs when the "
+            "plan loads); roadseg loads such plans only when allowed (allow_plugins=True, `--allow-plugins`) for a plan you "
+            f"built or trust. Or rebuild it without --version-compatible: {rebuild_command(engine, replace(sc, version_compatible=False))}"
+        )
+    if sc.plugins:
+        raise RoadsegError(
+            f"{engine}: needs TensorRT plugins ({', '.join(sc.plugins)[:200]}): plugin libraries are native code and are "
+            "loaded only when allowed (allow_plugins=True, `--allow-plugins`) for a plan you built or trust"
+        )
+
+
+def specs_from_sidecar(sc: EngineSidecar, card: ModelCard) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input/output specs before the plan is deserialised, from the sidecar's profile."""
+    prof = next((p for p in sc.profiles if p.get("input") == card.input_name), sc.profiles[0] if sc.profiles else None)
+    if prof is None:
+        dims: tuple[int | str | None, ...] = ("N", "H", "W", 3)
+        name = card.input_name
+    else:
+        name = str(prof["input"])
+        dims = tuple(lo if lo == hi else sym for lo, hi, sym in zip(prof["min"], prof["max"], (*SYMBOLIC, "C")))
+    out = tuple(dims[:3])
+    return [TensorSpec(name, dims, "uint8")], [TensorSpec(card.output_name, out, "uint8")]
+
+
+def specs_from_plan(plan: BindingPlan) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def dims(shape: tuple[int, ...]) -> tuple[int | str | None, ...]:
+        return tuple(d if d > 0 else SYMBOLIC[k] for k, d in enumerate(shape))
+
+    i, o = plan.input, plan.output
+    return [TensorSpec(i.name, dims(i.shape), i.dtype)], [TensorSpec(o.name, dims(o.shape), o.dtype)]
+
+
+def check_frames(frames: Any) -> np.ndarray:
+    """A uint8 [H,W,3] or [N,H,W,3] array, or one RoadsegError saying what the frame was."""
+    x = np.asarray(frames)
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape:
+        raise RoadsegError(
+            f"frames must be uint8 BGR [H,W,3] or [N,H,W,3] with H, W > 0; got {x.dtype} {list(x.shape)} "
+            "(convert gray/BGRA with cv2.cvtColor and 16-bit with `>> 8` first)"
+        )
+    return x
+
+
+# -- CUDA graphs through the driver API (pycuda has no stream capture) ---------------------------
+
+CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1
+
+
+class CudaGraph:
+    """cuStreamBeginCapture_v2 / cuStreamEndCapture / cuGraphInstantiateWithFlags / cuGraphLaunch on
+    libcuda (CUDA >= 11.4), in whatever context is current (the backend's, pushed)."""
+
+    def __init__(self) -> None:
+        self._cu = ctypes.CDLL("libcuda.so.1")
+        self._graph = ctypes.c_void_p()
+        self._exec = ctypes.c_void_p()
+
+    def _check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            raise RuntimeError(f"{what} failed with CUresult {rc}")
+
+    def capture(self, stream: int, work: Callable[[], None]) -> None:
+        h = ctypes.c_void_p(stream)
+        self._check(
+            self._cu.cuStreamBeginCapture_v2(h, ctypes.c_int(CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)),
+            "cuStreamBeginCapture",
+        )
+        try:
+            work()
+        finally:
+            rc = self._cu.cuStreamEndCapture(h, ctypes.byref(self._graph))
+        self._check(rc, "cuStreamEndCapture")
+        self._check(
+            self._cu.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, ctypes.c_ulonglong(0)),
+            "cuGraphInstantiate",
+        )
+
+    def launch(self, stream: int) -> None:
+        self._check(self._cu.cuGraphLaunch(self._exec, ctypes.c_void_p(stream)), "cuGraphLaunch")
+
+    def destroy(self) -> None:
+        if self._exec.value:
+            self._cu.cuGraphExecDestroy(self._exec)
+            self._exec = ctypes.c_void_p()
+        if self._graph.value:
+            self._cu.cuGraphDestroy(self._graph)
+            self._graph = ctypes.c_void_p()
+
+
+# -- the backend ------------------------------------------------------------------------------------
+
+
+def _import_gpu() -> tuple[Any, Any]:
+    """(tensorrt, pycuda.driver) or MissingDependencyError saying what to install."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingDependencyError(INSTALL_HINT) from None
+    except OSError as e:
+        raise MissingDependencyError(f"{INSTALL_HINT} (importing tensorrt failed: {e})") from None
+    if not hasattr(tensorrt, "Runtime"):  # e.g. only type stubs installed: an empty namespace package
+        raise MissingDependencyError(f"{INSTALL_HINT} (the installed 'tensorrt' has no runtime)")
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        raise MissingDependencyError(PYCUDA_HINT) from None
+    except OSError as e:
+        raise MissingDependencyError(f"{PYCUDA_HINT} (importing pycuda failed: {e})") from None
+    return tensorrt, cuda
+
+
+def engine_tensors(engine: trt.ICudaEngine) -> list[TensorInfo]:
+    """The engine's I/O tensors by name (TensorRT 10/11 API)."""
+    import tensorrt as trt
+
+    def dims(d: trt.Dims) -> tuple[int, ...]:
+        return tuple(int(d[k]) for k in range(len(d)))
+
+    out = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        shape = dims(engine.get_tensor_shape(name))
+        profile = None
+        if is_input and any(d < 0 for d in shape):
+            lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
+            profile = (dims(lo), dims(opt), dims(hi))
+        out.append(TensorInfo(
+            name=name, is_input=is_input, dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name, shape=shape,
+            on_device=engine.get_tensor_location(name) == trt.TensorLocation.DEVICE, profile=profile,
+        ))  # fmt: skip
+    return out
+
+
+class TensorRTBackend:
+    """Backend "trt": a roadseg TensorRT plan, verified against its sidecar, run with pycuda.
+
+    device_id: the CUDA device. cuda_graph: replay execute_async_v3 as a CUDA graph per input shape.
+    allow_plugins: load plans that need host code (version-compatible builds) or plugin libraries;
+    only for plans you built or trust (see the module docstring)."""
+
+    name = "trt"
+
+    def __init__(
+        self, path: str | os.PathLike, device_id: int = 0, cuda_graph: bool = False, allow_plugins: bool = False
+    ) -> None:
+        if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
+            raise UsageError(f"device id {device_id!r}: give a CUDA device index (0, 1, ...)")
+        self.path = Path(path)
+        self.device_id = device_id
+        self.cuda_graph = bool(cuda_graph)
+        self.allow_plugins = bool(allow_plugins)
+        self._trt, self._cuda = _import_gpu()
+        cuda = self._cuda
+        try:
+            cuda.init()
+            count = cuda.Device.count()
+        except Exception as e:  # noqa: BLE001 - pycuda raises its own types for a missing driver
+            raise MissingDependencyError(
+                f"backend trt: CUDA is not usable here ({e}); an NVIDIA GPU and driver are needed"
+            ) from None
+        if device_id >= count:
+            raise RoadsegError(f"backend trt: no CUDA device {device_id} (this machine has {count})")
+        major, minor = cuda.Device(device_id).compute_capability()
+        self.compute_capability = f"{major}.{minor}"
+        self.sidecar: EngineSidecar = verify_engine(self.path, str(self._trt.__version__), self.compute_capability)
+        check_plugin_policy(self.sidecar, self.path, self.allow_plugins)
+        self.card: ModelCard = self.sidecar.model_card(str(sidecar_path(self.path)))
+        self._inputs, self._outputs = specs_from_sidecar(self.sidecar, self.card)
+        self._lock = threading.Lock()
+        self._ctx: Any = None
+        self._runtime: trt.Runtime | None = None
+        self._engine: trt.ICudaEngine | None = None
+        self._context: trt.IExecutionContext | None = None
+        self._plan: BindingPlan | None = None
+        self._stream: Any = None
+        self._pool: BufferPool | None = None
+        self._bound: tuple[int, int] | None = None  # device addresses set on the context
+        self._shape: tuple[int, ...] | None = None  # input shape set on the context
+        self._graph: CudaGraph | None = None
+        self._graph_key: tuple | None = None
+        self._graph_failed = False
+        self._closed = False
+
+    # -- Backend protocol ---------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def load(self) -> None:
+        """Create the CUDA context and deserialise the plan now, on the calling thread (infer()
+        does it on first use)."""
+        with self._lock:
+            self._ensure_loaded()
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [H,W,3] or [N,H,W,3] BGR -> uint8 [H,W] or [N,H,W] class indices."""
+        x = check_frames(frames)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        with self._lock:
+            self._ensure_loaded()
+            self._ctx.push()
+            try:
+                labels = self._infer(x)
+            finally:
+                self._ctx.pop()
+        return labels[0] if single else labels
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._ctx is None:
+                return
+            self._ctx.push()
+            try:
+                self._release()
+            finally:
+                self._ctx.pop()
+                self._ctx.detach()
+                self._ctx = None
+
+    def __enter__(self) -> TensorRTBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TensorRTBackend({str(self.path)!r}, device_id={self.device_id}, cuda_graph={self.cuda_graph})"
+
+    # -- internals -----------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self._closed:
+            raise RoadsegError(f"{self.path}: backend trt is closed")
+        if self._ctx is not None:
+            return
+        cuda = self._cuda
+        ctx = cuda.Device(self.device_id).make_context()  # current on this thread until popped below
+        try:
+            self._load()
+        except BaseException:
+            try:
+                self._release()
+            finally:
+                ctx.pop()
+                ctx.detach()
+            raise
+        ctx.pop()
+        self._ctx = ctx
+
+    def _load(self) -> None:
+        import tensorrt as trt
+
+        cuda = self._cuda
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        runtime.engine_host_code_allowed = self.allow_plugins  # TensorRT refuses embedded host code otherwise
+        if self.allow_plugins:
+            trt.init_libnvinfer_plugins(logger, "")
+            registry = runtime.get_plugin_registry()
+            for entry in self.sidecar.plugins:
+                if entry.startswith("library:"):
+                    registry.load_library(entry.split(":", 1)[1])
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise RoadsegError(f"{self.path}: cannot read the engine ({e.strerror})") from None
+        if hashlib.sha256(data).hexdigest() != self.sidecar.plan_sha256:  # changed since verify_engine
+            raise RoadsegError(
+                f"{self.path}: the plan changed on disk after it was verified; not loaded. Rebuild it: {rebuild_command(self.path, self.sidecar)}"
+            )
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise RoadsegError(
+                f"{self.path}: TensorRT could not deserialise the plan (see its messages above). Rebuild it: {rebuild_command(self.path, self.sidecar)}"
+            )
+        plan = binding_plan(engine_tensors(engine), str(self.path))
+        context = engine.create_execution_context()
+        if context is None:
+            raise RoadsegError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
+        self._runtime, self._engine, self._context, self._plan = runtime, engine, context, plan
+        self._stream = cuda.Stream()
+        self._pool = BufferPool(lambda n: cuda.pagelocked_empty(n, np.uint8), cuda.mem_alloc)
+        self._inputs, self._outputs = specs_from_plan(plan)
+
+    def _release(self) -> None:
+        if self._graph is not None:
+            self._graph.destroy()
+            self._graph = None
+        if self._stream is not None:
+            self._stream.synchronize()
+        if self._pool is not None:
+            self._pool.clear()
+        self._pool = None
+        self._context = None  # TensorRT objects are destroyed while the context is current
+        self._engine = None
+        self._runtime = None
+        self._stream = None
+        self._bound = None
+        self._shape = None
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        import cv2
+
+        assert self._plan is not None
+        n, h, w = x.shape[:3]
+        rp = plan_run(n, h, w, self._plan)
+        rh, rw = rp.run_hw
+        if rp.resize:
+            x = np.stack([cv2.resize(f, (rw, rh), interpolation=cv2.INTER_LINEAR) for f in x])
+        parts = [self._execute(x[start:stop], batch) for start, stop, batch in rp.chunks]
+        labels = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if rp.resize:
+            labels = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in labels])
+        return labels
+
+    def _execute(self, chunk: np.ndarray, batch: int) -> np.ndarray:
+        cuda, context, plan, pool = self._cuda, self._context, self._plan, self._pool
+        assert context is not None and plan is not None and pool is not None
+        k = len(chunk)
+        in_shape = (batch, *chunk.shape[1:])
+        host_in, dev_in, _ = pool.get(plan.input.name, in_shape, plan.input.dtype)
+        host_in[:k] = chunk
+        if batch > k:  # pad with the last frame; its labels are dropped
+            host_in[k:] = chunk[-1]
+        if self._shape != in_shape:
+            if not context.set_input_shape(plan.input.name, in_shape):
+                raise RoadsegError(
+                    f"{self.path}: the engine does not take input shape {list(in_shape)} (its profile: {self.sidecar.profiles})"
+                )
+            self._shape = in_shape
+        d = context.get_tensor_shape(plan.output.name)
+        out_shape = tuple(int(d[j]) for j in range(len(d)))
+        if out_shape != in_shape[:3]:
+            raise RoadsegError(
+                f"{self.path}: the engine gives labels {list(out_shape)} for frames {list(in_shape)}; expected {list(in_shape[:3])}"
+            )
+        host_out, dev_out, _ = pool.get(plan.output.name, out_shape, plan.output.dtype)
+        addresses = (int(dev_in), int(dev_out))
+        if self._bound != addresses:
+            context.set_tensor_address(plan.input.name, addresses[0])
+            context.set_tensor_address(plan.output.name, addresses[1])
+            self._bound = addresses
+        stream = self._stream
+        cuda.memcpy_htod_async(dev_in, host_in, stream)
+        key = (in_shape, addresses)
+        if self._graph is not None and self._graph_key == key:
+            self._graph.launch(stream.handle)
+        else:
+            if not context.execute_async_v3(stream.handle):
+                raise RoadsegError(f"{self.path}: TensorRT failed to execute the engine (see its messages above)")
+        cuda.memcpy_dtoh_async(host_out, dev_out, stream)
+        stream.synchronize()
+        result = host_out[:k].copy()
+        if self.cuda_graph and not self._graph_failed and self._graph_key != key:
+            self._capture(key)
+        return result
+
+    def _capture(self, key: tuple) -> None:
+        """Capture execute_async_v3 for the shape and addresses just run (TensorRT has already run
+        once with them, which flushes its deferred setup out of the capture)."""
+        context = self._context
+        assert context is not None
+        if self._graph is not None:
+            self._graph.destroy()
+            self._graph, self._graph_key = None, None
+        graph = CudaGraph()
+        handle = int(self._stream.handle)
+        try:
+            graph.capture(handle, lambda: self._enqueue_or_fail(context, handle))
+        except (RuntimeError, OSError, AttributeError) as e:
+            graph.destroy()
+            self._graph_failed = True
+            print(
+                f"roadseg: CUDA graph capture is not possible for {self.path.name} ({e}); running without it",
+                file=sys.stderr,
+            )
+            return
+        self._graph, self._graph_key = graph, key
+
+    @staticmethod
+    def _enqueue_or_fail(context: trt.IExecutionContext, handle: int) -> None:
+        if not context.execute_async_v3(handle):
+            raise RuntimeError("execute_async_v3 during capture")
+
+
+__all__ = [
+    "BindingPlan", "BufferPool", "CudaGraph", "RunPlan", "TensorInfo", "TensorRTBackend", "binding_plan",
+    "check_frames", "check_plugin_policy", "engine_tensors", "plan_run", "specs_from_plan", "specs_from_sidecar",
+]  # fmt: skip

@@ -1,0 +1,971 @@
+"""TensorRT: the engine sidecar and its checks, engine build options, and the native backend.
+
+TensorRT cannot be installed without an NVIDIA GPU, so most tests run the real code against small
+fakes of `tensorrt` and `pycuda.driver` that model what these modules do (named tensors, device
+buffers as numpy arrays, a "network" that maps frames to labels deterministically). They check our
+logic (what is verified, refused, bound, allocated, resized, chunked, written), not TensorRT. The
+`gpu`-marked test at the end builds and runs a real engine and compares it with ONNX Runtime; it is
+skipped where TensorRT, pycuda or a GPU is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from roadseg.export.command import ExportOptions
+from roadseg.export.onnx_export import GraphSpec
+from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from roadseg.runtime.engine import (
+    EngineSidecar,
+    read_sidecar,
+    sha256_file,
+    sidecar_path,
+    verify_engine,
+    write_sidecar,
+)
+from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
+
+TRT_VERSION = "10.13.0.35"
+CARD = ModelCard(name="tiny", arch="fastscnn", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11,
+                 input_size=(64, 96))  # fmt: skip
+
+
+# -- sidecar and verify_engine ----------------------------------------------------------------------
+
+
+def make_sidecar(plan: Path, **changes) -> EngineSidecar:
+    sc = EngineSidecar(
+        card=CARD.to_dict(), plan_sha256=sha256_file(plan), onnx_sha256="0" * 64, tensorrt_version=TRT_VERSION,
+        cuda_version="12.6", gpu_name="NVIDIA Jetson AGX Orin", compute_capability="8.7", precision="fp16",
+        profiles=[{"input": "frames", "min": [1, 72, 96, 3], "opt": [1, 72, 96, 3], "max": [1, 72, 96, 3]}],
+        build_seconds=12.5, roadseg_version="0.1.0", created="2026-01-01T00:00:00+00:00", source="models/tiny.onnx",
+    )  # fmt: skip
+    return replace(sc, **changes)
+
+
+@pytest.fixture
+def engine(tmp_path) -> Path:
+    plan = tmp_path / "tiny.engine"
+    plan.write_bytes(bytes(range(256)) * 64)  # 16 KiB standing in for a plan
+    write_sidecar(plan, make_sidecar(plan))
+    return plan
+
+
+def test_sidecar_round_trip(engine):
+    side = sidecar_path(engine)
+    assert side.name == "tiny.engine.json"
+    data = json.loads(side.read_text())
+    for key in ("card", "plan_sha256", "onnx_sha256", "tensorrt_version", "cuda_version", "gpu_name", "compute_capability",
+                "precision", "profiles", "build_seconds", "version_compatible", "hardware_compatibility", "roadseg_version",
+                "created"):  # fmt: skip
+        assert key in data, key
+    sc = read_sidecar(engine)
+    assert sc == make_sidecar(engine)
+    assert sc.model_card() == CARD
+    assert not [p for p in engine.parent.iterdir() if p.name.endswith(".tmp")]  # atomic write left no temp file
+
+
+def test_verify_accepts_a_matching_engine(engine):
+    assert verify_engine(engine, TRT_VERSION, "8.7").plan_sha256 == sha256_file(engine)
+    assert verify_engine(engine, "10.13.3.9", "8.7")  # same major.minor, other patch/build
+
+
+def _refused(engine, trt=TRT_VERSION, cc="8.7") -> str:
+    with pytest.raises(RoadsegError) as e:
+        verify_engine(engine, trt, cc)
+    msg = str(e.value)
+    assert "\n" not in msg, "one line"
+    assert str(engine) in msg
+    return msg
+
+
+def _has_rebuild(msg: str) -> None:
+    assert "roadseg export models/tiny.onnx --to engine" in msg, msg
+
+
+def test_verify_refuses_a_truncated_plan(engine):
+    engine.write_bytes(engine.read_bytes()[:-100])
+    msg = _refused(engine)
+    assert "sha256" in msg and "truncated" in msg
+    _has_rebuild(msg)
+
+
+def test_verify_refuses_a_bit_flip(engine):
+    data = bytearray(engine.read_bytes())
+    data[5000] ^= 0x10
+    engine.write_bytes(bytes(data))
+    msg = _refused(engine)
+    assert "sha256" in msg and "differs from its sidecar" in msg
+    _has_rebuild(msg)
+
+
+def test_verify_refuses_a_missing_sidecar(engine):
+    sidecar_path(engine).unlink()
+    msg = _refused(engine)
+    assert "sidecar tiny.engine.json is missing" in msg
+    assert "roadseg export" in msg and "--to engine" in msg
+
+
+def test_verify_refuses_a_missing_engine(tmp_path):
+    with pytest.raises(RoadsegError, match="engine file not found"):
+        verify_engine(tmp_path / "nope.engine", TRT_VERSION, "8.7")
+
+
+def test_verify_refuses_another_tensorrt_version(engine):
+    msg = _refused(engine, trt="10.3.0.26")
+    assert "built with TensorRT 10.13.0.35" in msg and "this machine has TensorRT 10.3.0.26" in msg
+    _has_rebuild(msg)
+    _refused(engine, trt="11.0.0.1")
+
+
+def test_version_compatible_plan_runs_on_newer_tensorrt_only(engine):
+    write_sidecar(engine, make_sidecar(engine, tensorrt_version="10.3.0.26", version_compatible=True))
+    assert verify_engine(engine, TRT_VERSION, "8.7")
+    assert verify_engine(engine, "11.1.0.2", "8.7")
+    msg = _refused(engine, trt="10.1.0.27")
+    assert "version-compatible" in msg and "10.3 or newer" in msg
+    _has_rebuild(msg)
+
+
+def test_verify_refuses_another_compute_capability(engine):
+    msg = _refused(engine, cc="8.6")
+    assert (
+        "built for compute capability 8.7 (NVIDIA Jetson AGX Orin)" in msg
+        and "this GPU has compute capability 8.6" in msg
+    )
+    _has_rebuild(msg)
+
+
+def test_hardware_compatible_plan_runs_on_ampere_and_newer(engine):
+    write_sidecar(engine, make_sidecar(engine, compute_capability="8.6", hardware_compatibility="ampere_plus"))
+    for cc in ("8.0", "8.9", "9.0", "12.0"):
+        assert verify_engine(engine, TRT_VERSION, cc)
+    msg = _refused(engine, cc="7.5")
+    assert "Ampere" in msg and "7.5" in msg
+    _has_rebuild(msg)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"", b"not json", b"\xff\xfe\x00", b"[]", b"{}", b'{"card": 1}', b"[" * 100000,
+        json.dumps({"format": 99}).encode(),
+    ],
+)  # fmt: skip
+def test_corrupt_sidecars_are_one_clear_error(engine, text):
+    sidecar_path(engine).write_bytes(text)
+    with pytest.raises(RoadsegError) as e:
+        verify_engine(engine, TRT_VERSION, "8.7")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"plan_sha256": "abc"}, {"plan_sha256": 5}, {"build_seconds": "fast"}, {"build_seconds": float("nan")},
+        {"version_compatible": "yes"}, {"hardware_compatibility": "all"}, {"profiles": [{"input": "frames", "min": [0]}]},
+        {"profiles": "x"}, {"plugins": [1]}, {"card": {"name": "x"}}, {"card": {**CARD.to_dict(), "palette": 3}},
+        {"card": {**CARD.to_dict(), "input_size": "ab"}}, {"gpu_name": None},
+    ],
+)  # fmt: skip
+def test_sidecar_fields_are_validated(engine, changes):
+    data = {**make_sidecar(engine).to_dict(), **changes}
+    sidecar_path(engine).write_text(json.dumps(data))
+    with pytest.raises(RoadsegError, match="(?i)rebuild: roadseg export"):
+        read_sidecar(engine)
+
+
+def test_mutated_sidecars_never_crash(engine):
+    good = sidecar_path(engine).read_bytes()
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 8))):
+            data[int(rng.integers(len(data)))] = int(rng.integers(256))
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(len(data)))]
+        sidecar_path(engine).write_bytes(bytes(data))
+        try:
+            verify_engine(engine, TRT_VERSION, "8.7")
+        except RoadsegError:
+            pass
+
+
+# -- engine build options ---------------------------------------------------------------------------
+
+
+def opts(**kw) -> ExportOptions:
+    return ExportOptions(model="models/tiny.onnx", to="engine", progress=False, **kw)
+
+
+def test_profiles_fixed_shape():
+    from roadseg.export.tensorrt import profiles_for
+
+    spec = GraphSpec((72, 96), batch=2)
+    assert profiles_for(spec, CARD, opts()) == [
+        {"input": "frames", "min": [2, 72, 96, 3], "opt": [2, 72, 96, 3], "max": [2, 72, 96, 3]}
+    ]
+    raw = GraphSpec(None, raw=True)
+    assert profiles_for(raw, CARD, opts())[0] == {
+        "input": "input",
+        "min": [1, 3, 64, 96],
+        "opt": [1, 3, 64, 96],
+        "max": [1, 3, 64, 96],
+    }
+    with pytest.raises(UsageError, match="--dynamic"):
+        profiles_for(spec, CARD, opts(max_shape=(4, 720, 1280)))
+
+
+def test_profiles_dynamic_defaults_and_overrides():
+    from roadseg.export.tensorrt import profiles_for
+
+    dyn = GraphSpec(None, dynamic=True)
+    card = CARD.replace(input_size=[360, 480])
+    assert profiles_for(dyn, card, opts()) == [
+        {"input": "frames", "min": [1, 180, 240, 3], "opt": [1, 360, 480, 3], "max": [8, 1080, 1920, 3]}
+    ]
+    odd = CARD.replace(input_size=[65, 97])
+    assert profiles_for(dyn, odd, opts())[0]["min"] == [1, 33, 49, 3]
+    p = profiles_for(dyn, card, opts(min_shape=(1, 240, 320), opt_shape=(2, 480, 640), max_shape=(4, 720, 1280)))[0]
+    assert (p["min"], p["opt"], p["max"]) == ([1, 240, 320, 3], [2, 480, 640, 3], [4, 720, 1280, 3])
+    big = profiles_for(dyn, card, opts(opt_shape=(16, 2160, 3840)))[0]  # defaults stretch around a large opt
+    assert big["max"] == [16, 2160, 3840, 3] and big["min"] == [1, 180, 240, 3]
+    raw = profiles_for(GraphSpec(None, dynamic=True, raw=True), card, opts())[0]
+    assert raw["input"] == "input" and raw["opt"] == [1, 3, 360, 480]
+
+
+@pytest.mark.parametrize("kw", [{"min_shape": (2, 100, 100), "opt_shape": (1, 360, 480)}, {"max_shape": (1, 100, 100)},
+                                {"opt_shape": (0, 360, 480)}, {"max_shape": (1, 2)}])  # fmt: skip
+def test_profiles_refuse_impossible_ranges(kw):
+    from roadseg.export.tensorrt import profiles_for
+
+    with pytest.raises(UsageError):
+        profiles_for(GraphSpec(None, dynamic=True), CARD.replace(input_size=[360, 480]), opts(**kw))
+
+
+def test_engine_path_defaults(tmp_path):
+    from roadseg.export.tensorrt import engine_path
+
+    spec = GraphSpec((72, 96), precision="fp16")
+    assert engine_path(opts(output=str(tmp_path / "x.plan")), CARD, spec, None) == tmp_path / "x.plan"
+    assert engine_path(opts(), CARD, spec, tmp_path / "m.onnx") == tmp_path / "m.engine"
+    ckpt = tmp_path / "tiny.pt"
+    ckpt.write_bytes(b"x")
+    assert engine_path(replace(opts(), model=str(ckpt)), CARD, spec, None) == tmp_path / "tiny_fp16_72x96.engine"
+
+
+def tiny_model() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", "H", "W", 3])
+    y = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", "H", "W"])
+    node = helper.make_node("ReduceMax", ["frames"], ["labels"], axes=[3], keepdims=0)
+    return helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_missing_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
+    from roadseg.export.tensorrt import build_engine
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
+    spec = GraphSpec((72, 96))
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"TensorRT is not installed: pip install roadseg\[gpu\] on a machine with an NVIDIA GPU",
+    ):
+        build_engine(tiny_model(), CARD, spec, opts(output=str(tmp_path / "m.engine")), None)
+    assert not list(tmp_path.iterdir())
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    with pytest.raises(MissingDependencyError, match="TensorRT is not installed"):
+        TensorRTBackend(tmp_path / "m.engine")
+
+
+def test_stub_only_tensorrt_counts_as_missing(monkeypatch):
+    """tensorrt-stubs installed into site-packages import as an empty namespace package."""
+    from roadseg.export.tensorrt import require_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    with pytest.raises(MissingDependencyError, match="has no builder"):
+        require_tensorrt()
+
+
+@pytest.mark.parametrize(
+    "members,expected", [({"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}, 2), ({"STRONGLY_TYPED": 0}, 1), ({}, 0)]
+)
+def test_strongly_typed_flag_follows_the_enum(monkeypatch, members, expected):
+    """TensorRT 10: STRONGLY_TYPED = 1 (EXPLICIT_BATCH = 0); TensorRT 11 dropped EXPLICIT_BATCH."""
+    from roadseg.export.tensorrt import network_flags
+
+    fake = types.ModuleType("tensorrt")
+    fake.NetworkDefinitionCreationFlag = types.SimpleNamespace(**members)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    assert network_flags() == expected
+
+
+# -- fakes of tensorrt and pycuda.driver -------------------------------------------------------------
+
+
+def fake_network_fn(frames: np.ndarray) -> np.ndarray:
+    """What the fake engine computes: a deterministic per-pixel label from the BGR frame."""
+    return (frames[..., 1] // 24).astype(np.uint8)
+
+
+class FakeTRT:
+    """Enough of the tensorrt module for export/tensorrt.py and runtime/backends/tensorrt.py."""
+
+    def __init__(self, input_shape=(1, 72, 96, 3), profile=None, version=TRT_VERSION, fail_build=False):
+        self.input_shape, self.profile = tuple(input_shape), profile
+        self.log: list = []
+        self.fail_build = fail_build
+        m = types.ModuleType("tensorrt")
+        m.__version__ = version
+        t = self
+
+        class Logger:
+            WARNING = "warning"
+
+            def __init__(self, severity=None):
+                self.severity = severity
+
+        class IProgressMonitor:
+            def __init__(self):
+                pass
+
+        class Dims(list):
+            pass
+
+        class Profile:
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, name, lo, opt, hi):
+                self.shapes[name] = (list(lo), list(opt), list(hi))
+
+        class Cache:
+            def __init__(self, data):
+                self.data = bytes(data)
+
+            def serialize(self):
+                return self.data + b"+timings"
+
+        class Config:
+            def __init__(self):
+                self.flags, self.pools, self.profiles = [], {}, []
+                self.hardware_compatibility_level = None
+                self.progress_monitor = None
+                self.cache = None
+
+            def set_memory_pool_limit(self, pool, size):
+                self.pools[pool] = size
+
+            def set_flag(self, flag):
+                self.flags.append(flag)
+
+            def add_optimization_profile(self, p):
+                self.profiles.append(p)
+                return 0
+
+            def create_timing_cache(self, data):
+                return Cache(data)
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                self.cache = cache
+                return True
+
+            def get_timing_cache(self):
+                return self.cache
+
+        class Tensor:
+            def __init__(self, name, shape):
+                self.name, self.shape = name, Dims(shape)
+
+        class Network:
+            num_layers = 0
+            num_inputs = 1
+
+            def __init__(self, flags):
+                self.flags = flags
+
+            def get_input(self, i):
+                return Tensor("frames", [-1, -1, -1, 3] if t.profile else list(t.input_shape))
+
+        class Parser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse(self, data):
+                t.log.append(("parse", len(data)))
+                return True
+
+            def get_used_vc_plugin_libraries(self):
+                return []
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                t.network = Network(flags)
+                return t.network
+
+            def create_builder_config(self):
+                t.config = Config()
+                return t.config
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                mon = config.progress_monitor
+                if mon is not None:
+                    mon.phase_start("Building", None, 3)
+                    for s in range(3):
+                        if not mon.step_complete("Building", s):
+                            mon.phase_finish("Building")
+                            return None
+                    mon.phase_finish("Building")
+                return None if t.fail_build else b"FAKEPLAN" + repr(config.pools).encode()
+
+        class Context:
+            def __init__(self, engine):
+                self.engine, self.shapes, self.addresses, self.runs = engine, {}, {}, 0
+
+            def set_input_shape(self, name, shape):
+                lo, _, hi = t.profile or (t.input_shape,) * 3
+                if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
+                    return False
+                self.shapes[name] = tuple(shape)
+                return True
+
+            def get_tensor_shape(self, name):
+                return Dims(self.shapes["frames"][:3] if name == "labels" else self.shapes[name])
+
+            def set_tensor_address(self, name, address):
+                self.addresses[name] = address
+                return True
+
+            def execute_async_v3(self, stream):
+                x = FakeCuda.memory[self.addresses["frames"]]
+                y = FakeCuda.memory[self.addresses["labels"]]
+                shape = self.shapes["frames"]
+                frames = x[: int(np.prod(shape))].reshape(shape)
+                labels = fake_network_fn(frames)
+                y[: labels.size] = labels.ravel()
+                self.runs += 1
+                return True
+
+        class Engine:
+            num_io_tensors = 2
+
+            def get_tensor_name(self, i):
+                return ["frames", "labels"][i]
+
+            def get_tensor_mode(self, name):
+                return "in" if name == "frames" else "out"
+
+            def get_tensor_shape(self, name):
+                shape = [-1, -1, -1, 3] if t.profile else list(t.input_shape)
+                return Dims(shape if name == "frames" else shape[:3])
+
+            def get_tensor_dtype(self, name):
+                return np.uint8
+
+            def get_tensor_location(self, name):
+                return "device"
+
+            def get_tensor_profile_shape(self, name, index):
+                return [Dims(s) for s in t.profile]
+
+            def create_execution_context(self):
+                t.context = Context(self)
+                return t.context
+
+        class Runtime:
+            def __init__(self, logger):
+                self.engine_host_code_allowed = False
+                t.runtime = self
+
+            def deserialize_cuda_engine(self, data):
+                t.log.append(("deserialize", len(data)))
+                return Engine()
+
+            def get_plugin_registry(self):
+                raise AssertionError("plugins are never loaded without allow_plugins")
+
+        def init_libnvinfer_plugins(logger, namespace):
+            raise AssertionError("plugins are never loaded without allow_plugins")
+
+        ns = types.SimpleNamespace
+        m.Logger, m.IProgressMonitor, m.Dims, m.Builder, m.OnnxParser, m.Runtime = (
+            Logger,
+            IProgressMonitor,
+            Dims,
+            Builder,
+            Parser,
+            Runtime,
+        )
+        m.init_libnvinfer_plugins = init_libnvinfer_plugins
+        m.NetworkDefinitionCreationFlag = ns(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
+        m.MemoryPoolType = ns(WORKSPACE="workspace")
+        m.BuilderFlag = ns(VERSION_COMPATIBLE="version_compatible")
+        m.HardwareCompatibilityLevel = ns(NONE="none", AMPERE_PLUS="ampere_plus")
+        m.LayerType = ns(PLUGIN="plugin", PLUGIN_V2="plugin_v2", PLUGIN_V3="plugin_v3")
+        m.TensorIOMode = ns(INPUT="in", OUTPUT="out")
+        m.TensorLocation = ns(DEVICE="device", HOST="host")
+        m.nptype = lambda dt: dt
+        self.module = m
+
+
+class FakeCuda:
+    """pycuda.driver: device memory is a dict address -> numpy uint8 array."""
+
+    memory: dict[int, np.ndarray] = {}
+
+    def __init__(self, cc=(8, 7)):
+        self.allocs = 0
+        self.stack: list = []
+        self.contexts: list = []
+        self.copies = 0
+        d = types.ModuleType("pycuda.driver")
+        f = self
+
+        class Device:
+            @staticmethod
+            def count():
+                return 1
+
+            def __init__(self, i):
+                self.i = i
+
+            def compute_capability(self):
+                return cc
+
+            def make_context(self):
+                ctx = Ctx()
+                f.contexts.append(ctx)
+                f.stack.append(ctx)
+                return ctx
+
+        class Ctx:
+            detached = False
+
+            def push(self):
+                f.stack.append(self)
+
+            def pop(self):
+                assert f.stack and f.stack[-1] is self
+                f.stack.pop()
+
+            def detach(self):
+                self.detached = True
+
+        class Alloc:
+            def __init__(self, n):
+                self.buf = np.zeros(n, np.uint8)
+                FakeCuda.memory[id(self)] = self.buf
+                f.allocs += 1
+
+            def __int__(self):
+                return id(self)
+
+            def free(self):
+                FakeCuda.memory.pop(id(self), None)
+
+        class Stream:
+            handle = 1234
+
+            def synchronize(self):
+                pass
+
+        def memcpy_htod_async(dev, host, stream=None):
+            assert f.stack, "a context must be current"
+            dev.buf[: host.nbytes] = np.ascontiguousarray(host).view(np.uint8).ravel()
+            f.copies += 1
+
+        def memcpy_dtoh_async(host, dev, stream=None):
+            host.reshape(-1).view(np.uint8)[:] = dev.buf[: host.nbytes]
+
+        d.init = lambda: None
+        d.Device, d.Stream, d.mem_alloc = Device, Stream, Alloc
+        d.pagelocked_empty = lambda n, dtype: np.zeros(n, dtype)
+        d.memcpy_htod_async, d.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
+        self.module = d
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    def install(trt: FakeTRT, cuda: FakeCuda | None = None) -> tuple[FakeTRT, FakeCuda]:
+        cuda = cuda or FakeCuda()
+        pkg = types.ModuleType("pycuda")
+        pkg.driver = cuda.module  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "tensorrt", trt.module)
+        monkeypatch.setitem(sys.modules, "pycuda", pkg)
+        monkeypatch.setitem(sys.modules, "pycuda.driver", cuda.module)
+        return trt, cuda
+
+    return install
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    from roadseg.export import tensorrt as build
+
+    monkeypatch.setattr(build, "gpu_info", lambda device_id=0: build.GpuInfo("Fake Orin", "8.7", "12.6"))
+
+
+# -- engine build with the fake TensorRT -------------------------------------------------------------
+
+
+def test_build_writes_plan_then_sidecar(tmp_path, fakes, fake_gpu):
+    from roadseg.export.tensorrt import GIB, build_engine
+
+    trt, _ = fakes(FakeTRT())
+    cache = tmp_path / "cache" / "timing.cache"
+    out = build_engine(tiny_model(), CARD, GraphSpec((72, 96), precision="fp16"),
+                       opts(output=str(tmp_path / "m.engine"), timing_cache=str(cache), workspace_gb=2), Path("models/tiny.onnx"))  # fmt: skip
+    assert out == tmp_path / "m.engine" and out.read_bytes().startswith(b"FAKEPLAN")
+    assert trt.network.flags == 1 << 1  # strongly typed, from the ONNX graph's own precision
+    assert trt.config.pools == {"workspace": 2 * GIB}
+    assert trt.config.flags == [] and trt.config.hardware_compatibility_level is None
+    assert trt.config.profiles == []  # fixed shape: no profile needed
+    assert cache.read_bytes() == b"+timings"  # saved after the build
+    sc = verify_engine(out, TRT_VERSION, "8.7")
+    assert (sc.precision, sc.gpu_name, sc.compute_capability, sc.cuda_version) == ("fp16", "Fake Orin", "8.7", "12.6")
+    assert sc.model_card().precision == "fp16" and sc.source == "models/tiny.onnx"
+    assert sc.onnx_sha256 == __import__("hashlib").sha256(tiny_model().SerializeToString()).hexdigest()
+    assert sc.profiles[0]["min"] == [1, 72, 96, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "m.engine", "m.engine.json"]
+
+
+def test_build_dynamic_profile_flags_and_timing_cache_reuse(tmp_path, fakes, fake_gpu):
+    from roadseg.export.tensorrt import build_engine
+
+    profile = ((1, 32, 48, 3), (1, 64, 96, 3), (8, 1080, 1920, 3))
+    trt, _ = fakes(FakeTRT(profile=profile))
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old")
+    o = opts(
+        output=str(tmp_path / "d.engine"), timing_cache=str(cache), version_compatible=True, hardware_compatible=True
+    )
+    build_engine(tiny_model(), CARD, GraphSpec(None, dynamic=True), o, None)
+    assert trt.config.cache.data == b"old" and cache.read_bytes() == b"old+timings"
+    assert trt.config.flags == ["version_compatible"] and trt.config.hardware_compatibility_level == "ampere_plus"
+    (p,) = trt.config.profiles
+    assert p.shapes == {"frames": ([1, 32, 48, 3], [1, 64, 96, 3], [8, 1080, 1920, 3])}
+    sc = read_sidecar(tmp_path / "d.engine")
+    assert sc.version_compatible and sc.hardware_compatibility == "ampere_plus"
+
+
+def test_failed_build_writes_nothing(tmp_path, fakes, fake_gpu):
+    from roadseg.export.tensorrt import build_engine
+
+    fakes(FakeTRT(fail_build=True))
+    with pytest.raises(RoadsegError, match="could not build an engine"):
+        build_engine(
+            tiny_model(),
+            CARD,
+            GraphSpec((72, 96)),
+            opts(output=str(tmp_path / "m.engine"), timing_cache=str(tmp_path / "c")),
+            None,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cancelled_build_stops_through_the_progress_monitor(tmp_path, fakes, fake_gpu, monkeypatch):
+    from roadseg.export import tensorrt as build
+
+    fakes(FakeTRT())
+    real = build._Progress.step
+
+    def cancel_on_first_step(self, phase, step):
+        self.cancelled = True  # what the SIGINT handler does
+        return real(self, phase, step)
+
+    monkeypatch.setattr(build._Progress, "step", cancel_on_first_step)
+    with pytest.raises(KeyboardInterrupt):
+        build.build_engine(
+            tiny_model(),
+            CARD,
+            GraphSpec((72, 96)),
+            opts(output=str(tmp_path / "m.engine"), timing_cache=str(tmp_path / "c")),
+            None,
+        )
+    assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
+
+
+# -- pure backend planning ---------------------------------------------------------------------------
+
+
+def test_binding_plan_checks_the_frames_contract():
+    from roadseg.runtime.backends.tensorrt import TensorInfo, binding_plan
+
+    fi = TensorInfo("frames", True, "uint8", (1, 72, 96, 3))
+    lo = TensorInfo("labels", False, "uint8", (1, 72, 96))
+    plan = binding_plan([lo, fi], "m.engine")
+    assert plan.input is fi and plan.output is lo and plan.fixed_size == (72, 96) and plan.batch_range == (1, 1)
+    raw = TensorInfo("input", True, "float32", (1, 3, 64, 96))
+    with pytest.raises(RoadsegError, match="raw-network export"):
+        binding_plan([raw, TensorInfo("logits", False, "float32", (1, 11, 64, 96))], "m.engine")
+    with pytest.raises(RoadsegError, match="one input"):
+        binding_plan([fi, fi, lo], "m.engine")
+    with pytest.raises(RoadsegError, match="host memory"):
+        binding_plan([replace(fi, on_device=False), lo], "m.engine")
+    with pytest.raises(RoadsegError, match="no optimisation profile"):
+        binding_plan([replace(fi, shape=(-1, -1, -1, 3)), lo], "m.engine")
+
+
+def test_run_plan_fixed_and_dynamic():
+    from roadseg.runtime.backends.tensorrt import BindingPlan, TensorInfo, plan_run
+
+    lo = TensorInfo("labels", False, "uint8", (-1, -1, -1))
+    fixed = BindingPlan(TensorInfo("frames", True, "uint8", (2, 72, 96, 3)), lo)
+    rp = plan_run(5, 480, 640, fixed)
+    assert rp.run_hw == (72, 96) and rp.resize and rp.chunks == ((0, 2, 2), (2, 4, 2), (4, 5, 2))
+    assert not plan_run(2, 72, 96, fixed).resize
+    prof = ((1, 32, 48, 3), (1, 64, 96, 3), (8, 1080, 1920, 3))
+    dyn = BindingPlan(TensorInfo("frames", True, "uint8", (-1, -1, -1, 3), profile=prof), lo)
+    assert plan_run(3, 480, 640, dyn) == type(rp)((480, 640), False, ((0, 3, 3),))
+    big = plan_run(19, 2160, 3840, dyn)  # outside the profile: runs at opt size, chunks of 8, last not padded
+    assert big.run_hw == (64, 96) and big.resize and big.chunks == ((0, 8, 8), (8, 16, 8), (16, 19, 3))
+    prof2 = ((2, 32, 48, 3), (2, 64, 96, 3), (4, 1080, 1920, 3))
+    assert plan_run(1, 64, 96, replace(dyn, input=replace(dyn.input, profile=prof2))).chunks == ((0, 1, 2),)
+
+
+def test_buffer_pool_reuses_and_grows_only():
+    from roadseg.runtime.backends.tensorrt import BufferPool
+
+    freed = []
+
+    class Dev:
+        def __init__(self, n):
+            self.n = n
+
+        def free(self):
+            freed.append(self.n)
+
+    pool = BufferPool(lambda n: np.zeros(n, np.uint8), Dev)
+    a, da, grew = pool.get("frames", (1, 72, 96, 3), np.uint8)
+    assert grew and a.shape == (1, 72, 96, 3) and pool.allocations == 1
+    b, db, grew = pool.get("frames", (1, 72, 96, 3), np.uint8)
+    assert not grew and db is da and np.shares_memory(a, b)
+    c, dc, grew = pool.get("frames", (1, 36, 48, 3), np.uint8)  # smaller: same buffers
+    assert not grew and dc is da and pool.allocations == 1
+    _, dd, grew = pool.get("frames", (2, 72, 96, 3), np.uint8)  # larger: reallocated once
+    assert grew and dd is not da and pool.allocations == 2 and freed == [72 * 96 * 3]
+    assert pool.capacity("frames") == 2 * 72 * 96 * 3
+    pool.clear()
+    assert freed == [72 * 96 * 3, 2 * 72 * 96 * 3] and pool.capacity("frames") == 0
+
+
+def test_plugin_policy(engine):
+    from roadseg.runtime.backends.tensorrt import check_plugin_policy
+
+    sc = make_sidecar(engine)
+    check_plugin_policy(sc, engine, allow_plugins=False)
+    with pytest.raises(RoadsegError, match="lean runtime") as e:
+        check_plugin_policy(replace(sc, version_compatible=True), engine, allow_plugins=False)
+    assert "without --version-compatible: roadseg export models/tiny.onnx --to engine --output" in str(e.value)
+    assert str(e.value).count("--version-compatible") == 1
+    with pytest.raises(RoadsegError, match="plugins"):
+        check_plugin_policy(replace(sc, plugins=["library:/opt/libevil.so"]), engine, allow_plugins=False)
+    check_plugin_policy(replace(sc, version_compatible=True, plugins=["layer:x"]), engine, allow_plugins=True)
+
+
+# -- the backend on the fakes -------------------------------------------------------------------------
+
+
+def fake_engine(tmp_path: Path, trt: FakeTRT, **changes) -> Path:
+    plan = tmp_path / "fake.engine"
+    plan.write_bytes(b"FAKEPLAN" * 100)
+    shape = list(trt.input_shape)
+    prof = [list(p) for p in trt.profile] if trt.profile else [shape] * 3
+    write_sidecar(
+        plan,
+        make_sidecar(plan, profiles=[{"input": "frames", "min": prof[0], "opt": prof[1], "max": prof[2]}], **changes),
+    )
+    return plan
+
+
+def expected_labels(frames: np.ndarray, run_hw: tuple[int, int]) -> np.ndarray:
+    h, w = frames.shape[1:3]
+    out = []
+    for f in frames:
+        if (h, w) != run_hw:
+            small = cv2.resize(f, (run_hw[1], run_hw[0]), interpolation=cv2.INTER_LINEAR)
+            out.append(cv2.resize(fake_network_fn(small), (w, h), interpolation=cv2.INTER_NEAREST))
+        else:
+            out.append(fake_network_fn(f))
+    return np.stack(out)
+
+
+def frames_of(n, h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_backend_fixed_engine(tmp_path, fakes):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, cuda = fakes(FakeTRT(input_shape=(1, 72, 96, 3)))
+    path = fake_engine(tmp_path, trt)
+    be = TensorRTBackend(path)
+    assert be.name == "trt" and be.card == CARD
+    assert [(s.name, s.shape, s.dtype) for s in be.inputs] == [("frames", (1, 72, 96, 3), "uint8")]
+    assert [(s.name, s.shape) for s in be.outputs] == [("labels", (1, 72, 96))]
+    assert not trt.log and not cuda.contexts, "nothing deserialised and no context before the first frame"
+    x = frames_of(3, 72, 96)
+    assert np.array_equal(be.infer(x), fake_network_fn(x))
+    assert trt.runtime.engine_host_code_allowed is False
+    assert (
+        trt.log == [("deserialize", 800)] and len(cuda.contexts) == 1 and cuda.stack == []
+    )  # context popped after use
+    allocs = cuda.allocs
+    for seed in range(3):  # same shape: no allocation per frame
+        one = frames_of(1, 72, 96, seed)[0]
+        assert np.array_equal(be.infer(one), fake_network_fn(one))
+    assert cuda.allocs == allocs == 2
+    big = frames_of(2, 480, 640)  # other frame size: resized to the engine's, labels back
+    assert np.array_equal(be.infer(big), expected_labels(big, (72, 96)))
+    assert trt.context.runs == 3 + 3 + 2
+    be.close()
+    assert cuda.contexts[0].detached and cuda.stack == []
+    with pytest.raises(RoadsegError, match="closed"):
+        be.infer(x)
+
+
+def test_backend_dynamic_engine(tmp_path, fakes):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, cuda = fakes(FakeTRT(profile=((1, 32, 48, 3), (1, 64, 96, 3), (4, 720, 1280, 3))))
+    with TensorRTBackend(fake_engine(tmp_path, trt)) as be:
+        assert [s.shape for s in be.inputs] == [("N", "H", "W", 3)]
+        x = frames_of(6, 120, 160)  # 6 > max batch 4: two runs, no padding needed
+        assert np.array_equal(be.infer(x), fake_network_fn(x))
+        assert [s.shape for s in be.inputs] == [("N", "H", "W", 3)]  # now from the engine itself
+        allocs = cuda.allocs
+        small = frames_of(2, 60, 80)
+        assert np.array_equal(be.infer(small), fake_network_fn(small))
+        assert cuda.allocs == allocs, "a smaller shape reuses the buffers"
+        huge = frames_of(1, 1080, 1920)  # outside the profile: run at opt size
+        assert np.array_equal(be.infer(huge), expected_labels(huge, (64, 96)))
+    assert cuda.contexts[0].detached
+
+
+def test_backend_refuses_before_deserialising(tmp_path, fakes):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, cuda = fakes(FakeTRT())
+    path = fake_engine(tmp_path, trt)
+    data = bytearray(path.read_bytes())
+    data[10] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(RoadsegError, match="sha256"):
+        TensorRTBackend(path)
+    path = fake_engine(tmp_path, trt, compute_capability="8.6")
+    with pytest.raises(RoadsegError, match="compute capability 8.6"):
+        TensorRTBackend(path)
+    path = fake_engine(tmp_path, trt, tensorrt_version="10.3.0.26")
+    with pytest.raises(RoadsegError, match="TensorRT 10.3.0.26"):
+        TensorRTBackend(path)
+    path = fake_engine(tmp_path, trt, version_compatible=True)
+    with pytest.raises(RoadsegError, match="allow_plugins"):
+        TensorRTBackend(path)
+    assert trt.log == [] and cuda.contexts == [], "nothing was deserialised"
+
+
+def test_backend_notices_a_plan_changed_after_verification(tmp_path, fakes):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, cuda = fakes(FakeTRT())
+    path = fake_engine(tmp_path, trt)
+    be = TensorRTBackend(path)
+    path.write_bytes(b"EVILPLAN" * 100)  # swapped between the check and the first frame
+    with pytest.raises(RoadsegError, match="changed on disk"):
+        be.infer(frames_of(1, 72, 96))
+    assert trt.log == [] and cuda.stack == [] and cuda.contexts[0].detached
+
+
+def test_backend_bad_frames_and_device(tmp_path, fakes):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, _ = fakes(FakeTRT())
+    path = fake_engine(tmp_path, trt)
+    with pytest.raises(UsageError):
+        TensorRTBackend(path, device_id=-1)
+    with pytest.raises(RoadsegError, match="no CUDA device 3"):
+        TensorRTBackend(path, device_id=3)
+    be = TensorRTBackend(path)
+    for bad in (
+        np.zeros((72, 96), np.uint8),
+        np.zeros((72, 96, 4), np.uint8),
+        np.zeros((72, 96, 3), np.uint16),
+        np.zeros((0, 96, 3), np.uint8),
+    ):
+        with pytest.raises(RoadsegError, match="frames must be uint8"):
+            be.infer(bad)
+
+
+def test_backend_is_registered():
+    from roadseg.runtime.backends import BACKENDS, resolve_backend
+
+    assert "trt" in BACKENDS and resolve_backend("m.engine") == ["trt"]
+
+
+# -- the real thing (needs TensorRT, pycuda and an NVIDIA GPU) -----------------------------------------
+
+
+def _have_gpu_stack() -> bool:
+    if importlib.util.find_spec("pycuda") is None or importlib.util.find_spec("tensorrt") is None:
+        return False
+    try:
+        import pycuda.driver as cuda
+        import tensorrt
+
+        cuda.init()
+        return hasattr(tensorrt, "Builder") and cuda.Device.count() > 0
+    except Exception:  # noqa: BLE001 - any failure means: not here
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _have_gpu_stack(), reason="needs TensorRT, pycuda and an NVIDIA GPU")
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_gpu_engine_matches_onnxruntime(tmp_path, dynamic):
+    import onnxruntime as ort
+    import torch
+
+    from roadseg.export.command import export
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+    from roadseg.runtime.synthetic import make_scene
+    from roadseg.train.checkpoint import atomic_save, make_checkpoint
+    from roadseg.train.models import build
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    atomic_save(make_checkpoint(build("fastscnn", 11).eval(), "fastscnn", {}, CARD), ckpt)
+    size = {"dynamic": True} if dynamic else {"frame_size": (72, 96)}
+    onnx_path = Path(export(ExportOptions(model=str(ckpt), output=str(tmp_path / "tiny.onnx"), progress=False, **size)))
+    plan = Path(export(ExportOptions(model=str(onnx_path), to="engine", progress=False, timing_cache=str(tmp_path / "t.cache"),
+                                     max_shape=(4, 480, 640) if dynamic else None)))  # fmt: skip
+    assert plan == onnx_path.with_suffix(".engine") and verify_engine(
+        plan, __import__("tensorrt").__version__, "unknown"
+    )
+    frames = np.stack([make_scene(seed=s, size=(72, 96))[0] for s in range(3)])
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ref = np.concatenate([sess.run(None, {"frames": f[None]})[0] for f in frames])
+    for graph in (False, True):
+        with TensorRTBackend(plan, cuda_graph=graph) as be:
+            for _ in range(2):  # the second call replays the CUDA graph
+                got = np.stack([be.infer(f) for f in frames])
+                assert got.shape == ref.shape and got.dtype == np.uint8
+                assert (got == ref).mean() >= 0.99
