@@ -214,6 +214,7 @@ def _add_run(sub) -> None:
                       help="keep only the newest frame (default for cameras and URLs); files play at their frame rate")  # fmt: skip
     drop.add_argument("--no-drop", dest="live", action="store_false", help="never drop frames, even from a camera or URL")
     p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op; default: its own)")
+    p.add_argument("--allow-plugins", action="store_true", help="trt: load engines that need plugin libraries or embed host code (only engines you built; see SECURITY.md)")
     p.add_argument("--read-timeout", type=_positive_float, default=10.0, metavar="S", help="watchdog on a read that hangs, seconds (default 10)")
     p.add_argument("--reconnects", type=_nonnegative, default=5, metavar="N", help="reconnect attempts for a lost camera or stream (default 5)")
     p.add_argument("--verbose", action="store_true", help="print the stats table every few seconds")
@@ -303,7 +304,8 @@ def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frame
         check_writable(save)
     if save_masks:
         check_writable(os.path.join(save_masks, "probe.png"))
-    backend = open_backend(model, a.backend, **({"threads": threads} if threads else {}))
+    opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None}
+    backend = open_backend(model, a.backend, **opts)
     if callable(kw.get("source_options")):
         kw["source_options"] = kw["source_options"](backend)
     try:
@@ -380,13 +382,52 @@ def _cmd_demo(a) -> int:
     return code
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark every backend and precision on the same frames",
+                       description="Export the model to every variant this machine can run (ONNX FP32/FP16/INT8, TensorRT "
+                       "engines), measure each row (PyTorch eager, torch.compile, ONNX Runtime CPU/CUDA/TensorRT, native "
+                       "TensorRT) on the same frames: latency, throughput, end-to-end FPS, memory, agreement with PyTorch "
+                       "FP32 and mIoU. Writes results.json/.csv/.md/.png to --report.")  # fmt: skip
+    p.add_argument("model", help="checkpoint path or `default` (the bundled model); PyTorch FP32 is the reference")
+    p.add_argument("--backends", default="all", metavar="LIST", help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32 (default all)")
+    p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
+    p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
+    p.add_argument("--batch", type=_positive, default=1, help="batch size for the throughput column (default 1)")
+    p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
+    p.add_argument("--warmup", type=_nonnegative, default=10, metavar="N", help="warm-up runs before timing (default 10)")
+    p.add_argument("--source", metavar="SRC", help="end-to-end source: video, image folder, camera, URL (default: the synthetic clip)")
+    p.add_argument("--data", metavar="DIR", help="labelled dataset root (val split: mIoU) or a folder of frames (agreement only)")
+    p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames (default: --data, else --source, else synthetic scenes)")
+    p.add_argument("--report", default="runs/bench", metavar="DIR", help="report folder (default runs/bench)")
+    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads for ONNX Runtime and PyTorch (default: their own)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(a) -> int:
+    from roadseg.benchmarks.harness import BenchConfig, run_bench
+
+    cfg = BenchConfig(
+        model=a.model, backends=a.backends, imgsz=tuple(a.imgsz) if a.imgsz else None,
+        frame_size=tuple(a.frame_size) if a.frame_size else None, batch=a.batch, frames=a.frames, warmup=a.warmup,
+        source=a.source, data=a.data, calib=a.calib, report=a.report, threads=a.threads, progress=not a.quiet,
+    )  # fmt: skip
+    run_bench(cfg)
+    from pathlib import Path
+
+    md = Path(a.report) / "results.md"
+    print(md.read_text())
+    print(f"bench: wrote {', '.join(str(Path(a.report) / n) for n in ('results.json', 'results.csv', 'results.md', 'results.png'))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from roadseg import __version__
 
     parser = _Parser(prog="roadseg", description="Real-time driving-scene segmentation: train, export, run, bench.")
     parser.add_argument("--version", action="version", version=f"roadseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_models, _add_export, _add_run, _add_demo):
+    for add in (_add_train, _add_eval, _add_models, _add_export, _add_run, _add_demo, _add_bench):
         add(sub)
     return parser
 

@@ -29,6 +29,7 @@ log = logging.getLogger("roadseg")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 # options only ONNX Runtime understands: not passed to the native TensorRT backend
 ORT_OPTIONS = frozenset({"provider", "threads", "graph_opt", "trt_fp16", "trt_int8", "trt_cache_dir"})
+TRT_OPTIONS = frozenset({"allow_plugins", "cuda_graph"})  # native TensorRT backend only
 
 
 def _ort(provider: str) -> Callable[..., Backend]:
@@ -157,6 +158,8 @@ def _open(name: str, model: str | os.PathLike, opts: dict) -> Backend:
     opts = {k: v for k, v in opts.items() if v is not None}
     if name == "trt":
         opts = {k: v for k, v in opts.items() if k not in ORT_OPTIONS}
+    else:
+        opts = {k: v for k, v in opts.items() if k not in TRT_OPTIONS}
     return BACKENDS[name](model, **opts)
 
 
