@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STUBS_VERSION="${TENSORRT_STUBS_VERSION:-}"  # empty: the newest on PyPI (10.13.0.35.1 when written)
+STUBS_VERSION="${TENSORRT_STUBS_VERSION:-10.13.0.35.1}"  # pinned: the stubs cover the TensorRT 10 API
 STUBS_DIR="${ROADSEG_STUBS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/roadseg/typecheck-stubs}"
-FILES=(export/tensorrt.py runtime/backends/tensorrt.py runtime/engine.py export/triton.py)
+FILES=(export runtime/backends runtime/engine.py)  # all of export/ and runtime/backends/, plus the sidecar
 
 if [ ! -f "$STUBS_DIR/tensorrt/__init__.pyi" ]; then
   echo "typecheck: installing tensorrt-stubs${STUBS_VERSION:+==$STUBS_VERSION} into $STUBS_DIR"

@@ -88,15 +88,15 @@ def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec):
     if opts.verify:
         root = Path(opts.verify)
         if root.is_dir() and framesrc.detect_layout(root):
-            pairs, info = framesrc.labelled(root, size)  # type: ignore[arg-type]
+            pairs, info = framesrc.labelled(root, size)
             if info.classes != card.classes:
                 raise RoadsegError(f"{root}: its classes differ from the model's; verify on the dataset the model was trained for")
             return [p[0] for p in pairs], [p[1] for p in pairs], f"{len(pairs)} labelled frames of {root}"
-        frames = framesrc.unlabelled(root, size, 200)  # type: ignore[arg-type]
+        frames = framesrc.unlabelled(root, size, 200)
         if not frames:
             raise RoadsegError(f"{root}: no readable frames to verify on")
         return frames, None, f"{len(frames)} unlabelled frames of {root}"
-    frames = list(sample_frames(card, size, 16))  # type: ignore[arg-type]
+    frames = list(sample_frames(card, size, 16))
     return frames, None, "16 synthetic scenes (pass --verify DIR for real frames)"
 
 
@@ -143,24 +143,24 @@ def export(opts: ExportOptions) -> Path:
     if proto is not None:
         if opts.to == "onnx":
             raise UsageError(f"{src}: is already ONNX; export from the checkpoint, or use --to engine|triton")
-        return _from_onnx(opts, card, src_spec, src, proto)  # type: ignore[arg-type]
+        return _from_onnx(opts, card, src_spec, src, proto)
     if opts.imgsz:
         card = card.replace(input_size=list(opts.imgsz))
     if opts.raw and opts.frame_size:
         raise UsageError("--raw exports the bare network at the model input size (--imgsz); --frame-size does not apply")
     frame_size = None if opts.dynamic else tuple(opts.frame_size or card.input_size)
-    spec = GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, opts.precision)  # type: ignore[arg-type]
+    spec = GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, opts.precision)
     out = _output_path(opts, card, spec, src, ".onnx")
     if opts.to == "onnx":
         check_writable(out)
     t0 = time.perf_counter()
     print(f"exporting {card.name} ({card.arch}) -> {'raw network' if spec.raw else 'frames->labels graph'}, "
           f"{'dynamic N,H,W' if spec.dynamic else f'{frame_size[0]}x{frame_size[1]} batch {spec.batch}'}")  # type: ignore[index]  # fmt: skip
-    fp32, module, dummy = to_onnx(net, card, GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, "fp32"))  # type: ignore[arg-type]
+    fp32, module, dummy = to_onnx(net, card, GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, "fp32"))
 
     # 1. the FP32 graph must compute what PyTorch computes
     vsize = frame_size or tuple(card.input_size)
-    check = sample_frames(card, vsize, PARITY_FRAMES)  # type: ignore[arg-type]
+    check = sample_frames(card, vsize, PARITY_FRAMES)
     inputs = _raw_inputs(check, card) if spec.raw else check
     if spec.batch != 1 and not spec.dynamic:
         inputs = inputs[: spec.batch] if len(inputs) >= spec.batch else np.concatenate([inputs] * spec.batch)[: spec.batch]
@@ -194,7 +194,7 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
     if opts.precision == "fp16":
         model = to_fp16(fp32)
     else:
-        calib = _calib_frames(opts, size)  # type: ignore[arg-type]
+        calib = _calib_frames(opts, size)
         if spec.raw:
             calib = list(_raw_inputs(np.stack(calib), card))
         print(f"calibrating INT8 ({opts.calib_method}) on {len(calib)} frames of {opts.calib}")

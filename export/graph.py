@@ -24,6 +24,9 @@ PRE_PREFIX, POST_PREFIX = "/pre/", "/post/"
 
 
 class Preprocess(nn.Module):
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, card: ModelCard, frame_size: tuple[int, int] | None):
         super().__init__()
         self.size = tuple(card.input_size)

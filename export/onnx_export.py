@@ -99,7 +99,7 @@ def to_onnx(net: nn.Module, card: ModelCard, spec: GraphSpec) -> tuple[onnx.Mode
         dummy = torch.randn(spec.batch, 3, h, w)
     else:
         module = FramesToLabels(net, card, None if spec.dynamic else spec.frame_size).eval()
-        dummy = torch.from_numpy(sample_frames(card, trace_size, spec.batch))  # type: ignore[arg-type]
+        dummy = torch.from_numpy(sample_frames(card, trace_size, spec.batch))
     with tempfile.TemporaryDirectory(prefix="roadseg-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         with torch.no_grad():

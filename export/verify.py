@@ -35,7 +35,7 @@ def run_batches(sess: ort.InferenceSession, frames: list[np.ndarray] | np.ndarra
     b = inp.shape[0] if isinstance(inp.shape[0], int) else (batch or 1)
     outs = []
     for i in range(0, len(frames), b):
-        chunk = np.stack(frames[i : i + b])
+        chunk = np.stack(list(frames[i : i + b]))
         pad = b - len(chunk)
         if pad:  # a fixed batch size: pad the last chunk, drop the padding after
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
