@@ -136,7 +136,7 @@ def _cmd_eval(a) -> int:
 
 def _add_models(sub) -> None:
     p = sub.add_parser("models", help="list models and bundled checkpoints", description="List every registered model with parameters and GFLOPs, and the bundled checkpoints.")
-    p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), default=[352, 480], help="size for GFLOPs (default 352 480)")
+    p.add_argument("--imgsz", type=_positive, nargs=2, metavar=("H", "W"), default=[360, 480], help="frame size for GFLOPs (default 360 480, CamVid)")
     p.add_argument("--num-classes", type=_positive, default=11, help="classes (default 11)")
     p.set_defaults(func=_cmd_models)
 
@@ -392,7 +392,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--backends", default="all", metavar="LIST", help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32 (default all)")
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
     p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
-    p.add_argument("--batch", type=_positive, default=1, help="batch size for the throughput column (default 1)")
+    p.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for the throughput column (default 1)")
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
     p.add_argument("--warmup", type=_nonnegative, default=10, metavar="N", help="warm-up runs before timing (default 10)")
     p.add_argument("--source", metavar="SRC", help="end-to-end source: video, image folder, camera, URL (default: the synthetic clip)")

@@ -1,0 +1,54 @@
+"""Make a release checkpoint from a training checkpoint: no optimizer state, FP16-stored weights
+(half the size; loading casts back to FP32), the data licence in the card and, with --data, the
+val metrics of the released weights themselves (not of the FP32 training copy).
+
+    python -m roadseg.train.release runs/ddrnet/last.pt train/weights/ddrnet23s_camvid.pt \\
+        --license "CamVid: research use; cite Brostow et al. 2009" --data ../shared/datasets/camvid
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from roadseg.runtime.card import ModelCard
+
+from .checkpoint import atomic_save, load_model, load_raw, strip
+
+
+def release(src: str, dst: str, license_note: str, data: str | None = None, dataset: str = "camvid",
+            split: str = "val") -> dict:  # fmt: skip
+    ckpt = strip(load_raw(src), half=True)
+    card = ModelCard.from_dict(ckpt["card"], src)
+    card.license = license_note
+    ckpt["card"] = card.to_dict()
+    atomic_save(ckpt, dst)
+    if data:
+        from .data import load_dataset
+        from .evaluate import evaluate
+
+        model, card, _ = load_model(dst)
+        cm = evaluate(model, load_dataset(data, dataset, split), card)
+        summary = cm.summary(card.classes)
+        metrics = {f"{split}_miou": summary["miou"], f"{split}_pixel_accuracy": summary["pixel_accuracy"]}
+        ckpt["metrics"] = {**ckpt["metrics"], **metrics, f"{split}_iou": summary["iou"]}
+        card.metrics = {k: round(v, 5) for k, v in metrics.items()}
+        ckpt["card"] = card.to_dict()
+        atomic_save(ckpt, dst)
+    return ckpt["metrics"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--license", required=True, help="licence / citation note of the training data")
+    p.add_argument("--data", help="dataset root: evaluate the released weights on --split and store the metrics")
+    p.add_argument("--dataset", default="camvid", help="dataset layout (default camvid)")
+    p.add_argument("--split", default="val", help="split to evaluate (default val)")
+    a = p.parse_args(argv)
+    metrics = release(a.src, a.dst, a.license, a.data, a.dataset, a.split)
+    print(f"wrote {a.dst}: {metrics}")
+
+
+if __name__ == "__main__":
+    main()
