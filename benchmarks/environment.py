@@ -1,0 +1,119 @@
+"""What a benchmark ran on: CPU, GPU, driver, CUDA, library versions, git sha and date.
+
+Every probe is optional: a missing library or tool gives None, never an error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def gpu() -> dict:
+    """{name, memory_mb, driver, cuda (driver's CUDA version)} from nvidia-smi, or {} without one."""
+    out = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
+    if not out or not out.strip():
+        return {}
+    name, mem, driver = (s.strip() for s in out.strip().splitlines()[0].split(","))
+    info: dict = {
+        "name": name,
+        "memory_mb": int(float(mem)) if mem.replace(".", "").isdigit() else None,
+        "driver": driver,
+    }
+    head = _run(["nvidia-smi"]) or ""
+    m = re.search(r"CUDA Version:\s*([\d.]+)", head)
+    info["cuda"] = m.group(1) if m else None
+    return info
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_sha() -> str | None:
+    out = _run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"])
+    if not out:
+        return None
+    dirty = _run(["git", "-C", str(Path(__file__).resolve().parent), "status", "--porcelain", "--untracked-files=no"])
+    return out.strip() + ("-dirty" if dirty and dirty.strip() else "")
+
+
+def collect(threads: int | None = None) -> dict:
+    """The environment block of results.json."""
+    from roadseg import __version__
+
+    torch_version = torch_cuda = None
+    try:
+        import torch
+
+        torch_version, torch_cuda = torch.__version__, torch.version.cuda
+    except ImportError:
+        pass
+    try:
+        import onnxruntime as ort
+
+        ort_version, providers = ort.__version__, list(ort.get_available_providers())
+    except ImportError:
+        ort_version, providers = None, []
+    tensorrt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13")
+    g = gpu()
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "gpu": g.get("name"),
+        "gpu_memory_mb": g.get("memory_mb"),
+        "driver": g.get("driver"),
+        "cuda": g.get("cuda") or torch_cuda,
+        "torch_cuda": torch_cuda,
+        "tensorrt": tensorrt,
+        "onnxruntime": ort_version,
+        "onnxruntime_providers": providers,
+        "torch": torch_version,
+        "opencv": _version("opencv-python-headless") or _version("opencv-python"),
+        "numpy": _version("numpy"),
+        "roadseg": __version__,
+        "git_sha": git_sha(),
+    }

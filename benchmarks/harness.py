@@ -1,0 +1,314 @@
+"""`roadseg bench`: every row on the same frames, latency and accuracy side by side.
+
+    cfg = BenchConfig(model="default", data="data/CamVid", frame_size=(360, 480))
+    results = run_bench(cfg)          # also writes results.json/.csv/.md/.png into cfg.report
+
+Order of work: decide which rows can run here (rows.py) -> load the benchmark frames (frames.py) ->
+for each row, make its exported file (variants.py, cached) and measure it in its own process
+(worker.py) -> compare every row's labels with the reference row (PyTorch FP32) and the dataset's
+labels -> statistics (stats.py) -> report (report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from roadseg.runtime.errors import RoadsegError, UsageError
+
+from . import rows as rowreg
+from .stats import speedup, summarize, throughput_fps
+from .worker import Job, job_dict
+
+
+@dataclass
+class BenchConfig:
+    model: str = "default"  # checkpoint path or a bundled name
+    backends: str | list[str] = "all"  # "all", "a,b", or a list of row names (see rows.ROWS)
+    imgsz: tuple[int, int] | None = None  # model input size (default: the card's)
+    frame_size: tuple[int, int] | None = None  # frame size the graphs take (default: the model input size)
+    batch: int = 1  # throughput batch
+    frames: int = 100  # timed runs per row (model-only latency) and end-to-end frames
+    warmup: int = 10
+    source: str | None = None  # end-to-end source (default: the synthetic clip at the frame size)
+    data: str | None = None  # labelled dataset root (mIoU) or folder of frames
+    calib: str | None = None  # INT8 calibration frames (default: --data, else --source, else synthetic)
+    report: str = "runs/bench"
+    threads: int | None = None  # inference threads (ONNX Runtime intra-op, torch)
+    e2e_frames: int | None = None  # default: frames
+    eval_limit: int | None = None  # accuracy frames (default: the whole val split / 16 unlabelled)
+    cache: str | None = None  # exported files (default: <roadseg cache>/bench)
+    isolate: bool = True  # each row in its own process (peak memory per row, crash isolation)
+    progress: bool = True
+    row_timeout_s: float = 3600.0
+
+    def check(self) -> None:
+        if self.frames < 1:
+            raise UsageError(f"--frames {self.frames}: give at least 1 timed run")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup {self.warmup}: give 0 or more warm-up runs")
+        if self.batch < 1:
+            raise UsageError(f"--batch {self.batch}: give a batch of at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: give at least 1 thread")
+
+
+@dataclass
+class RowResult:
+    name: str
+    status: str  # ok | skipped (not available here) | failed (could not be made or measured)
+    reason: str | None = None
+    kind: str = ""
+    backend: str | None = None
+    precision: str = ""
+    device: str = "cpu"
+    artifact: str | None = None
+    latency_ms: dict = field(default_factory=dict)
+    batch: int = 1
+    throughput_fps: float | None = None
+    e2e_fps: float | None = None
+    e2e_vs_model: float | None = None  # end-to-end FPS / model-only FPS (1000 / median)
+    e2e: dict | None = None
+    peak_rss_mb: float | None = None
+    gpu_memory_mb: float | None = None
+    build_s: float | None = None
+    load_s: float | None = None
+    agreement: float | None = None
+    miou: float | None = None
+    speedup: float | None = None
+    notes: list[str] = field(default_factory=list)
+    latency_samples_ms: list[float] = field(default_factory=list)  # the raw timed runs, in order
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _checkpoint_and_card(model: str):
+    from roadseg.runtime.card import ModelCard
+    from roadseg.train.checkpoint import load_raw, resolve
+
+    path = resolve(model)
+    if path.suffix.lower() in (".onnx", ".engine", ".plan"):
+        raise RoadsegError(f"{path}: bench starts from a checkpoint (or `default`) so PyTorch is the reference; "
+                           "it exports every variant itself")  # fmt: skip
+    ckpt = load_raw(path)
+    return path, ModelCard.from_dict(ckpt["card"], source=str(path))
+
+
+def _default_cache() -> Path:
+    from roadseg.runtime.defaults import cache_dir
+
+    return cache_dir() / "bench"
+
+
+def _device(row: rowreg.Row, cuda_reason: str | None) -> str:
+    if row.kind == "torch":
+        return "cuda" if cuda_reason is None else "cpu"
+    return "cpu" if row.backend == "ort-cpu" else "cuda"
+
+
+class _Runner:
+    """Runs jobs in a fresh interpreter (or in this one when not isolated)."""
+
+    def __init__(self, work: Path, isolate: bool, timeout_s: float) -> None:
+        self.work, self.isolate, self.timeout_s = work, isolate, timeout_s
+
+    def __call__(self, job: Job) -> dict:
+        if not self.isolate:
+            from .worker import run
+
+            try:
+                return run(job)
+            except Exception as e:  # noqa: BLE001 - the row fails, the benchmark goes on
+                return {"error": str(e) if isinstance(e, RoadsegError) else f"{type(e).__name__}: {e}"}
+        job_file, result_file = self.work / f"{job.row}.job.json", self.work / f"{job.row}.result.json"
+        job_file.write_text(json.dumps(job_dict(job)))
+        result_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "roadseg.benchmarks.worker", str(job_file), str(result_file)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {self.timeout_s:.0f} s"}
+        if result_file.is_file():
+            return json.loads(result_file.read_text())
+        tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        return {"error": f"worker exited with code {proc.returncode}: {tail[0][:300]}"}
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Run the benchmark described by `cfg`, write the report folder, return results.json's content."""
+    from roadseg.runtime.atomic import check_writable
+
+    from . import environment, report
+    from . import frames as framesrc
+    from .variants import Variants
+
+    cfg.check()
+    names = rowreg.select(cfg.backends)
+    out_dir = Path(cfg.report)
+    check_writable(out_dir / "results.json")
+    checkpoint, card = _checkpoint_and_card(cfg.model)
+    if cfg.imgsz:
+        card = card.replace(input_size=list(cfg.imgsz))
+    frame_size = tuple(cfg.frame_size or card.input_size)
+    reasons = rowreg.unavailable(names)
+    cuda_reason = rowreg.torch_cuda()
+
+    work = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir))
+    try:
+        bench_frames = framesrc.load(card, frame_size, cfg.data, cfg.source, cfg.eval_limit)  # type: ignore[arg-type]
+        frames_file, _ = bench_frames.save(work)
+        e2e_frames = cfg.e2e_frames or cfg.frames
+        e2e_source = cfg.source or f"synthetic:{e2e_frames}"
+        calib = cfg.calib or cfg.data or (cfg.source if cfg.source and framesrc._is_local_media(cfg.source) else None)
+        variants = None
+        if any(reasons[n] is None and rowreg.ROWS[n].kind != "torch" for n in names):
+            variants = Variants(checkpoint, cfg.imgsz, frame_size, cfg.batch,  # type: ignore[arg-type]
+                                Path(cfg.cache) if cfg.cache else _default_cache(), calib, cfg.data)  # fmt: skip
+        runner = _Runner(work, cfg.isolate, cfg.row_timeout_s)
+        results: list[RowResult] = []
+        labels_files: dict[str, Path] = {}
+        from tqdm import tqdm
+
+        bar = tqdm(names, desc="bench", unit="row", disable=not cfg.progress, dynamic_ncols=True)
+        for name in bar:
+            row = rowreg.ROWS[name]
+            res = RowResult(name, "ok", kind=row.kind, backend=row.backend, precision=row.precision,
+                            device=_device(row, cuda_reason), batch=cfg.batch)  # fmt: skip
+            results.append(res)
+            if reasons[name] is not None:
+                res.status, res.reason = "skipped", reasons[name]
+                continue
+            model, batch_model = str(checkpoint), None
+            if row.kind != "torch":
+                bar.set_postfix_str(f"{name}: export")
+                assert variants is not None
+                make = variants.onnx if row.kind == "onnx" else variants.engine
+                art = make(row.precision)
+                if art.note:
+                    res.notes.append(art.note)
+                if art.path is None:
+                    res.status, res.reason = "failed", f"could not make the {row.precision} {row.kind}: {art.error}"
+                    continue
+                model, res.artifact, res.build_s = str(art.path), str(art.path), art.build_s
+                if art.cached:
+                    res.notes.append("exported file reused from the cache (build time from when it was made)")
+                if cfg.batch > 1:
+                    bart = make(row.precision, dynamic=True)
+                    if bart.path is None:
+                        res.notes.append(f"no dynamic-batch {row.kind} for throughput: {bart.error}")
+                    else:
+                        batch_model = str(bart.path)
+            bar.set_postfix_str(f"{name}: measure")
+            labels_file = work / f"{name}.labels.npy"
+            options: dict = {}
+            if row.backend == "ort-trt":
+                options = {"trt_fp16": row.precision == "fp16", "trt_cache_dir": str(variants.folder / "ort-trt")}  # type: ignore[union-attr]
+            job = Job(row=name, kind=row.kind, precision=row.precision, model=model, frames=str(frames_file),
+                      labels_out=str(labels_file), frame_size=frame_size, imgsz=cfg.imgsz, backend=row.backend,  # type: ignore[arg-type]
+                      backend_options=options, compile=row.compile, cuda=res.device == "cuda" and row.kind == "torch",
+                      warmup=cfg.warmup, iters=cfg.frames, batch=cfg.batch, batch_model=batch_model,
+                      e2e_source=e2e_source, e2e_frames=e2e_frames, work=str(work / "e2e"), threads=cfg.threads)  # fmt: skip
+            got = runner(job)
+            if "error" in got:
+                res.status, res.reason = "failed", got["error"]
+                continue
+            _fill(res, got, cfg.batch)
+            labels_files[name] = labels_file
+        bar.close()
+        _accuracy(results, labels_files, bench_frames.masks, card)
+        ref = next((r for r in results if r.name == rowreg.REFERENCE and r.ok), None)
+        for r in results:
+            if r.ok:
+                r.speedup = speedup(ref.latency_ms.get("median") if ref else None, r.latency_ms.get("median"))
+        doc = {
+            "schema": 1,
+            "model": {
+                "checkpoint": str(checkpoint),
+                "name": card.name,
+                "arch": card.arch,
+                "input_size": list(card.input_size),
+                "classes": card.num_classes,
+            },
+            "config": {
+                **{k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+                "frame_size": list(frame_size),
+                "e2e_source": e2e_source,
+                "e2e_frames": e2e_frames,
+                "calib": calib,
+            },
+            "frames": {
+                "source": bench_frames.source,
+                "count": int(len(bench_frames.frames)),
+                "labelled": bench_frames.labelled,
+                "size": list(frame_size),
+            },
+            "reference": rowreg.REFERENCE,
+            "environment": environment.collect(cfg.threads),
+            "artifacts": (
+                {f"{k[0]}-{k[1]}{'-dynamic' if k[2] else ''}": a.to_dict() for k, a in variants.made().items()}
+                if variants
+                else {}
+            ),
+            "rows": [asdict(r) for r in results],
+        }
+        report.write(out_dir, doc)
+        return doc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fill(res: RowResult, got: dict, batch: int) -> None:
+    res.latency_samples_ms = [float(v) for v in got.get("latency_samples_ms", [])]
+    lat = summarize(res.latency_samples_ms)
+    res.latency_ms = lat
+    res.load_s = got.get("load_s")
+    res.peak_rss_mb = got.get("peak_rss_mb")
+    res.gpu_memory_mb = got.get("gpu_memory_mb")
+    if batch > 1:
+        res.throughput_fps = throughput_fps(batch, got["batch_samples_ms"]) if got.get("batch_samples_ms") else None
+    else:
+        res.throughput_fps = throughput_fps(1, got.get("latency_samples_ms", []))
+    e2e = got.get("e2e")
+    if e2e:
+        res.e2e = e2e
+        res.e2e_fps = e2e.get("fps")
+        median = lat.get("median")
+        if res.e2e_fps and median and median > 0:
+            res.e2e_vs_model = res.e2e_fps / (1000.0 / median)
+    providers = got.get("providers") or []
+    if providers and providers != ["CPUExecutionProvider"]:
+        res.notes.append("providers: " + ", ".join(providers))
+
+
+def _accuracy(results: list[RowResult], labels_files: dict[str, Path], masks: np.ndarray | None, card) -> None:
+    """Label agreement with the reference row, and mIoU on labelled frames."""
+    from roadseg.runtime.metrics import ConfusionMatrix, label_agreement
+
+    ref_file = labels_files.get(rowreg.REFERENCE)
+    ref = np.load(ref_file) if ref_file is not None else None
+    for r in results:
+        if not r.ok or r.name not in labels_files:
+            continue
+        labels = np.load(labels_files[r.name])
+        if ref is not None:
+            r.agreement = label_agreement(labels, ref)
+        if masks is not None:
+            cm = ConfusionMatrix(card.num_classes, card.ignore_index)
+            for pred, mask in zip(labels, masks):
+                cm.update(pred, mask)
+            r.miou = cm.miou()
+
+
+def environment_summary(doc: dict) -> str:
+    env = doc["environment"]
+    gpu = env.get("gpu") or "no GPU"
+    return f"{env.get('cpu')} ({env.get('cpu_cores')} cores), {gpu}"

@@ -1,0 +1,188 @@
+"""The report folder: results.json (everything), results.csv (one flat line per row), results.md (a
+table ready for the README) and results.png (latency against mIoU, or against agreement with the
+reference when the frames have no labels, one labelled point per measured row). Each file is
+written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from roadseg.runtime.atomic import atomic_path
+
+FILES = ("results.json", "results.csv", "results.md", "results.png")
+STAGES = ("read", "infer", "overlay", "write")
+
+CSV_COLUMNS = [
+    "name", "status", "reason", "kind", "backend", "precision", "device", "artifact",
+    "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
+    "latency_min_ms", "latency_max_ms", "latency_n", "batch", "throughput_fps", "e2e_fps", "e2e_vs_model",
+    *[f"e2e_{s}_median_ms" for s in STAGES], "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
+    "agreement", "miou", "speedup", "notes",
+]  # fmt: skip
+
+
+def _num(v, digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v * scale:.{digits}f}{suffix}"
+
+
+def flat(row: dict) -> dict:
+    lat = row.get("latency_ms") or {}
+    stages = ((row.get("e2e") or {}).get("stage_median_ms")) or {}
+    out = {k: row.get(k) for k in CSV_COLUMNS if k in row}
+    for k in ("median", "p90", "p99", "mean", "std", "min", "max"):
+        out[f"latency_{k}_ms"] = lat.get(k)
+    out["latency_n"] = lat.get("n")
+    for s in STAGES:
+        out[f"e2e_{s}_median_ms"] = stages.get(s)
+    out["notes"] = "; ".join(row.get("notes") or [])
+    return {k: out.get(k) for k in CSV_COLUMNS}
+
+
+def to_csv(doc: dict) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in doc["rows"]:
+        w.writerow({k: ("" if v is None else v) for k, v in flat(row).items()})
+    return buf.getvalue()
+
+
+def to_markdown(doc: dict) -> str:
+    env, cfg, fr, model = doc["environment"], doc["config"], doc["frames"], doc["model"]
+    labelled = fr.get("labelled")
+    batch = cfg.get("batch", 1)
+    gpu = f"{env['gpu']} (driver {env.get('driver')}, CUDA {env.get('cuda')})" if env.get("gpu") else "no GPU"
+    versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "onnxruntime", "tensorrt", "roadseg") if env.get(k))
+    h, w = fr["size"]
+    lines = [
+        f"**{model['name']}** ({model['arch']}), model input {model['input_size'][0]}x{model['input_size'][1]}, "
+        f"frames {h}x{w}; {env.get('cpu')} ({env.get('cpu_cores')} cores"
+        + (f", {cfg['threads']} inference threads" if cfg.get("threads") else "")
+        + f"), {gpu}; {versions}; git {env.get('git_sha')}; {env.get('date')}.",
+        "",
+        f"Model-only latency at batch 1: median of {cfg['frames']} runs after {cfg['warmup']} warm-up runs "
+        f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}.",
+        "",
+        f"| Row | Median ms | p90 ms | p99 ms | Std ms | Speed-up | FPS (batch {batch}) | End-to-end FPS | E2E / model "
+        f"| Agreement % | mIoU % | Peak RSS MB | GPU MB | Build s | Load s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in doc["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r.get("latency_ms") or {}
+        lines.append(
+            f"| {r['name']} | {_num(lat.get('median'))} | {_num(lat.get('p90'))} | {_num(lat.get('p99'))} "
+            f"| {_num(lat.get('std'))} | {_num(r.get('speedup'), 2, suffix='x')} | {_num(r.get('throughput_fps'), 1)} "
+            f"| {_num(r.get('e2e_fps'), 1)} | {_num(r.get('e2e_vs_model'), 2)} | {_num(r.get('agreement'), 2, 100)} "
+            f"| {_num(r.get('miou'), 2, 100) if labelled else '-'} | {_num(r.get('peak_rss_mb'), 0)} "
+            f"| {_num(r.get('gpu_memory_mb'), 0)} | {_num(r.get('build_s'), 1)} | {_num(r.get('load_s'), 2)} |"
+        )
+    stage_rows = [r for r in doc["rows"] if r["status"] == "ok" and r.get("e2e")]
+    if stage_rows:
+        src = cfg.get("e2e_source")
+        lines += [
+            "",
+            f"End to end through the runtime pipeline on `{src}` (decode, infer, overlay, encode to video): "
+            "per-stage medians in ms.",
+            "",
+            "| Row | Frames | FPS | " + " | ".join(STAGES) + " |",
+            "|---|---:|---:|" + "---:|" * len(STAGES),
+        ]
+        for r in stage_rows:
+            e = r["e2e"]
+            st = e.get("stage_median_ms") or {}
+            lines.append(f"| {r['name']} | {e.get('frames')} | {_num(e.get('fps'), 1)} | "
+                         + " | ".join(_num(st.get(s)) for s in STAGES) + " |")  # fmt: skip
+    missing = [r for r in doc["rows"] if r["status"] != "ok"]
+    if missing:
+        lines += ["", "Not measured here:", ""]
+        lines += [f"- `{r['name']}` ({r['status']}): {r.get('reason')}" for r in missing]
+    notes = [
+        (r["name"], n) for r in doc["rows"] if r["status"] == "ok" for n in r.get("notes") or [] if "cache" not in n
+    ]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- `{name}`: {n}" for name, n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    labelled = doc["frames"].get("labelled")
+    key, label = ("miou", "mIoU (%)") if labelled else ("agreement", f"label agreement with {doc['reference']} (%)")
+    pts: list[tuple[str, float, float]] = []
+    for r in doc["rows"]:
+        x, y = (r.get("latency_ms") or {}).get("median"), r.get(key)
+        if r["status"] == "ok" and x is not None and y is not None and math.isfinite(x):
+            pts.append((r["name"], float(x), 100.0 * float(y)))
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    if pts:
+        xs = [p[1] for p in pts]
+        ax.scatter(xs, [p[2] for p in pts], s=40, zorder=3)
+        # labels alternate above and below in latency order, so neighbours do not print over each other
+        for i, (n, x, y) in enumerate(sorted(pts, key=lambda p: p[1])):
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(5, 5 if i % 2 == 0 else -12), fontsize=8)
+        if min(xs) > 0 and max(xs) / min(xs) > 8:
+            from matplotlib.ticker import ScalarFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(ScalarFormatter())
+            ax.tick_params(axis="x", which="minor", labelsize=7)
+        ys = [p[2] for p in pts]
+        pad = max(0.5, (max(ys) - min(ys)) * 0.15)
+        ax.set_ylim(min(ys) - pad, min(100.0 + pad / 4, max(ys) + pad))
+    else:
+        ax.text(0.5, 0.5, "no measured rows", ha="center", va="center", transform=ax.transAxes)
+    env = doc["environment"]
+    ax.set_xlabel("model-only latency, median (ms, batch 1)")
+    ax.set_ylabel(label)
+    ax.set_title(f"{doc['model']['name']} at {doc['frames']['size'][0]}x{doc['frames']['size'][1]} "
+                 f"on {env.get('gpu') or env.get('cpu')}", fontsize=9)  # fmt: skip
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write(folder: str | Path, doc: dict) -> dict[str, Path]:
+    """Write the four report files into `folder`; returns name -> path."""
+    folder = Path(folder)
+    out = {name: folder / name for name in FILES}
+    for name, text in (("results.json", json.dumps(_clean(doc), indent=2, default=_json_default, allow_nan=False)),
+                       ("results.csv", to_csv(doc)), ("results.md", to_markdown(doc))):  # fmt: skip
+        with atomic_path(out[name]) as tmp:
+            tmp.write_text(text)
+    plot(doc, out["results.png"])
+    return out
+
+
+def _json_default(v):
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, (set, tuple)):
+        return list(v)
+    return str(v)
+
+
+def _clean(v):
+    """NaN and infinities -> None, so results.json is strict JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v

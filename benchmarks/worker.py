@@ -1,0 +1,281 @@
+"""One benchmark row, measured in a process of its own: `python -m roadseg.benchmarks.worker JOB RESULT`.
+
+A fresh process per row makes peak RSS (and GPU memory) the row's own, keeps one row's state (torch's
+thread pools, a CUDA context, TensorRT's allocator) out of the next row's numbers, and turns a crash
+in a native library into one failed row instead of a lost benchmark.
+
+Steps, in order: open the model and run the first frame (load_s: time to first labels, which
+includes torch.compile's compilation and ONNX Runtime's TensorRT engine build); the accuracy pass
+over every benchmark frame (labels saved for the harness to compare with the reference); warm-up;
+model-only latency at batch 1 (`time.perf_counter` around each call, which returns host labels
+after the device is synchronised; inputs rotate among several frames; garbage collection paused);
+throughput at --batch; end to end through the runtime pipeline (decode, infer, overlay, encode);
+peak memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roadseg.runtime.backends.base import TensorSpec
+
+TIMING_FRAMES = 8  # benchmarks.frames.TIMING_FRAMES (not imported: keep this module light)
+
+
+@dataclass
+class Job:
+    row: str
+    kind: str  # torch | onnx | engine
+    precision: str
+    model: str  # checkpoint (torch rows), .onnx or .engine
+    frames: str  # .npy of uint8 [K, H, W, 3]
+    labels_out: str  # .npy the row's labels go to
+    frame_size: tuple[int, int]
+    imgsz: tuple[int, int] | None = None
+    backend: str | None = None
+    backend_options: dict = field(default_factory=dict)
+    compile: bool = False
+    cuda: bool = False  # torch rows: run on CUDA (FP16 rows use autocast)
+    warmup: int = 10
+    iters: int = 100
+    batch: int = 1
+    batch_model: str | None = None  # dynamic-batch .onnx/.engine for throughput (batch > 1)
+    e2e_source: str | None = None  # None: no end-to-end run
+    e2e_frames: int = 100
+    work: str = "."  # scratch folder (the end-to-end video)
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Job:
+        d = dict(d)
+        d["frame_size"] = tuple(d["frame_size"])
+        d["imgsz"] = tuple(d["imgsz"]) if d.get("imgsz") else None
+        return cls(**d)
+
+
+class TorchRunner:
+    """PyTorch eager (or torch.compile) running the exact exported computation (FramesToLabels), with
+    the Backend protocol, so the runtime pipeline streams through it like any backend."""
+
+    def __init__(self, job: Job) -> None:
+        import torch
+
+        from roadseg.export.graph import FramesToLabels
+        from roadseg.train.checkpoint import load_model
+
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        self.torch = torch
+        self.device = torch.device("cuda" if job.cuda else "cpu")
+        if self.device.type == "cuda":  # the FP32 reference is plain FP32: no TF32 matmuls/convolutions
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+        net, card, _ = load_model(job.model)
+        if job.imgsz:
+            card = card.replace(input_size=list(job.imgsz))
+        self.card = card.replace(precision=job.precision)
+        self.name = job.row
+        self.fp16 = job.precision == "fp16"
+        module: Any = FramesToLabels(net, card, tuple(job.frame_size)).eval().to(self.device)
+        if job.compile:
+            module = torch.compile(module)
+        self.module = module
+        h, w = job.frame_size
+        self._inputs = [TensorSpec("frames", (1, h, w, 3), "uint8")]
+        self._outputs = [TensorSpec("labels", (1, h, w), "uint8")]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        single = frames.ndim == 3
+        x = torch.from_numpy(np.ascontiguousarray(frames[None] if single else frames)).to(self.device)
+        with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=self.fp16 and self.device.type == "cuda"):
+            y = self.module(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        out = y.cpu().numpy()
+        return out[0] if single else out
+
+    def close(self) -> None:
+        self.module = None
+
+
+def open_runner(job: Job, model: str | None = None) -> Any:
+    if job.kind == "torch":
+        return TorchRunner(job)
+    from roadseg.runtime.backends import open_backend
+
+    opts = dict(job.backend_options)
+    if job.threads and job.backend != "trt":
+        opts["threads"] = job.threads
+    return open_backend(model or job.model, job.backend or "auto", **opts)
+
+
+def time_calls(run: Any, inputs: list[np.ndarray], count: int) -> list[float]:
+    """Milliseconds of `count` calls of run(x), x rotating over `inputs`; garbage collection paused."""
+    samples = []
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(count):
+            x = inputs[i % len(inputs)]
+            t0 = time.perf_counter()
+            run(x)
+            samples.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        if enabled:
+            gc.enable()
+    return samples
+
+
+def gpu_memory_mb() -> float | None:
+    """GPU memory this process holds (nvidia-smi), else torch's peak reservation, else None."""
+    exe = shutil.which("nvidia-smi")
+    if exe:
+        try:
+            out = subprocess.run([exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+            for line in out.splitlines():
+                parts = [p.strip() for p in line.split(",")]
+                if len(parts) == 2 and parts[0] == str(os.getpid()) and parts[1].replace(".", "").isdigit():
+                    return float(parts[1])
+        except (OSError, subprocess.SubprocessError):
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_reserved() / 2**20
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, MB. Linux: VmHWM, which starts afresh at exec (ru_maxrss
+    does not: a worker forked from a large parent would report the parent's size)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def _e2e(job: Job, runner: Any) -> dict:
+    from roadseg.runtime.pipeline import run_stream
+
+    work = Path(job.work)
+    work.mkdir(parents=True, exist_ok=True)
+    video = work / f"{job.row}.mp4"
+    summary = run_stream(runner, job.e2e_source, save=str(video), max_frames=job.e2e_frames, live=False, log=None,
+                         overlay=True, source_options={"size": tuple(job.frame_size)})  # fmt: skip
+    with_video = video.is_file()
+    video.unlink(missing_ok=True)
+    stages = {k: round(v.p50_ms, 4) for k, v in summary.stages.items() if k != "latency"}
+    lat = summary.stages.get("latency")
+    return {
+        "fps": summary.fps, "frames": summary.frames_out, "elapsed_s": summary.elapsed_s,
+        "stage_median_ms": stages, "latency_median_ms": lat.p50_ms if lat else None,
+        "resized": summary.resized, "video_written": with_video, "source": job.e2e_source,
+    }  # fmt: skip
+
+
+def run(job: Job) -> dict:
+    """Measure one row; a dict for results.json (labels go to job.labels_out)."""
+    frames = np.load(job.frames)
+    timing = [np.ascontiguousarray(f[None]) for f in frames[:TIMING_FRAMES]]
+    out: dict[str, Any] = {"row": job.row}
+
+    t0 = time.perf_counter()
+    runner = open_runner(job)
+    try:
+        runner.infer(timing[0])  # first labels: lazy compilation / engine builds happen here
+        out["load_s"] = time.perf_counter() - t0
+        out["providers"] = list(getattr(runner, "providers", []) or [])
+
+        labels = np.stack([np.asarray(runner.infer(np.ascontiguousarray(f[None])))[0] for f in frames])
+        np.save(job.labels_out, labels.astype(np.uint8))
+
+        for i in range(job.warmup):
+            runner.infer(timing[i % len(timing)])
+        out["latency_samples_ms"] = time_calls(runner.infer, timing, job.iters)
+
+        out["batch"] = job.batch
+        if job.batch > 1:
+            out["batch_samples_ms"] = _batched(job, runner, frames)
+        if job.e2e_source:
+            out["e2e"] = _e2e(job, runner)
+        out["gpu_memory_mb"] = (
+            gpu_memory_mb() if (job.cuda or (job.backend or "").startswith(("ort-cuda", "ort-trt", "trt"))) else None
+        )
+    finally:
+        runner.close()
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def _batched(job: Job, runner: Any, frames: np.ndarray) -> list[float]:
+    """Milliseconds per batch of --batch frames (a dynamic-batch model for exported rows)."""
+    batch = np.ascontiguousarray(np.stack([frames[i % min(len(frames), TIMING_FRAMES)] for i in range(job.batch)]))
+    other = None
+    if job.kind != "torch":
+        if not job.batch_model:
+            raise RuntimeError("no dynamic-batch model to measure throughput with")
+        other = runner = open_runner(job, job.batch_model)
+    try:
+        for _ in range(max(2, min(job.warmup, 5))):
+            runner.infer(batch)
+        return time_calls(runner.infer, [batch], max(3, math.ceil(job.iters / job.batch)))
+    finally:
+        if other is not None:
+            other.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.stderr.write("usage: python -m roadseg.benchmarks.worker JOB.json RESULT.json\n")
+        return 2
+    job = Job.from_dict(json.loads(Path(args[0]).read_text()))
+    try:
+        result = run(job)
+    except Exception as e:  # noqa: BLE001 - reported as this row's failure
+        from roadseg.runtime.errors import RoadsegError
+
+        reason = (
+            str(e)
+            if isinstance(e, RoadsegError)
+            else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        )
+        result = {"row": job.row, "error": reason, "traceback": traceback.format_exc(limit=8)}
+    Path(args[1]).write_text(json.dumps(result, default=float))
+    return 0
+
+
+def job_dict(job: Job) -> dict:
+    return asdict(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""`roadseg bench`: statistics on known samples, the row registry, and the harness on the tiny model
+with two CPU rows (torch and ort-cpu-fp32): every report file written, the results.json schema,
+skipped rows with their reasons, speed-up and accuracy consistent with the raw numbers.
+
+No timing assertions: only that timings exist and are consistent with each other."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from roadseg.benchmarks import rows
+from roadseg.benchmarks.stats import speedup, summarize, throughput_fps
+from roadseg.runtime.errors import UsageError
+
+TWO_ROWS = ["torch", "ort-cpu-fp32"]
+GPU_ROWS = ["torch-fp16", "ort-cuda-fp32", "ort-trt-fp16", "trt-fp16"]
+FRAMES, WARMUP = 5, 1
+ENV_KEYS = {
+    "cpu",
+    "cpu_cores",
+    "gpu",
+    "driver",
+    "cuda",
+    "tensorrt",
+    "onnxruntime",
+    "torch",
+    "roadseg",
+    "git_sha",
+    "date",
+}
+ROW_KEYS = {
+    "name", "status", "reason", "kind", "backend", "precision", "device", "artifact", "latency_ms", "batch",
+    "throughput_fps", "e2e_fps", "e2e_vs_model", "e2e", "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
+    "agreement", "miou", "speedup", "notes", "latency_samples_ms",
+}  # fmt: skip
+LATENCY_KEYS = {"n", "median", "p90", "p99", "mean", "std", "min", "max"}
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def test_summarize_matches_numpy_on_a_fixed_array():
+    rng = np.random.default_rng(7)
+    x = rng.gamma(2.0, 3.0, size=257)  # skewed, like latencies
+    s = summarize(x.tolist())
+    assert s["n"] == 257
+    assert s["median"] == pytest.approx(np.median(x))
+    assert s["p90"] == pytest.approx(np.percentile(x, 90))
+    assert s["p99"] == pytest.approx(np.percentile(x, 99))
+    assert s["mean"] == pytest.approx(x.mean())
+    assert s["std"] == pytest.approx(x.std())
+    assert (s["min"], s["max"]) == (x.min(), x.max())
+
+
+def test_summarize_hand_computed():
+    s = summarize([4.0, 1.0, 3.0, 2.0])  # order does not matter
+    assert s["median"] == pytest.approx(2.5)
+    assert s["p90"] == pytest.approx(3.7)  # linear interpolation: 1 + 0.9 * 3 = 3.7th of 1..4
+    assert s["p99"] == pytest.approx(3.97)
+    assert s["mean"] == pytest.approx(2.5)
+    assert s["std"] == pytest.approx(math.sqrt(1.25))  # population std (ddof=0)
+    one = summarize([5.0])
+    assert one["median"] == one["p99"] == 5.0 and one["std"] == 0.0
+
+
+def test_summarize_empty_and_bad_samples():
+    s = summarize([])
+    assert s["n"] == 0 and math.isnan(s["median"])
+    with pytest.raises(ValueError):
+        summarize([1.0, float("nan")])
+
+
+def test_speedup_and_throughput():
+    assert speedup(10.0, 2.5) == pytest.approx(4.0)
+    assert speedup(2.0, 4.0) == pytest.approx(0.5)
+    assert speedup(None, 1.0) is None and speedup(1.0, None) is None and speedup(1.0, 0.0) is None
+    assert throughput_fps(4, [20.0, 20.0]) == pytest.approx(200.0)  # 8 frames in 40 ms
+    assert throughput_fps(1, []) is None
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+def test_row_registry_and_selection():
+    assert rows.select("all") == list(rows.ROWS)
+    assert rows.select("ort-cpu-fp32") == ["torch", "ort-cpu-fp32"]  # the reference is always measured
+    assert rows.select(["trt-int8,torch"]) == ["torch", "trt-int8"]  # registry order
+    for bad in ("ort-cpu-fp64", ",", "torch,nope"):
+        with pytest.raises(UsageError):
+            rows.select(bad)
+    for name in ("torch", "torch-compile", "ort-cpu-fp32", "ort-cpu-fp16", "ort-cpu-int8", "ort-cuda-fp32",
+                 "ort-cuda-fp16", "ort-trt-fp16", "ort-trt-int8", "trt-fp32", "trt-fp16", "trt-int8"):  # fmt: skip
+        assert name in rows.ROWS
+
+
+def test_unavailable_rows_carry_the_backend_reason():
+    fake = {"ort-cpu": None, "ort-cuda": "no CUDA EP here", "ort-trt": "no TRT EP here", "trt": "tensorrt missing"}
+    got = rows.unavailable(["torch", "ort-cpu-int8", "ort-cuda-fp16", "ort-trt-int8", "trt-fp32"], fake)
+    assert got["torch"] is None and got["ort-cpu-int8"] is None
+    assert got["ort-cuda-fp16"] == "no CUDA EP here"
+    assert got["ort-trt-int8"] == "no TRT EP here"
+    assert got["trt-fp32"] == "tensorrt missing"
+
+
+# -- the harness on the tiny model -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_checkpoint, tmp_path_factory):
+    """One real run: torch + ort-cpu-fp32, each in its own worker process, on a labelled synthetic
+    dataset (mIoU), plus the GPU rows this machine lacks (listed as skipped)."""
+    from roadseg.benchmarks.harness import BenchConfig, run_bench
+    from roadseg.runtime.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("bench")
+    data = make_dataset(root / "data", 1, 3, size=(72, 96), seed=3)
+    missing = [n for n, why in rows.unavailable(GPU_ROWS).items() if why is not None]
+    cfg = BenchConfig(
+        model=str(tiny_checkpoint), backends=",".join(TWO_ROWS + missing), frame_size=(72, 96), frames=FRAMES,
+        warmup=WARMUP, data=str(data), report=str(root / "report"), threads=1, cache=str(root / "cache"),
+        progress=False,
+    )  # fmt: skip
+    doc = run_bench(cfg)
+    return doc, root / "report", missing
+
+
+def test_every_report_file_is_written(bench):
+    _, report, _ = bench
+    for name in ("results.json", "results.csv", "results.md", "results.png"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    assert (report / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    leftovers = [
+        p.name for p in report.iterdir() if p.name not in ("results.json", "results.csv", "results.md", "results.png")
+    ]
+    assert leftovers == []  # the scratch folder (frames, labels, videos) is gone
+
+
+def test_results_json_schema(bench):
+    doc, report, missing = bench
+
+    def no_nan(token):
+        raise AssertionError(f"results.json holds {token}: not strict JSON")
+
+    on_disk = json.loads((report / "results.json").read_text(), parse_constant=no_nan)
+    assert {"schema", "model", "config", "frames", "reference", "environment", "artifacts", "rows"} <= set(on_disk)
+    assert ENV_KEYS <= set(on_disk["environment"])
+    assert on_disk["environment"]["cpu_cores"] >= 1 and on_disk["environment"]["torch"]
+    assert on_disk["frames"] == {"source": on_disk["frames"]["source"], "count": 3, "labelled": True, "size": [72, 96]}
+    assert [r["name"] for r in on_disk["rows"]] == [n for n in rows.ROWS if n in TWO_ROWS + missing]
+    for r in on_disk["rows"]:
+        assert set(r) == ROW_KEYS, r["name"]
+    assert doc["rows"][0]["name"] == "torch"
+
+
+def test_measured_rows(bench):
+    doc, _, _ = bench
+    by = {r["name"]: r for r in doc["rows"]}
+    for name in TWO_ROWS:
+        r = by[name]
+        assert r["status"] == "ok" and r["reason"] is None, (name, r["reason"])
+        lat = r["latency_ms"]
+        assert set(lat) == LATENCY_KEYS and lat["n"] == FRAMES == len(r["latency_samples_ms"])
+        assert lat == pytest.approx(summarize(r["latency_samples_ms"]))
+        assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["throughput_fps"] == pytest.approx(1000.0 / lat["mean"])  # batch 1
+        assert r["speedup"] == pytest.approx(by["torch"]["latency_ms"]["median"] / lat["median"])
+        assert r["peak_rss_mb"] > 0 and r["load_s"] > 0
+        assert r["device"] == "cpu" and r["gpu_memory_mb"] is None
+        e2e = r["e2e"]
+        assert e2e["frames"] == FRAMES and e2e["fps"] > 0 and e2e["video_written"]
+        assert set(e2e["stage_median_ms"]) == {"read", "infer", "overlay", "write"}
+        assert r["e2e_vs_model"] == pytest.approx(r["e2e_fps"] * lat["median"] / 1000.0)
+        assert 0.0 <= r["miou"] <= 1.0
+    assert by["torch"]["agreement"] == 1.0 and by["torch"]["speedup"] == pytest.approx(1.0)
+    assert by["torch"]["artifact"] is None and by["torch"]["build_s"] is None
+    ort = by["ort-cpu-fp32"]
+    assert ort["agreement"] >= 0.99  # the FP32 graph computes what PyTorch computes
+    assert ort["artifact"].endswith(".onnx") and ort["build_s"] > 0
+    assert doc["artifacts"]["onnx-fp32"]["path"] == ort["artifact"]
+
+
+def test_skipped_rows_carry_reasons(bench):
+    doc, report, missing = bench
+    skipped = [r for r in doc["rows"] if r["status"] != "ok"]
+    assert [r["name"] for r in skipped] == [n for n in rows.ROWS if n in missing]
+    for r in skipped:
+        assert r["status"] == "skipped" and isinstance(r["reason"], str) and r["reason"].strip()
+        assert r["latency_ms"] == {} and r["speedup"] is None
+    md = (report / "results.md").read_text()
+    for r in skipped:
+        assert f"- `{r['name']}` (skipped): {r['reason']}" in md
+
+
+def test_csv_and_markdown(bench):
+    from roadseg.benchmarks.report import CSV_COLUMNS
+
+    doc, report, _ = bench
+    with open(report / "results.csv", newline="") as f:
+        lines = list(csv.DictReader(f))
+    assert list(lines[0]) == CSV_COLUMNS
+    assert [ln["name"] for ln in lines] == [r["name"] for r in doc["rows"]]
+    torch_line = lines[0]
+    assert float(torch_line["latency_median_ms"]) == pytest.approx(doc["rows"][0]["latency_ms"]["median"])
+    md = (report / "results.md").read_text()
+    assert "| Row | Median ms |" in md and "| read | infer | overlay | write |" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("| torch |") or ln.startswith("| ort-cpu-fp32 |")]
+    assert len(table) == 4  # latency table and end-to-end table
+    assert all(ln.count("|") == table[0].count("|") for ln in table[:2])
+
+
+# -- failures and the command line --------------------------------------------------------------
+
+
+def test_a_row_that_cannot_be_made_fails_with_its_reason(tiny_checkpoint, tmp_path, monkeypatch):
+    """In-process (isolate=False): the ONNX export is made to fail; the row says why, the run goes on."""
+    from roadseg.benchmarks import variants
+    from roadseg.benchmarks.harness import BenchConfig, run_bench
+
+    monkeypatch.setattr(
+        variants.Variants,
+        "onnx",
+        lambda self, precision, dynamic=False: variants.Artifact(None, error="boom: no graph"),
+    )
+    cfg = BenchConfig(model=str(tiny_checkpoint), backends="torch,ort-cpu-fp32", frames=2, warmup=0, report=str(tmp_path / "r"),
+                      threads=1, cache=str(tmp_path / "c"), isolate=False, progress=False)  # fmt: skip
+    doc = run_bench(cfg)
+    by = {r["name"]: r for r in doc["rows"]}
+    assert by["torch"]["status"] == "ok"
+    assert by["torch"]["miou"] is None  # synthetic scenes: no labels of the model's domain
+    assert by["ort-cpu-fp32"]["status"] == "failed" and "boom: no graph" in by["ort-cpu-fp32"]["reason"]
+    assert "(failed): could not make the fp32 onnx: boom: no graph" in (tmp_path / "r" / "results.md").read_text()
+
+
+def test_cli_bench(tiny_checkpoint, tmp_path, capsys):
+    from roadseg.cli import build_parser, main
+
+    a = build_parser().parse_args(["bench", "default", "--backends", "torch,ort-cpu-int8", "--imgsz", "64", "96",
+                                   "--frame-size", "72", "96", "--batch", "4", "--frames", "3", "--warmup", "0"])  # fmt: skip
+    assert (a.backends, a.imgsz, a.frame_size, a.batch, a.frames, a.warmup) == (
+        "torch,ort-cpu-int8",
+        [64, 96],
+        [72, 96],
+        4,
+        3,
+        0,
+    )
+    assert main(["bench", str(tiny_checkpoint), "--backends", "nope", "--report", str(tmp_path / "x")]) == 2
+    assert "unknown row nope" in capsys.readouterr().err
+    report = tmp_path / "cli"
+    code = main(["bench", str(tiny_checkpoint), "--backends", "torch", "--frames", "2", "--warmup", "0", "--report",
+                 str(report), "--threads", "1", "--quiet"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| torch |" in out and "results.png" in out
+    assert json.loads((report / "results.json").read_text())["rows"][0]["status"] == "ok"
