@@ -29,7 +29,7 @@ PARITY_FRAMES = 4
 class ExportOptions:
     model: str
     to: str = "onnx"
-    precision: str = "fp32"
+    precision: str | None = None  # fp32 for checkpoints; from an ONNX file: the file's own
     calib: str | None = None
     calib_count: int = 100
     calib_method: str = "minmax"
@@ -137,13 +137,15 @@ def _load_source(opts: ExportOptions):
 def export(opts: ExportOptions) -> Path:
     if opts.to not in ("onnx", "engine", "triton"):
         raise UsageError(f"--to {opts.to}: choose onnx, engine or triton")
-    if opts.precision not in ("fp32", "fp16", "int8"):
+    if opts.precision not in (None, "fp32", "fp16", "int8"):
         raise UsageError(f"--precision {opts.precision}: choose fp32, fp16 or int8")
     net, card, src_spec, src, proto = _load_source(opts)
     if proto is not None:
         if opts.to == "onnx":
             raise UsageError(f"{src}: is already ONNX; export from the checkpoint, or use --to engine|triton")
+        _check_onnx_options(opts, src_spec, src)
         return _from_onnx(opts, card, src_spec, src, proto)
+    opts.precision = opts.precision or "fp32"
     if opts.imgsz:
         card = card.replace(input_size=list(opts.imgsz))
     if opts.raw and opts.frame_size:
@@ -187,8 +189,29 @@ def export(opts: ExportOptions) -> Path:
     return _from_onnx(opts, card, spec, None, model)
 
 
+def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path) -> None:
+    """An ONNX file already fixes precision, sizes, batch and pre/post: options that would change
+    them cannot apply, and are refused rather than silently ignored."""
+    given = {
+        "--precision": opts.precision is not None and opts.precision != spec.precision,
+        "--frame-size": opts.frame_size is not None and tuple(opts.frame_size) != tuple(spec.frame_size or ()),
+        "--dynamic": opts.dynamic and not spec.dynamic,
+        "--imgsz": opts.imgsz is not None,
+        "--batch": opts.batch != 1 and opts.batch != spec.batch,
+        "--raw": opts.raw and not spec.raw,
+        "--calib": opts.calib is not None,
+        "--verify": opts.verify is not None,
+    }
+    bad = [k for k, v in given.items() if v]
+    if bad:
+        raise UsageError(f"{src}: {', '.join(bad)} cannot change an exported ONNX ({spec.precision}, "
+                         f"{'dynamic' if spec.dynamic else spec.frame_size}); export from the checkpoint with these options")  # fmt: skip
+
+
 def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict) -> onnx.ModelProto:
     from .precision import to_fp16, to_int8
+
+    precision = opts.precision or "fp32"
 
     size = spec.frame_size or tuple(card.input_size)
     if opts.precision == "fp16":
@@ -204,12 +227,12 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
     frames, masks, what = _gate_frames(opts, card, spec)
     if spec.raw:
         frames = list(_raw_inputs(np.stack(frames), card))
-    max_drop = opts.max_drop if opts.max_drop is not None else DEFAULT_MAX_DROP[opts.precision]
-    rep = gate(card, fp32, model, opts.precision, frames, masks, max_drop, DEFAULT_MIN_AGREEMENT[opts.precision], raw=spec.raw)
+    max_drop = opts.max_drop if opts.max_drop is not None else DEFAULT_MAX_DROP[precision]
+    rep = gate(card, fp32, model, precision, frames, masks, max_drop, DEFAULT_MIN_AGREEMENT[precision], raw=spec.raw)
     print(f"accuracy gate on {what}: {rep.line()}")
     report["gate"] = asdict(rep)
     if not rep.passed:
-        budget = f"drop {rep.drop_points:.2f} > --max-drop {max_drop}" if rep.labelled else f"agreement {rep.agreement_with_fp32:.4f} < {DEFAULT_MIN_AGREEMENT[opts.precision]}"
+        budget = f"drop {rep.drop_points:.2f} > --max-drop {max_drop}" if rep.labelled else f"agreement {rep.agreement_with_fp32:.4f} < {DEFAULT_MIN_AGREEMENT[precision]}"
         raise RoadsegError(f"{opts.model}: the {opts.precision} variant misses its accuracy budget ({budget}); nothing written. "
                            "Try another --calib-method, more --calib frames, or raise --max-drop")  # fmt: skip
     return model

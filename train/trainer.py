@@ -28,7 +28,7 @@ from tqdm import tqdm
 from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError
 
-from .checkpoint import atomic_save, load_raw, make_checkpoint
+from .checkpoint import atomic_save, check_state_dict, load_raw, make_checkpoint
 from .data import AugmentConfig, SegDataset, TrainTransform, load_dataset
 from .evaluate import evaluate
 from .models import build
@@ -153,6 +153,21 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     raise RoadsegError(f"unknown optimizer '{cfg.optimizer}'; use sgd or adamw")
 
 
+def resolve_device(spec: str, local_rank: int = 0) -> str:
+    """auto | cpu | cuda | cuda:N -> a device string torch accepts here, or one clear error."""
+    if spec == "auto":
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise RoadsegError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RoadsegError(f"--device {spec}: this PyTorch has no CUDA device; use --device cpu or install a CUDA build of torch")
+    if dev.type not in ("cpu", "cuda"):
+        raise RoadsegError(f"--device {spec!r}: roadseg trains on cpu or cuda")
+    return str(dev)
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -162,10 +177,7 @@ def _seed_all(seed: int) -> None:
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the best checkpoint (last.pt when no validation split)."""
     world, rank, local = _distributed()
-    if cfg.device == "auto":
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    else:
-        device = cfg.device
+    device = resolve_device(cfg.device, local)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if device.startswith("cuda"):
@@ -195,7 +207,10 @@ def train(cfg: TrainConfig) -> Path:
         n = len(train_ds.skipped) + (len(val_ds.skipped) if val_ds else 0)
         print(f"skipped {n} bad samples (--skip-bad); first: {(train_ds.skipped or val_ds.skipped)[0]}")  # type: ignore[union-attr]
 
-    model = build(cfg.model, num_classes=len(info.classes), **cfg.model_kwargs).to(device)
+    try:
+        model = build(cfg.model, num_classes=len(info.classes), **cfg.model_kwargs).to(device)
+    except TypeError as e:
+        raise RoadsegError(f"--model-kwargs {cfg.model_kwargs}: not options of '{cfg.model}' ({e})") from None
     if world > 1 and device.startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = _make_optimizer(cfg, model)
@@ -205,12 +220,17 @@ def train(cfg: TrainConfig) -> Path:
 
     start_epoch, best, step = 0, -1.0, 0
     last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
+    if main_proc and not cfg.resume and log_path.exists():
+        log_path.unlink()  # a fresh run in an old folder: do not mix two runs in one log
     if cfg.resume:
         if not last_path.is_file():
             raise RoadsegError(f"{last_path}: nothing to resume; run without --resume or point --out at the earlier run")
         ck = load_raw(last_path)
         if ck["model"]["name"] != cfg.model:
             raise RoadsegError(f"{last_path}: was trained as '{ck['model']['name']}', not '{cfg.model}'; pass --model {ck['model']['name']}")
+        if "train_state" not in ck:
+            raise RoadsegError(f"{last_path}: has no training state (a released or best.pt copy); resume needs the last.pt a run wrote")
+        check_state_dict(model, ck["state_dict"], str(last_path))
         model.load_state_dict(ck["state_dict"])
         st = ck["train_state"]
         opt.load_state_dict(st["optimizer"])

@@ -187,6 +187,9 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     from ..model import check_model_file
 
     path = check_model_file(resolve_model(model))
+    if backend != "auto" and (backend == "trt") != is_engine(path):
+        need = "a TensorRT .engine (`roadseg export MODEL --to engine`)" if backend == "trt" else "an .onnx model"
+        raise UsageError(f"{path}: --backend {backend} needs {need}; use --backend auto to pick by file type")
     names = resolve_backend(path, backend)
     for name in names[:-1]:  # auto only: try the better providers, fall through on a missing one
         try:
