@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from roadseg.runtime.backends.base import TensorSpec
+from roadseg.runtime.backends.base import TensorSpec, fit_frames
 
 TIMING_FRAMES = 8  # benchmarks.frames.TIMING_FRAMES (not imported: keep this module light)
 
@@ -96,6 +96,7 @@ class TorchRunner:
             module = torch.compile(module)
         self.module = module
         h, w = job.frame_size
+        self.frame_size = (int(h), int(w))
         self._inputs = [TensorSpec("frames", (1, h, w, 3), "uint8")]
         self._outputs = [TensorSpec("labels", (1, h, w), "uint8")]
 
@@ -110,12 +111,13 @@ class TorchRunner:
     def infer(self, frames: np.ndarray) -> np.ndarray:
         torch = self.torch
         single = frames.ndim == 3
-        x = torch.from_numpy(np.ascontiguousarray(frames[None] if single else frames)).to(self.device)
+        batch, restore = fit_frames(frames[None] if single else frames, self.frame_size)  # as every backend does
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=self.fp16 and self.device.type == "cuda"):
             y = self.module(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        out = y.cpu().numpy()
+        out = restore(y.cpu().numpy())
         return out[0] if single else out
 
     def close(self) -> None:

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .errors import RoadsegError
@@ -53,42 +52,28 @@ def fixed_frame_size(backend: Any) -> tuple[int, int] | None:
     return None
 
 
-def _fixed_batch(backend: Any) -> int:
-    try:
-        n = backend.inputs[0].shape[0]
-    except (AttributeError, IndexError, TypeError):
-        return 1
-    return n if isinstance(n, int) and n > 1 else 1
-
-
 class Inferer:
-    """One frame -> labels at the frame's size, whatever the graph accepts: frames are resized to a
-    fixed-size graph's input (bilinear, and the labels back with nearest neighbour, the convention of
-    every backend, so labels equal `backend.infer(frame)`), a fixed batch is filled by repetition."""
+    """One frame -> labels at the frame's size: `backend.infer` on a batch of one. Every backend
+    takes frames of any size (a fixed-size graph gets them resized in, bilinear, and its labels
+    resized back, nearest neighbour: runtime.backends.base.fit_frames) and pads a fixed batch itself;
+    frames that the backend resizes are counted in `stats`."""
 
     def __init__(self, backend: Any, stats: Stats | None = None):
         self.backend = backend
         self.size = fixed_frame_size(backend)
-        self.batch = _fixed_batch(backend)
         self.stats = stats
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        x = image
-        resized = self.size is not None and (h, w) != self.size
-        if resized:
-            gh, gw = self.size  # type: ignore[misc]
-            x = cv2.resize(image, (gw, gh), interpolation=cv2.INTER_LINEAR)  # as backends do
-            if self.stats is not None:
-                self.stats.count_resized()
-        batch = np.repeat(x[None], self.batch, axis=0) if self.batch > 1 else x[None]
-        labels = np.asarray(self.backend.infer(batch))
+        if self.stats is not None and self.size is not None and image.shape[:2] != self.size:
+            self.stats.count_resized()
+        labels = np.asarray(self.backend.infer(image[None]))
         labels = labels[0] if labels.ndim == 3 else labels
-        if labels.dtype != np.uint8:
-            labels = labels.astype(np.uint8)
-        if labels.shape != (h, w):
-            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-        return labels
+        if labels.shape != image.shape[:2]:
+            raise RoadsegError(
+                f"backend {getattr(self.backend, 'name', type(self.backend).__name__)} returned labels "
+                f"{list(labels.shape)} for a frame {list(image.shape[:2])}; a backend returns labels at the frame size"
+            )
+        return labels if labels.dtype == np.uint8 else labels.astype(np.uint8)
 
 
 def _as_source(source: Source | str | Any, live: bool | None, options: dict) -> tuple[Source, bool]:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from roadseg.runtime import sinks
-from roadseg.runtime.backends.base import TensorSpec
+from roadseg.runtime.backends.base import TensorSpec, fit_frames
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.overlay import Overlay, blend, colorize, palette_lut
@@ -35,7 +35,8 @@ CARD = ModelCard(
 
 
 class FakeBackend:
-    """labels = (blue channel // 24) % 11, after `delay` seconds; optionally a fixed frame size."""
+    """labels = (blue channel // 24) % 11, after `delay` seconds; optionally a fixed frame size, which
+    it fits frames to (and labels back) as every backend does."""
 
     name = "fake"
     card = CARD
@@ -56,12 +57,13 @@ class FakeBackend:
 
     def infer(self, frames):
         self.calls += 1
+        frames, restore = fit_frames(frames, self.size)
         self.shapes.append(frames.shape)
         if self.size:
             assert frames.shape[1:3] == self.size
         if self.delay:
             time.sleep(self.delay)
-        return ((frames[..., 0] // 24) % 11).astype(np.uint8)
+        return restore(((frames[..., 0] // 24) % 11).astype(np.uint8))
 
     def close(self):
         pass
@@ -173,13 +175,33 @@ def test_iterate_yields_frames_labels_and_timings():
 
 def test_fixed_size_graph_frames_are_resized_and_labels_resized_back():
     backend = FakeBackend(size=(24, 32))
-    infer = Inferer(backend)
+    stats = Stats()
+    infer = Inferer(backend, stats)
     frame = ramp_frames(1, (48, 64))[0]
     labels = infer(frame)
     assert labels.shape == (48, 64) and backend.shapes[-1] == (1, 24, 32, 3)
     small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_LINEAR)
     ref = cv2.resize(backend.infer(small[None])[0], (64, 48), interpolation=cv2.INTER_NEAREST)
     assert np.array_equal(labels, ref)
+    infer(small)  # already the graph's size: not counted
+    assert stats.resized == 1
+
+
+def test_fit_frames_bilinear_in_nearest_back():
+    frames = np.stack(ramp_frames(3, (48, 64)))
+    same, restore = fit_frames(frames, (48, 64))
+    labels = (frames[..., 0] // 24).astype(np.uint8)
+    assert same is frames and restore(labels) is labels
+    assert fit_frames(frames, None)[0] is frames
+    small, restore = fit_frames(frames, (24, 32))
+    assert small.shape == (3, 24, 32, 3)
+    for f, s in zip(frames, small):
+        assert np.array_equal(s, cv2.resize(f, (32, 24), interpolation=cv2.INTER_LINEAR))
+    labels = (small[..., 0] // 24).astype(np.uint8)
+    back = restore(labels)
+    assert back.shape == (3, 48, 64)
+    for m, b in zip(labels, back):
+        assert np.array_equal(b, cv2.resize(m, (64, 48), interpolation=cv2.INTER_NEAREST))
 
 
 def test_run_stream_writes_video_and_masks_identical_to_the_backend(tmp_path):

@@ -17,13 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..card import ModelCard
 from ..errors import MissingDependencyError, RoadsegError, UsageError
 from ..model import ModelInfo, check_onnx_file, describe_session, open_session
-from .base import TensorSpec
+from .base import TensorSpec, batch_chunks, check_frames, fit_frames
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GRAPH_OPT = ("disable", "basic", "extended", "all")
@@ -176,15 +175,8 @@ class OrtBackend:
         single = x.ndim == 3
         if single:
             x = x[None]
-        n, h, w = x.shape[:3]
-        size = self.info.frame_size
-        resized = size is not None and (h, w) != size
-        if resized:
-            gh, gw = size  # type: ignore[misc]
-            x = np.stack([cv2.resize(f, (gw, gh), interpolation=cv2.INTER_LINEAR) for f in x])
-        labels = self._run_batches(np.ascontiguousarray(x))
-        if resized:
-            labels = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in labels])
+        x, restore = fit_frames(x, self.info.frame_size)
+        labels = restore(self._run_batches(np.ascontiguousarray(x)))
         return labels[0] if single else labels
 
     def close(self) -> None:
@@ -209,11 +201,11 @@ class OrtBackend:
         if batch is None or len(x) == batch:
             return self._run(x)
         out = []
-        for start in range(0, len(x), batch):
-            chunk = x[start : start + batch]
+        for start, stop, size in batch_chunks(len(x), batch, batch):
+            chunk = x[start:stop]
             k = len(chunk)
-            if k < batch:  # pad the last chunk by repeating its last frame; the extra labels are dropped
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - k, axis=0)])
+            if k < size:  # pad the last chunk by repeating its last frame; the extra labels are dropped
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - k, axis=0)])
             out.append(self._run(np.ascontiguousarray(chunk))[:k])
         return np.concatenate(out)
 
@@ -248,13 +240,3 @@ class OrtBackend:
         self.session.run_with_iobinding(b)
         return b.copy_outputs_to_cpu()[0]
 
-
-def check_frames(frames: Any) -> np.ndarray:
-    """A uint8 [H,W,3] or [N,H,W,3] array, or one RoadsegError saying what the frame was."""
-    x = np.asarray(frames)
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape:
-        raise RoadsegError(
-            f"frames must be uint8 BGR [H,W,3] or [N,H,W,3] with H, W > 0; got {x.dtype} {list(x.shape)} "
-            "(convert gray/BGRA with cv2.cvtColor and 16-bit with `>> 8` first)"
-        )
-    return x

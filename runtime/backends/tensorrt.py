@@ -52,7 +52,7 @@ import numpy as np
 from ..card import ModelCard
 from ..engine import EngineSidecar, rebuild_command, sidecar_path, verify_engine
 from ..errors import MissingDependencyError, RoadsegError, UsageError
-from .base import TensorSpec
+from .base import TensorSpec, batch_chunks, check_frames, fit_frames
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -169,11 +169,7 @@ def plan_run(n: int, h: int, w: int, plan: BindingPlan) -> RunPlan:
         inside = hmin <= h <= hmax and wmin <= w <= wmax
         run_hw = (h, w) if inside else (hopt, wopt)
     bmin, bmax = plan.batch_range
-    chunks = []
-    for start in range(0, n, bmax):
-        stop = min(n, start + bmax)
-        chunks.append((start, stop, max(stop - start, bmin)))
-    return RunPlan(run_hw, run_hw != (h, w), tuple(chunks))
+    return RunPlan(run_hw, run_hw != (h, w), tuple(batch_chunks(n, bmin, bmax)))
 
 
 class BufferPool:
@@ -257,17 +253,6 @@ def specs_from_plan(plan: BindingPlan) -> tuple[list[TensorSpec], list[TensorSpe
 
     i, o = plan.input, plan.output
     return [TensorSpec(i.name, dims(i.shape), i.dtype)], [TensorSpec(o.name, dims(o.shape), o.dtype)]
-
-
-def check_frames(frames: Any) -> np.ndarray:
-    """A uint8 [H,W,3] or [N,H,W,3] array, or one RoadsegError saying what the frame was."""
-    x = np.asarray(frames)
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape:
-        raise RoadsegError(
-            f"frames must be uint8 BGR [H,W,3] or [N,H,W,3] with H, W > 0; got {x.dtype} {list(x.shape)} "
-            "(convert gray/BGRA with cv2.cvtColor and 16-bit with `>> 8` first)"
-        )
-    return x
 
 
 # -- CUDA graphs through the driver API (pycuda has no stream capture) ---------------------------
@@ -535,19 +520,12 @@ class TensorRTBackend:
         self._shape = None
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        import cv2
-
         assert self._plan is not None
         n, h, w = x.shape[:3]
         rp = plan_run(n, h, w, self._plan)
-        rh, rw = rp.run_hw
-        if rp.resize:
-            x = np.stack([cv2.resize(f, (rw, rh), interpolation=cv2.INTER_LINEAR) for f in x])
+        x, restore = fit_frames(x, rp.run_hw)
         parts = [self._execute(x[start:stop], batch) for start, stop, batch in rp.chunks]
-        labels = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if rp.resize:
-            labels = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in labels])
-        return labels
+        return restore(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
     def _execute(self, chunk: np.ndarray, batch: int) -> np.ndarray:
         cuda, context, plan, pool = self._cuda, self._context, self._plan, self._pool
