@@ -257,6 +257,20 @@ def test_io_binding_path(tiny_onnx, tiny_onnx_dynamic):
             assert (buffer is None) == (path == tiny_onnx_dynamic) and b._out_value is buffer
 
 
+def test_io_binding_path_from_several_threads(tiny_onnx):
+    """The shared IO binding and output buffer: concurrent callers each get their own frame's labels."""
+    import concurrent.futures
+
+    x = frames(6, (72, 96), seed=11)
+    ref = [direct(tiny_onnx, f[None])[0] for f in x]
+    with OrtBackend(tiny_onnx, threads=1) as b:
+        b._binding, b._device = b.session.io_binding(), "cpu"
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda i: b.infer(x[i % 6]), range(24)))
+    for i, labels in enumerate(got):
+        np.testing.assert_array_equal(labels, ref[i % 6])
+
+
 @pytest.mark.parametrize(
     "bad",
     [np.zeros((72, 96), np.uint8), np.zeros((72, 96, 4), np.uint8), np.zeros((72, 96, 3), np.float32),

@@ -8,12 +8,14 @@ copied to the host once per batch.
 The graph is roadseg's frames->labels graph (uint8 [N,H,W,3] BGR -> uint8 [N,H,W]). A graph with a
 fixed frame size still accepts any frame size (frames are resized to the graph size with bilinear
 interpolation, labels back with nearest neighbour); a graph with a fixed batch accepts any number of
-frames (chunks, the last one padded).
+frames (chunks, the last one padded). One backend may be called from several threads: runs on the
+bound (GPU) path share the IO binding and its output buffer, so they are serialised by a lock.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,9 @@ class OrtBackend:
         self._binding: Any = None
         self._out_value: Any = None
         self._device = "cuda"  # where bound outputs live (GPU providers only)
+        # the IO binding and its output buffer are shared state: one bound run at a time, and close()
+        # waits for it (CPU sessions are run unbound, and ONNX Runtime's run() is thread-safe)
+        self._lock = threading.Lock()
         if provider != "cpu":
             self._binding = self.session.io_binding()
 
@@ -180,9 +185,10 @@ class OrtBackend:
         return labels[0] if single else labels
 
     def close(self) -> None:
-        self._binding = None
-        self._out_value = None
-        self.session = None
+        with self._lock:
+            self._binding = None
+            self._out_value = None
+            self.session = None
 
     def __enter__(self) -> OrtBackend:
         return self
@@ -210,10 +216,14 @@ class OrtBackend:
         return np.concatenate(out)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if self._binding is None:
-            result = self.session.run([self._out.name], {self._in.name: x})[0]
+        session = self.session
+        if session is not None and self._binding is None:
+            result = session.run([self._out.name], {self._in.name: x})[0]
         else:
-            result = self._run_bound(x)
+            with self._lock:
+                if self.session is None:
+                    raise RoadsegError(f"{self.path}: backend {self.name} is closed")
+                result = self._run_bound(x)
         if result.dtype != np.uint8 or result.shape != x.shape[:3]:
             raise RoadsegError(
                 f"{self.path}: the graph returned {result.dtype} {list(result.shape)} for frames {list(x.shape)}; "
@@ -223,7 +233,8 @@ class OrtBackend:
 
     def _run_bound(self, x: np.ndarray) -> np.ndarray:
         """GPU providers: input copied to the device by ORT, output bound on the device and copied
-        to the host once. A fixed-shape graph reuses one preallocated device output buffer."""
+        to the host once. A fixed-shape graph reuses one preallocated device output buffer.
+        Called with self._lock held."""
         import onnxruntime as ort
 
         b = self._binding
