@@ -44,10 +44,11 @@ class BenchFrames:
 
 
 def _is_local_media(spec: str) -> bool:
-    from roadseg.export.frames import VIDEO_EXTS
+    """A local folder, image or video file (read as frames), not a camera, URL or `synthetic`."""
+    from roadseg.runtime.images import IMAGE_EXTS, VIDEO_EXTS
 
     p = Path(spec).expanduser()
-    return p.is_dir() or (p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+    return p.is_dir() or (p.is_file() and p.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
 
 
 def synthetic(size: tuple[int, int], count: int = UNLABELLED_COUNT) -> np.ndarray:

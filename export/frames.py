@@ -1,6 +1,8 @@
 """Frames for calibration and verification: a labelled dataset (CamVid, Cityscapes or folder
 layout, detected from its files), a folder of images, or a video. Frames come back as BGR uint8
-at the graph's frame size (masks resized with nearest neighbour), as a deployed camera sends them."""
+at the graph's frame size (masks resized with nearest neighbour), as a deployed camera sends them.
+Images are found and decoded, and videos opened, by the runtime (roadseg.runtime.images and its
+video reader), so `roadseg export` reads a folder or video exactly as `roadseg run` does."""
 
 from __future__ import annotations
 
@@ -10,9 +12,7 @@ import cv2
 import numpy as np
 
 from roadseg.runtime.errors import RoadsegError
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
+from roadseg.runtime.images import list_images, read_bgr8, to_bgr8
 
 
 def detect_layout(root: Path) -> str | None:
@@ -49,30 +49,40 @@ def labelled(root: str | Path, size: tuple[int, int] | None, split: str = "val",
 
 
 def unlabelled(src: str | Path, size: tuple[int, int] | None, count: int) -> list[np.ndarray]:
-    """Up to `count` BGR frames from an image folder (sorted, evenly spaced) or a video (evenly spaced)."""
-    src = Path(src)
+    """Up to `count` BGR frames, evenly spaced, from image files (a folder and its subfolders, a glob
+    or one image; natural order) or a video. Files that cannot be decoded are skipped."""
+    images = list_images(src, recursive=True)
+    if images is not None:
+        if len(images) > count:
+            images = [images[int(i)] for i in np.linspace(0, len(images) - 1, count)]
+        frames = [read_bgr8(f) for f in images]
+        return [_fit(img, size, cv2.INTER_LINEAR) for img in frames if img is not None]
+    path = Path(src).expanduser()
+    if not path.is_file():
+        raise RoadsegError(f"{src}: not a folder of images, an image or a video file")
+    return _video_frames(path, size, count)
+
+
+def _video_frames(path: Path, size: tuple[int, int] | None, count: int) -> list[np.ndarray]:
+    from roadseg.runtime.sources import CaptureReader
+
+    reader = CaptureReader(str(path), "file")
+    reader.open()  # a RoadsegError naming the file when OpenCV cannot open it as a video
     frames: list[np.ndarray] = []
-    if src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-        if len(files) > count:
-            files = [files[int(i)] for i in np.linspace(0, len(files) - 1, count)]
-        for f in files:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is not None and img.size:
-                frames.append(_fit(img, size, cv2.INTER_LINEAR))
-    elif src.is_file() and src.suffix.lower() in VIDEO_EXTS:
-        cap = cv2.VideoCapture(str(src))
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or count
+    try:
+        total = int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        total = total if total > 0 else count  # unknown length: the first `count` frames
         want = set(np.linspace(0, max(total - 1, 0), min(count, max(total, 1))).astype(int).tolist())
         i = 0
         while len(frames) < count:
-            ok, img = cap.read()
-            if not ok:
+            item = reader.read()
+            if item is None:
                 break
             if i in want:
-                frames.append(_fit(img, size, cv2.INTER_LINEAR))
+                img = to_bgr8(item[0])[0]
+                if img is not None:
+                    frames.append(_fit(img, size, cv2.INTER_LINEAR))
             i += 1
-        cap.release()
-    else:
-        raise RoadsegError(f"{src}: not a folder of images or a video file ({', '.join(sorted(VIDEO_EXTS))})")
+    finally:
+        reader.release()
     return frames

@@ -19,7 +19,6 @@ to get `Frame`s (a BGR uint8 image with its index, capture timestamp and name).
 from __future__ import annotations
 
 import collections
-import glob
 import os
 import re
 import threading
@@ -33,10 +32,9 @@ import cv2
 import numpy as np
 
 from .errors import RoadsegError, UsageError
+from .images import list_images, read_image, to_bgr8
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
-MIN_SIDE = 8  # frames smaller than this on either side are skipped as corrupt
 DEFAULT_BUFFER = 8  # frames a non-live source reads ahead
 SYNTHETIC_FRAMES = 120
 SYNTHETIC_LOOP = 1800  # one minute at 30 FPS
@@ -49,37 +47,6 @@ class Frame:
     timestamp: float  # time.perf_counter() when it was captured
     name: str  # image stem for image folders, else f"{index:06d}"
     read_ms: float = 0.0  # time the capture thread spent reading and converting it
-
-
-# ---------------------------------------------------------------- frame conversion
-
-
-def to_bgr8(image: Any) -> tuple[np.ndarray | None, str | None]:
-    """Any decoded image -> (uint8 [H, W, 3] BGR or None when it must be skipped, why or None).
-
-    `why` names the conversion ("gray", "BGRA", "16-bit", ...) or the reason it was skipped
-    ("empty", "tiny", "dtype float32", ...); (image, None) means it was already fine."""
-    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
-        return None, "empty"
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        return None, f"shape {tuple(image.shape)}"
-    if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
-        return None, "tiny"
-    why = []
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-        why.append("16-bit")
-    elif image.dtype != np.uint8:
-        return None, f"dtype {image.dtype}"
-    if image.ndim == 2 or image.shape[2] == 1:
-        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-        why.append("gray")
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-        why.append("BGRA")
-    if not image.flags.c_contiguous:
-        image = np.ascontiguousarray(image)
-    return image, " ".join(why) or None
 
 
 # ---------------------------------------------------------------- readers: one connection each
@@ -164,11 +131,7 @@ class ImageReader(Reader):
             return None
         path, name = self.paths[self.i], self.names[self.i]
         self.i += 1
-        try:
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        except cv2.error:
-            image = None
-        return image, name
+        return read_image(path), name  # converted (and counted) by the source like any frame
 
 
 class IterReader(Reader):
@@ -206,10 +169,6 @@ class SyntheticReader(Reader):
         frame, _ = self.clip[self.i % len(self.clip)]
         self.i += 1
         return frame, None
-
-
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
@@ -524,25 +483,6 @@ def _open_with_timeout(reader: Reader, timeout: float, spec: str) -> None:
 # ---------------------------------------------------------------- open_source
 
 
-def _image_list(spec: str) -> list[Path] | None:
-    """The images named by a folder, a glob or one image file, naturally sorted; None if `spec` is none of these."""
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        paths = [q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS]
-        if not paths:
-            raise RoadsegError(f"{spec}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
-    elif any(c in spec for c in "*?["):
-        paths = [Path(q) for q in glob.glob(os.path.expanduser(spec), recursive=True)]
-        paths = [q for q in paths if q.is_file() and q.suffix.lower() in IMAGE_EXTS]
-        if not paths:
-            raise RoadsegError(f"{spec}: the pattern matches no image files")
-    elif p.is_file() and p.suffix.lower() in IMAGE_EXTS:
-        paths = [p]
-    else:
-        return None
-    return sorted(paths, key=lambda q: (_natural_key(q), str(q)))
-
-
 def open_source(
     spec: str | int | Iterable[Any],
     live: bool | None = None,
@@ -595,7 +535,7 @@ def open_source(
         target: str | int = int(text) if text.isdigit() else text
         make = lambda: CaptureReader(target, "camera", read_timeout)
         return Source(make, text, "camera", live is not False, reconnect=True, **common)
-    images = _image_list(text)
+    images = list_images(text)
     if images is not None:
         rate = fps or 30.0
         return Source(lambda: ImageReader(images, rate), text, "images", bool(live), pace=bool(live), **common)

@@ -206,3 +206,36 @@ def test_cli_export_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "roadseg", "export", "x.pt", "--imgsz", "100", "96"], capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "multiple of 32" in r.stderr
+
+
+def test_unlabelled_frames_are_read_as_the_runtime_reads_them(tmp_path):
+    """Calibration/verification frames: natural order, subfolders, gray/BGRA/16-bit converted like a
+    stream's frames, undecodable files skipped, videos opened with a clear error when they cannot be."""
+    from roadseg.export.frames import unlabelled
+    from roadseg.runtime.images import list_images, read_bgr8
+
+    d = tmp_path / "frames"
+    (d / "sub").mkdir(parents=True)
+    base = np.full((40, 60, 3), 100, np.uint8)
+    for i, img in ((10, base), (2, base[..., 0]), (1, np.dstack([base, base[..., :1]]))):
+        cv2.imwrite(str(d / f"f{i}.png"), img)
+    cv2.imwrite(str(d / "sub" / "f3.png"), np.full((40, 60, 3), 0x6400, np.uint16))
+    (d / "f4.jpg").write_bytes(b"not a jpeg")
+    assert [p.name for p in list_images(d, recursive=True)] == ["f1.png", "f2.png", "f3.png", "f4.jpg", "f10.png"]
+    got = unlabelled(d, (20, 30), 10)
+    assert len(got) == 4 and all(f.shape == (20, 30, 3) and f.dtype == np.uint8 for f in got)
+    assert int(got[2].max()) == 0x64  # the 16-bit frame, as `roadseg run` converts it
+    np.testing.assert_array_equal(got[0], cv2.resize(read_bgr8(d / "f1.png"), (30, 20), interpolation=cv2.INTER_LINEAR))
+    assert len(unlabelled(str(d / "f1*.png"), None, 10)) == 2  # a glob
+    video = tmp_path / "v.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for i in range(10):
+        vw.write(np.full((48, 64, 3), i * 20, np.uint8))
+    vw.release()
+    assert len(unlabelled(video, (24, 32), 4)) == 4
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(RoadsegError, match="broken.mp4: cannot open"):
+        unlabelled(tmp_path / "broken.mp4", None, 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RoadsegError, match="no images"):
+        unlabelled(tmp_path / "empty", None, 4)

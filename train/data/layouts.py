@@ -14,6 +14,7 @@ from pathlib import Path
 
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from roadseg.runtime.errors import RoadsegError
+from roadseg.runtime.images import IMAGE_EXTS
 
 from .base import DatasetInfo, Sample, SegDataset
 
@@ -26,7 +27,6 @@ CITYSCAPES_PALETTE = [
     [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152], [70, 130, 180], [220, 20, 60],
     [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100], [0, 80, 100], [0, 0, 230], [119, 11, 32],
 ]  # fmt: skip
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _require_dir(path: Path, what: str) -> None:
