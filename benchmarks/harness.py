@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roadseg.runtime.backends import ENGINE_SUFFIXES
 from roadseg.runtime.errors import RoadsegError, UsageError
 
 from . import rows as rowreg
@@ -96,7 +97,7 @@ def _checkpoint_and_card(model: str):
     from roadseg.train.checkpoint import load_raw, resolve
 
     path = resolve(model)
-    if path.suffix.lower() in (".onnx", ".engine", ".plan"):
+    if path.suffix.lower() in (".onnx", *ENGINE_SUFFIXES):
         raise RoadsegError(f"{path}: bench starts from a checkpoint (or `default`) so PyTorch is the reference; "
                            "it exports every variant itself")  # fmt: skip
     ckpt = load_raw(path)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .errors import RoadsegError
+from .hashing import sha256_file
 
 DEFAULT_NAME = "default"
 # the file behind roadseg.train.checkpoint.BUNDLED["default"] (a test keeps the two in step); found
@@ -59,14 +60,6 @@ def _version() -> str:
     from roadseg import __version__
 
     return __version__
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_key(checkpoint: Path) -> str:

@@ -23,7 +23,6 @@ Pure Python: no tensorrt, no CUDA, no torch.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from typing import Any
 from .atomic import atomic_path
 from .card import ModelCard
 from .errors import RoadsegError
+from .hashing import sha256_file
 
 SIDECAR_FORMAT = 1
 SIDECAR_MAX_BYTES = 4 << 20  # a sidecar is a few KB; anything this large is not one
@@ -174,14 +174,6 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
     """`model.engine` -> `model.engine.json`."""
     p = Path(engine_path)
     return p.with_name(p.name + ".json")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def now_iso() -> str:

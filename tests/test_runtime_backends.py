@@ -136,6 +136,15 @@ def test_checkpoint_and_engine_suffixes(tmp_path, tiny_checkpoint):
     assert "trt" in _error(e)
 
 
+def test_one_list_of_engine_suffixes():
+    """runtime/backends is the one list; runtime/model.py's copy (kept for now) must not drift from it."""
+    from roadseg.benchmarks import harness
+    from roadseg.runtime import backends, model
+
+    assert model.ENGINE_SUFFIXES == backends.ENGINE_SUFFIXES == harness.ENGINE_SUFFIXES
+    assert ".trt" in backends.ENGINE_SUFFIXES
+
+
 def test_onnx_without_card(tmp_path):
     msg = _error(hand_onnx(tmp_path / "foreign.onnx", card=None))
     assert "not made by roadseg" in msg and "roadseg export" in msg
