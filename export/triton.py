@@ -36,6 +36,7 @@ import onnx
 from onnx import TensorProto
 
 from roadseg import __version__
+from roadseg.runtime.atomic import DIR_MODE
 from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 
@@ -207,9 +208,7 @@ def write_repository(
     existing = repo.is_dir()
     # new repository: build all of it beside the target; existing one: build only this model's folder
     staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", suffix=".tmp", dir=repo.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the repository gets the usual permissions
+    os.chmod(staging, DIR_MODE)  # mkdtemp makes 0700; the repository gets the usual permissions
     backup: Path | None = None
     try:
         folder = staging / name

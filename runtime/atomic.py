@@ -1,6 +1,11 @@
 """Atomic file writes for every stage: write to a temporary name in the target folder, rename into
 place on success, delete the temporary on any failure (Ctrl-C included). A kill -9 can leave a
-hidden `.name.*.tmp` behind, never a half-written file at the target path."""
+hidden `.name.*.tmp` behind, never a half-written file at the target path.
+
+The process umask is read once, at import (`UMASK`): setting it to read it back is process-wide,
+and a file another thread created in that window would get mode 0666. Temporary files and folders
+are made private (mkstemp/mkdtemp) and given the usual permissions, 0666/0777 & ~UMASK, when they
+are published."""
 
 from __future__ import annotations
 
@@ -11,6 +16,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import RoadsegError
+
+
+def _read_umask() -> int:
+    """The process umask: from /proc (Linux 4.7+) without changing it, else set and restored once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK  # what open() would have given a new file
+DIR_MODE = 0o777 & ~UMASK  # what mkdir() would have given a new folder
 
 
 def check_writable(target: str | os.PathLike) -> Path:
@@ -28,18 +52,29 @@ def check_writable(target: str | os.PathLike) -> Path:
     return target
 
 
+def temp_beside(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A new, empty, private (0600) file with a hidden temporary name in the folder of `target`:
+    `.NAME.XXXXXXXX<suffix>` (put a file type's extension last when a writer picks its format by it)."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Give a finished temporary file the usual permissions and rename it to `target` (atomic)."""
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600
+    os.replace(tmp, target)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside `target`; renamed to `target` when the block succeeds."""
     target = check_writable(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = temp_beside(target, (suffix or target.suffix) + ".tmp")
     try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, target)
+        yield tmp
+        publish(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()

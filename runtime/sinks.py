@@ -16,22 +16,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .atomic import check_writable
+from .atomic import atomic_path, check_writable, publish, temp_beside
 from .errors import RoadsegError, UsageError
 
 # container -> fourcc OpenCV's bundled FFmpeg writes (tested with opencv-python-headless)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 RESERVE_BYTES = 1 << 20  # free space kept for finalising (index, trailer, buffers)
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def _free_bytes(folder: Path) -> int:
@@ -59,9 +54,7 @@ class VideoSink:
             )
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self.fourcc = fourcc
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + ext, dir=self.folder)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_beside(self.path, ".tmp" + ext)  # the container's extension last: OpenCV picks by it
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None  # (W, H)
         self.frames = 0
@@ -109,8 +102,7 @@ class VideoSink:
                 self.writer.release()
             if self.frames == 0:
                 return None
-            os.chmod(self.tmp, 0o666 & ~_UMASK)  # mkstemp made it 0600
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
             return self.path
         finally:
             if self.tmp.exists():
@@ -140,19 +132,13 @@ class MaskSink:
         if not ok:
             raise RoadsegError(f"{self.folder}: could not encode the mask of frame {name}")
         target = self.folder / f"{name}.png"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.folder)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(png.tobytes())
-            os.chmod(tmp, 0o666 & ~_UMASK)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(png.tobytes())
         except OSError as e:
             raise RoadsegError(
                 f"{target}: cannot write the mask ({e.strerror or e}); free some space or choose another folder"
             ) from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         self.frames += 1
         return target
 

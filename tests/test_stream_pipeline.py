@@ -419,17 +419,16 @@ def test_a_really_full_disk_leaves_a_playable_video(small_tmpfs):
 
 
 def test_mask_write_error_mid_stream_is_clear(tmp_path, monkeypatch):
-    real = os.fdopen
+    real = Path.write_bytes  # how MaskSink writes a mask's temporary file (runtime.atomic.atomic_path)
     count = {"n": 0}
 
-    def failing_fdopen(fd, *a, **k):
+    def failing_write_bytes(path, data):
         count["n"] += 1
         if count["n"] > 4:
-            os.close(fd)
             raise OSError(28, "No space left on device")
-        return real(fd, *a, **k)
+        return real(path, data)
 
-    monkeypatch.setattr(sinks.os, "fdopen", failing_fdopen)
+    monkeypatch.setattr(Path, "write_bytes", failing_write_bytes)
     with pytest.raises(RoadsegError, match="No space left on device"):
         run_stream(FakeBackend(), ramp_frames(10), save_masks=tmp_path / "m", log=None)
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
@@ -451,6 +450,27 @@ def test_video_sink_temporary_name_and_no_file_without_frames(tmp_path):
     m = MaskSink(tmp_path / "masks")
     m.write("a", np.zeros((4, 4), np.uint8))
     assert [p.name for p in (tmp_path / "masks").iterdir()] == ["a.png"]
+
+
+def test_atomic_writes_never_touch_the_process_umask(tmp_path, monkeypatch):
+    """Setting the umask to read it is process-wide (a file another thread creates meanwhile gets
+    0666): it is read once at import, and published files get 0666 & ~umask."""
+    from roadseg.runtime import atomic
+
+    def no_umask(*a):
+        raise AssertionError("os.umask called while writing")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    with atomic.atomic_path(tmp_path / "a.json") as t:
+        t.write_text("{}")
+    m = MaskSink(tmp_path / "masks")
+    m.write("a", np.zeros((4, 4), np.uint8))
+    v = VideoSink(tmp_path / "o.avi")
+    v.write(np.zeros((32, 32, 3), np.uint8))
+    v.close()
+    for f in (tmp_path / "a.json", tmp_path / "masks" / "a.png", tmp_path / "o.avi"):
+        assert f.stat().st_mode & 0o777 == atomic.FILE_MODE == 0o666 & ~atomic.UMASK
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.json", "a.png", "masks", "o.avi"]
 
 
 def test_window_without_display_is_a_clear_error(monkeypatch):
