@@ -239,7 +239,11 @@ class FrameBuffer:
 
 
 class _Connection:
-    """One reader plus the watchdog's view of it."""
+    """One reader plus the watchdog's view of it.
+
+    The reader is released exactly once, by whichever thread is last to be done with it: the
+    watcher when the grabber thread has ended, else (the connection is abandoned) the grabber when
+    its blocked call returns, so a capture is never released from under a read."""
 
     def __init__(self, reader: Reader, opened: bool):
         self.reader = reader
@@ -248,6 +252,36 @@ class _Connection:
         self.abandoned = False
         self.frames = 0
         self.outcome: str | BaseException | None = None  # "end", "stopped" or an exception
+        self._lock = threading.Lock()
+        self._grabber_done = False
+        self._released = False
+
+    def grabber_done(self) -> None:
+        """The grabber thread's last act: release the reader if the watcher abandoned it."""
+        with self._lock:
+            self._grabber_done = True
+            abandoned = self.abandoned
+        if abandoned:
+            try:
+                self.release()
+            except Exception:  # noqa: BLE001 - nobody is left to report it to
+                pass
+
+    def hand_back(self) -> None:
+        """The watcher is done with the connection: release the reader now if the grabber thread
+        has ended, else abandon it to the grabber, which releases it when its call returns."""
+        with self._lock:
+            if not self._grabber_done:
+                self.abandoned = True
+                return
+        self.release()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self.reader.release()
 
 
 class Source:
@@ -379,25 +413,24 @@ class Source:
         """Run one connection in a grabber thread until it ends, hangs (watchdog) or we stop."""
         grabber = threading.Thread(target=self._grab, args=(conn,), name=f"roadseg-grab {self.spec}", daemon=True)
         grabber.start()
-        while grabber.is_alive():
-            grabber.join(0.05)
-            busy = conn.busy_since
-            if busy is not None and time.perf_counter() - busy > self.read_timeout and grabber.is_alive():
-                conn.abandoned = True  # the grabber releases the capture if its call ever returns
-                what = "opening" if not conn.opened else "a read"
-                conn.outcome = RoadsegError(
-                    f"{self.spec}: {what} hung for more than {self.read_timeout:g} s (watchdog)"
-                )
-                self._event(f"watchdog: {what} hung for more than {self.read_timeout:g} s; abandoning that capture")
-                return
-            if self._stop.is_set():
-                grabber.join(1.0)
-                if grabber.is_alive():
-                    conn.abandoned = True
-                conn.outcome = "stopped"
-                return
-        if not conn.abandoned:
-            conn.reader.release()
+        try:
+            while grabber.is_alive():
+                grabber.join(0.05)
+                busy = conn.busy_since
+                if busy is not None and time.perf_counter() - busy > self.read_timeout and grabber.is_alive():
+                    conn.abandoned = True  # the grabber stops, and releases the capture if its call ever returns
+                    what = "opening" if not conn.opened else "a read"
+                    conn.outcome = RoadsegError(
+                        f"{self.spec}: {what} hung for more than {self.read_timeout:g} s (watchdog)"
+                    )
+                    self._event(f"watchdog: {what} hung for more than {self.read_timeout:g} s; abandoning that capture")
+                    return
+                if self._stop.is_set():
+                    grabber.join(1.0)
+                    conn.outcome = "stopped"
+                    return
+        finally:
+            conn.hand_back()  # released here, or by the grabber once its blocked call returns
 
     def _grab(self, conn: _Connection) -> None:
         reader = conn.reader
@@ -431,11 +464,7 @@ class Source:
             conn.busy_since = None
             conn.outcome = e if isinstance(e, RoadsegError) else RoadsegError(f"{self.spec}: read failed ({e})")
         finally:
-            if conn.abandoned:
-                try:
-                    reader.release()
-                except Exception:  # noqa: BLE001
-                    pass
+            conn.grabber_done()
 
     def _deliver(self, item: tuple[Any, str | None], t0: float) -> bool:
         raw, name = item

@@ -332,6 +332,19 @@ def test_camera_disconnects_reconnects_with_backoff_then_gives_up(fake_cameras):
     assert sum("reconnected" in t for t in texts) == 1
 
 
+def test_closing_a_source_releases_its_capture(fake_cameras):
+    """Stopped while the grabber thread is running: the capture is released when it ends."""
+    queue, _, _ = fake_cameras
+    cams = [FakeCapture([np.full((30, 40, 3), i % 256, np.uint8) for i in range(2000)]) for _ in range(2)]
+    queue += cams
+    for live in (False, True):
+        src = open_source("0", live=live)
+        next(iter(src))
+        src.close()
+        assert not src._thread.is_alive()
+        assert cams[int(live)].released
+
+
 def test_watchdog_abandons_a_hung_read_and_reopens(fake_cameras):
     queue, opened, unblock = fake_cameras
     hung = FakeCapture(frames(3, 0) + ["hang"], release_event=unblock)
