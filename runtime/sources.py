@@ -172,9 +172,30 @@ class SyntheticReader(Reader):
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
-    """Mask names: the image stem, made unique when two images share one (a.jpg, a.png)."""
-    seen: collections.Counter[str] = collections.Counter(p.stem for p in paths)
-    return [p.stem if seen[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
+    """Mask names, one per image and never two alike (nor two that differ only in case): the image
+    stem; where stems collide, the path below the images' common folder with `__` for each `/`
+    (a/x.png, b/x.png -> a__x, b__x); where that still collides, plus the extension (x.jpg, x.png ->
+    x_jpg, x_png); any clash left gets a number (x_2)."""
+    stems = collections.Counter(p.stem for p in paths)
+    names = [p.stem for p in paths]
+    if any(n > 1 for n in stems.values()):
+        absolute = [p.absolute() for p in paths]
+        root = Path(os.path.commonpath([str(a.parent) for a in absolute]))
+        names = [
+            "__".join(a.relative_to(root).with_suffix("").parts) if stems[p.stem] > 1 else p.stem
+            for p, a in zip(paths, absolute)
+        ]
+        again = collections.Counter(names)
+        names = [f"{n}_{p.suffix.lstrip('.').lower()}" if again[n] > 1 else n for n, p in zip(names, paths)]
+    out: list[str] = []
+    taken: set[str] = set()
+    for n in names:
+        name, k = n, 2
+        while name.casefold() in taken:
+            name, k = f"{n}_{k}", k + 1
+        taken.add(name.casefold())
+        out.append(name)
+    return out
 
 
 # ---------------------------------------------------------------- the buffer between capture and inference

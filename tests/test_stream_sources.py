@@ -188,6 +188,23 @@ def test_image_folder_sorted_named_by_stem_with_bad_images_counted(tmp_path):
         open_source(str(d / "*.bmp"))
 
 
+def test_images_with_the_same_stem_in_subfolders_get_distinct_names(tmp_path):
+    """A recursive glob: a/x.png and b/x.png must not both be named x (their masks would overwrite)."""
+    d = tmp_path / "imgs"
+    base = np.full((40, 60, 3), 100, np.uint8)
+    for rel in ("a/x.png", "b/x.png", "b/x.jpg", "b/y.png", "a/c/x.png", "z.png"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / rel), base)
+    with open_source(str(d / "**" / "*.*")) as src:
+        names = [f.name for f in drain(src)]
+    assert sorted(names) == ["a__c__x", "a__x", "b__x_jpg", "b__x_png", "y", "z"]
+    # whatever the collisions, the names are unique (case-insensitively: masks on any filesystem)
+    paths = [Path(p) for p in ("a/x.png", "b/x.png", "a__x.png", "X.png", "x.PNG", "c/X.png", "x_2.png")]
+    got = sources._unique_stems(paths)
+    assert len({n.casefold() for n in got}) == len(paths)
+    assert sources._unique_stems([Path("q/x.png"), Path("q/y.png")]) == ["x", "y"]  # no collision: the stem
+
+
 def test_synthetic_source_matches_the_clip():
     from roadseg.runtime.synthetic import SyntheticClip
 
