@@ -122,6 +122,9 @@ def _load_source(opts: ExportOptions):
     if p.suffix == ".onnx":
         if not p.is_file():
             raise RoadsegError(f"{p}: ONNX file not found")
+        from roadseg.runtime.model import check_onnx_file
+
+        check_onnx_file(p)  # empty, a Git LFS pointer, an image or a pickle: refused before the parser sees it
         try:
             proto = onnx.load(str(p))
         except Exception as e:  # noqa: BLE001 - onnx raises several unrelated types for bad files
@@ -155,6 +158,8 @@ def export(opts: ExportOptions) -> Path:
     out = _output_path(opts, card, spec, src, ".onnx")
     if opts.to == "onnx":
         check_writable(out)
+    # calibration frames are read (and an empty or too small set refused) before any tracing
+    calib = _calib_frames(opts, frame_size or tuple(card.input_size)) if opts.precision == "int8" else None
     t0 = time.perf_counter()
     print(f"exporting {card.name} ({card.arch}) -> {'raw network' if spec.raw else 'frames->labels graph'}, "
           f"{'dynamic N,H,W' if spec.dynamic else f'{frame_size[0]}x{frame_size[1]} batch {spec.batch}'}")  # type: ignore[index]  # fmt: skip
@@ -176,7 +181,7 @@ def export(opts: ExportOptions) -> Path:
     # 2. reduced precision, gated on accuracy against FP32
     model = fp32
     if opts.precision != "fp32":
-        model = _variant(fp32, card, spec, opts, report)
+        model = _variant(fp32, card, spec, opts, report, calib)
     from .onnx_export import set_metadata
 
     set_metadata(model, card, spec)
@@ -208,7 +213,8 @@ def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path) -> None
                          f"{'dynamic' if spec.dynamic else spec.frame_size}); export from the checkpoint with these options")  # fmt: skip
 
 
-def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict) -> onnx.ModelProto:
+def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict,
+             calib: list[np.ndarray] | None = None) -> onnx.ModelProto:  # fmt: skip
     from .precision import to_fp16, to_int8
 
     precision = opts.precision or "fp32"
@@ -217,7 +223,7 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
     if opts.precision == "fp16":
         model = to_fp16(fp32)
     else:
-        calib = _calib_frames(opts, size)
+        calib = calib if calib is not None else _calib_frames(opts, size)
         if spec.raw:
             calib = list(_raw_inputs(np.stack(calib), card))
         print(f"calibrating INT8 ({opts.calib_method}) on {len(calib)} frames of {opts.calib}")
