@@ -53,14 +53,31 @@ def set_metadata(model: onnx.ModelProto, card: ModelCard, spec: GraphSpec) -> No
 
 
 def read_metadata(model: onnx.ModelProto, source: str) -> tuple[ModelCard, GraphSpec]:
-    props = {p.key: p.value for p in model.metadata_props}
+    """The card and graph spec of a roadseg ONNX, validated (the file may come from anywhere)."""
+    try:
+        props = {p.key: p.value for p in model.metadata_props}
+    except UnicodeDecodeError:
+        raise RoadsegError(f"{source}: its metadata is not valid UTF-8 text (a corrupt file); export it again with `roadseg export`") from None
     if CARD_KEY not in props:
         raise RoadsegError(f"{source}: this ONNX has no roadseg model card; export it with `roadseg export` first")
     card = ModelCard.from_json(props[CARD_KEY], source)
-    s = json.loads(props.get(EXPORT_KEY, "{}"))
-    fs = s.get("frame_size")
-    spec = GraphSpec(tuple(fs) if fs else None, s.get("batch") or 1, bool(s.get("dynamic")), bool(s.get("raw")),
-                     s.get("precision", card.precision))  # fmt: skip
+    try:
+        s = json.loads(props.get(EXPORT_KEY, "{}"))
+    except ValueError:
+        s = None
+    bad = RoadsegError(f"{source}: its '{EXPORT_KEY}' metadata is malformed; export it again with `roadseg export`")
+    if not isinstance(s, dict):
+        raise bad
+    fs, batch, precision = s.get("frame_size"), s.get("batch") or 1, s.get("precision", card.precision)
+
+    def positive(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if fs is not None and not (isinstance(fs, list) and len(fs) == 2 and all(positive(v) for v in fs)):
+        raise bad
+    if not positive(batch) or precision not in ("fp32", "fp16", "int8"):
+        raise bad
+    spec = GraphSpec(tuple(fs) if fs else None, batch, bool(s.get("dynamic")), bool(s.get("raw")), precision)
     return card, spec
 
 

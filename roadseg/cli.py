@@ -432,10 +432,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_STREAM_ARGS = {"source"}  # the only arguments that may name a network stream (rtsp://, http(s)://)
+
+
+def _check_urls(args: argparse.Namespace) -> None:
+    """A URL is a usage error (exit 2) before any work where roadseg cannot read it: an unsupported
+    scheme for a stream source, any URL where a local file or folder is expected."""
+    import re
+
+    for name, value in sorted(vars(args).items()):
+        m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value) if isinstance(value, str) else None
+        if m is None:
+            continue
+        label = f"--{name.replace('_', '-')}" if name != "model" else "MODEL"
+        if name in _STREAM_ARGS:
+            from roadseg.runtime.sources import URL_SCHEMES
+
+            if m.group(1).lower() not in URL_SCHEMES:
+                raise UsageError(f"{label} {value}: unsupported URL scheme {m.group(1)!r}; use one of "
+                                 + ", ".join(f"{s}://" for s in URL_SCHEMES))  # fmt: skip
+        else:
+            raise UsageError(f"{label} {value}: is a URL; roadseg reads it from a local file or folder only: download it first")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_urls(args)
         return int(args.func(args) or 0)
     except RoadsegError as e:
         sys.stderr.write(f"roadseg {args.command}: error: {e}\n")

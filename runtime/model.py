@@ -173,7 +173,14 @@ def _static(d: Any) -> int | None:
 def describe_session(path: str | os.PathLike, session: Any) -> ModelInfo:
     """Validate an open session against roadseg's contract and describe it."""
     p = Path(path)
-    meta = dict(session.get_modelmeta().custom_metadata_map or {})
+    try:  # ONNX Runtime decodes names and metadata as UTF-8 only when asked: a corrupt file fails here
+        meta = dict(session.get_modelmeta().custom_metadata_map or {})
+        inputs = [_spec(a) for a in session.get_inputs()]
+        outputs = [_spec(a) for a in session.get_outputs()]
+    except UnicodeDecodeError:
+        raise RoadsegError(
+            f"{p}: its metadata or tensor names are not valid UTF-8 text (a corrupt file); export it again with `roadseg export`"
+        ) from None
     if CARD_KEY not in meta:
         raise RoadsegError(
             f"{p}: this ONNX was not made by roadseg (no model card in its metadata); export it with `roadseg export`"
@@ -191,8 +198,6 @@ def describe_session(path: str | os.PathLike, session: Any) -> ModelInfo:
         raise RoadsegError(
             f"{p}: its '{EXPORT_KEY}' metadata is not a JSON object; export it again with `roadseg export`"
         )
-    inputs = [_spec(a) for a in session.get_inputs()]
-    outputs = [_spec(a) for a in session.get_outputs()]
     if len(inputs) != 1 or len(outputs) != 1:
         raise RoadsegError(
             f"{p}: has {len(inputs)} inputs and {len(outputs)} outputs; a roadseg graph has one of each "

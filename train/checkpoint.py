@@ -105,8 +105,8 @@ def load_raw(path: str | os.PathLike) -> dict:
             f"{p}: refused to load: {what}, pickled objects beyond tensors and plain values; roadseg loads only "
             "weights-only checkpoints (a pickle can run code): re-save the weights with `roadseg train` or make_checkpoint"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - a corrupt pickle raises anything (IndexError, KeyError, struct.error, ...)
+        msg = str(e).splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise RoadsegError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt: {msg}); re-export or copy it again") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt or "card" not in ckpt:
         raise RoadsegError(
@@ -132,18 +132,39 @@ def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
             raise RoadsegError(f"{source}: weight '{k}' holds NaN or Inf; the training diverged: use an earlier checkpoint")
 
 
+def _build(name: str, num_classes: int, kwargs: dict, src: str) -> nn.Module:
+    try:
+        return build(name, num_classes=num_classes, **kwargs)
+    except RoadsegError as e:
+        raise RoadsegError(f"{src}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - model constructors reject odd options with any error type
+        why = " ".join(str(e).split())[:120] or type(e).__name__
+        raise RoadsegError(
+            f"{src}: model '{name}' cannot be built with the options in the checkpoint ({why}); re-save it with `roadseg train`"
+        ) from None
+
+
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelCard, dict]:
     """Rebuild the model from a checkpoint: (model in eval mode, FP32, card, raw checkpoint)."""
     ckpt = load_raw(path)
     src = str(resolve(path))
+    if not isinstance(ckpt["card"], dict):
+        raise RoadsegError(f"{src}: the checkpoint's model card is not a mapping; re-save it with `roadseg train`")
     card = ModelCard.from_dict(ckpt["card"], source=src)
     spec = ckpt["model"]
-    if not isinstance(spec, dict) or "name" not in spec:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise RoadsegError(f"{src}: checkpoint has no model name; re-save it with `roadseg train`")
-    model = build(spec["name"], num_classes=card.num_classes, **dict(spec.get("kwargs", {})))
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise RoadsegError(f"{src}: the checkpoint's model options are not a mapping; re-save it with `roadseg train`")
     state = ckpt["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RoadsegError(f"{src}: state_dict is not a mapping of tensors; re-save it with `roadseg train`")
-    check_state_dict(model, state, src)
+    # options read from a file are first built on the meta device (no memory): a checkpoint whose
+    # options ask for a gigantic model is refused by the shape check before anything is allocated
+    with torch.device("meta"):
+        shell = _build(spec["name"], card.num_classes, kwargs, src)
+    check_state_dict(shell, state, src)
+    model = _build(spec["name"], card.num_classes, kwargs, src)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval(), card, ckpt

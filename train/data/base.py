@@ -31,15 +31,24 @@ class Sample:
     mask: Path
 
 
+def _imread(path: Path, flags: int) -> np.ndarray | None:
+    """cv2.imread, None when it cannot decode: OpenCV raises (instead of returning None) when a
+    header claims more pixels than its limit or more memory than it can get."""
+    try:
+        return cv2.imread(str(path), flags)
+    except cv2.error:
+        return None
+
+
 def read_image_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = _imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise RoadsegError(f"{path}: cannot read image (missing or corrupt); fix or remove it, or pass --skip-bad")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path) -> np.ndarray:
-    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    m = _imread(path, cv2.IMREAD_UNCHANGED)
     if m is None:
         raise RoadsegError(f"{path}: cannot read mask (missing or corrupt); fix or remove it, or pass --skip-bad")
     if m.ndim != 2 or m.dtype != np.uint8:
