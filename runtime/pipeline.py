@@ -9,9 +9,16 @@
 
 Stopping: set the `stop` event (the CLI's SIGINT/SIGTERM handlers do) and the pipeline drains what
 is in flight, finalises the video, and returns its Summary with `interrupted=True`. A
-KeyboardInterrupt raised inside is finalised the same way and re-raised. An error (a source lost
-for good, a full disk) also finalises everything written so far, then raises a RoadsegError whose
-`.summary` holds the Summary.
+KeyboardInterrupt raised inside is finalised the same way and re-raised; one that arrives during
+finalisation (a second Ctrl-C) does not skip it: every finalisation step runs in its own
+try/finally. An error (a source lost for good, a full disk) also finalises everything written so
+far, then raises a RoadsegError whose `.summary` holds the Summary.
+
+The sinks are written on the writer thread and closed on the caller's thread only once the writer
+has ended; a writer that does not end within WRITER_TIMEOUT seconds (a blocked sink) is abandoned
+with an error instead, and drops its unfinished video when it does end. The window lives wholly on
+the writer thread (OpenCV's GUI calls belong to one thread): created at the first frame, destroyed
+when the writer ends.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from .sources import Frame, Source, open_source
 from .stats import Stats, Summary
 
 WRITE_QUEUE = 4  # frames between inference and the writer thread
+WRITER_TIMEOUT = 30.0  # seconds the writer gets to write what is queued once the stream ends
 REPORT_EVERY = 5.0  # seconds between progress tables with verbose / show
 
 
@@ -158,6 +166,9 @@ class _Writer(threading.Thread):
         self.error: BaseException | None = None
         self.window_closed = False
         self.high_water = 0
+        self._end_lock = threading.Lock()
+        self._ended = False  # run() is over: the caller may close the sinks
+        self._abandoned = False  # the caller gave up waiting: run() drops the unfinished video itself
         self._times: collections.deque[float] = collections.deque(maxlen=30)
         self._latency = float("nan")
 
@@ -172,9 +183,35 @@ class _Writer(threading.Thread):
                 continue
         return False
 
-    def finish(self, timeout: float = 30.0) -> None:
-        self.put(None)
-        self.join(timeout)
+    def finish(self, timeout: float | None = None) -> None:
+        """Ask the writer to end after what is queued and wait up to `timeout` s (WRITER_TIMEOUT)
+        for it (then `settle()`). A KeyboardInterrupt while waiting does not cut the wait short
+        (closing sinks under a running writer is what the wait prevents); it is raised once the
+        wait is over."""
+        deadline = time.monotonic() + (WRITER_TIMEOUT if timeout is None else timeout)
+        queued = False
+        pending: BaseException | None = None
+        while self.is_alive() and time.monotonic() < deadline:
+            try:
+                if not queued:
+                    self.q.put(None, timeout=0.1)
+                    queued = True
+                else:
+                    self.join(min(0.1, max(0.0, deadline - time.monotonic())))
+            except queue.Full:
+                continue
+            except KeyboardInterrupt as e:
+                pending = pending or e
+        if pending is not None:
+            raise pending
+
+    def settle(self) -> bool:
+        """True when the writer has ended (the caller may close the sinks); else it is abandoned
+        from now on (it drops its unfinished video when it ends) and False."""
+        with self._end_lock:
+            if not self._ended:
+                self._abandoned = True
+            return self._ended
 
     def _fps(self) -> float:
         t = self._times
@@ -210,6 +247,32 @@ class _Writer(threading.Thread):
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.error = e
             self.stop.set()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        """The window is destroyed on the thread that created it; then the caller may close the
+        other sinks, unless it gave up waiting, in which case the unfinished video is dropped here."""
+        try:
+            if self.window is not None:
+                self.window.close()
+        finally:
+            with self._end_lock:
+                self._ended = True
+                abandoned = self._abandoned
+            if abandoned and self.video is not None:
+                self.video.abort()
+
+
+def _run_all(steps: list[Callable[[], None]]) -> None:
+    """Run every step, each in its own try/finally: an exception (a KeyboardInterrupt included)
+    raised in one, or between two, does not skip the ones after it."""
+    if not steps:
+        return
+    try:
+        steps[0]()
+    finally:
+        _run_all(steps[1:])
 
 
 def run_stream(
@@ -276,31 +339,70 @@ def run_stream(
         except BaseException as e:  # noqa: BLE001 - finalised below, then raised
             error = e
     finally:
-        if writer is not None:
-            writer.finish()
-            error = error or writer.error
-        if src is not None and owned:
-            src.close()
-        stats.stop()
+        # each step runs even when an earlier one raised (a second Ctrl-C included); a step's error
+        # is kept (the first one wins) and raised after the summary
         outputs: dict[str, str] = {}
-        for sink in (video, masks, window):
-            if sink is None:
-                continue
+        pending: list[BaseException] = []  # a KeyboardInterrupt during finalisation, raised at the end
+        writer_ended = True
+
+        def step(fn: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                nonlocal error
+                try:
+                    fn()
+                except KeyboardInterrupt as e:
+                    pending.append(e)
+                except BaseException as e:  # noqa: BLE001 - raised after the summary
+                    error = error or e
+
+            return run
+
+        def finish_writer() -> None:
+            nonlocal error, writer_ended
+            if writer is None:
+                return
             try:
-                done = sink.close()
-            except BaseException as e:  # noqa: BLE001
-                error = error or e
-                continue
-            if sink is video and done is not None:
-                outputs["video"] = str(done)
-            if sink is masks and masks.frames:  # type: ignore[union-attr]
-                outputs["masks"] = f"{save_masks}/ ({masks.frames} PNG)"  # type: ignore[union-attr]
+                writer.finish()
+            finally:
+                writer_ended = writer.settle()
+                error = error or writer.error
+                if not writer_ended:
+                    error = error or RoadsegError(
+                        f"the writer thread did not finish within {WRITER_TIMEOUT:g} s (a sink is blocked: a slow or "
+                        "hung disk or display); the outputs were not finalised"
+                    )
+
+        def close_source() -> None:
+            if src is not None and owned:
+                src.close()
+
+        def close_video() -> None:
+            if video is not None and writer_ended:
+                done = video.close()
+                if done is not None:
+                    outputs["video"] = str(done)
+
+        def close_masks() -> None:
+            if masks is not None and writer_ended:
+                masks.close()
+                if masks.frames:
+                    outputs["masks"] = f"{save_masks}/ ({masks.frames} PNG)"
+
+        def close_window() -> None:  # the writer destroys the window it made; this only covers a writer never started
+            if window is not None and writer is None:
+                window.close()
+
+        _run_all([step(finish_writer), step(close_source), step(stats.stop), step(close_video), step(close_masks),
+                  step(close_window)])  # fmt: skip
+    interrupted = interrupted or bool(pending)
     interrupted = interrupted or (stop.is_set() and error is None and not (writer is not None and writer.window_closed))
     summary = stats.summary(
         src, interrupted=interrupted, outputs=outputs, backend=getattr(backend, "name", ""),
         source=str(source) if isinstance(source, (str, Path)) else "",
         error=str(error) if error is not None else None,
     )  # fmt: skip
+    if pending:
+        raise pending[0]  # a Ctrl-C during finalisation: everything was finalised first
     if error is not None:
         if isinstance(error, RoadsegError):
             error.summary = summary  # type: ignore[attr-defined]

@@ -7,7 +7,9 @@ Nothing half-written is ever left at a target path:
   full disk leaves a playable file with every frame up to that point.
 - MaskSink writes each PNG to a temporary name and renames it, so every mask present is complete.
 - WindowSink needs a display and an OpenCV built with a GUI; without either it fails with a clear
-  message before the first frame.
+  message before the first frame. Its window is created at the first `write` and destroyed by
+  `close`, both on the thread that writes (the pipeline's writer thread): OpenCV's GUI calls
+  belong to one thread.
 Every sink checks its target before the first frame (`check_writable`).
 """
 
@@ -158,22 +160,31 @@ def display_problem() -> str | None:
 
 
 class WindowSink:
-    """A cv2 window; `write` returns False when the user pressed q / Esc or closed the window."""
+    """A cv2 window; `write` returns False when the user pressed q / Esc or closed the window.
+
+    The display is checked here; the window itself is created by the first `write` and destroyed by
+    `close`, so that every GUI call happens on the thread that writes."""
 
     def __init__(self, title: str = "roadseg"):
         problem = display_problem()
         if problem:
             raise RoadsegError(problem)
         self.title = title
+        self.created = False
+        self.shown = 0
+
+    def _create(self) -> None:
         try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error as e:
             raise RoadsegError(
                 f"--show: cannot open a window ({str(e).strip().splitlines()[-1]}); use --save OUT.mp4"
             ) from None
-        self.shown = 0
+        self.created = True
 
     def write(self, image: np.ndarray) -> bool:
+        if not self.created:
+            self._create()
         try:
             cv2.imshow(self.title, image)
             key = cv2.waitKey(1) & 0xFF
@@ -184,6 +195,9 @@ class WindowSink:
         return key not in (ord("q"), 27) and (visible or self.shown == 1)
 
     def close(self) -> None:
+        if not self.created:
+            return
+        self.created = False
         try:
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)

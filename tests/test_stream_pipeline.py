@@ -327,6 +327,93 @@ def test_keyboard_interrupt_inside_still_finalises(tmp_path):
     assert decode_count(tmp_path / "o.avi") == 5
 
 
+def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path, monkeypatch):
+    """Ctrl-C again while the pipeline finalises (here: as the stats stop, a step before the sinks
+    are closed): the video and masks are still finalised, then the KeyboardInterrupt is raised."""
+    from roadseg.runtime import pipeline
+
+    real_stop = Stats.stop
+    calls = {"n": 0}
+
+    def interrupted_stop(self):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real_stop(self)
+
+    monkeypatch.setattr(pipeline.Stats, "stop", interrupted_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_stream(FakeBackend(), ramp_frames(6), save=tmp_path / "o.avi", save_masks=tmp_path / "m", log=None)
+    assert decode_count(tmp_path / "o.avi") == 6
+    assert len(list((tmp_path / "m").iterdir())) == 6
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    class InterruptedClose(VideoSink):  # Ctrl-C inside one sink's close: the others are still closed
+        def close(self):
+            super().close()
+            raise KeyboardInterrupt
+
+    closed = []
+    monkeypatch.setattr(pipeline.Stats, "stop", real_stop)
+    monkeypatch.setattr(sinks, "VideoSink", InterruptedClose)
+    monkeypatch.setattr(sinks.MaskSink, "close", lambda self: closed.append(self.folder))
+    with pytest.raises(KeyboardInterrupt):
+        run_stream(FakeBackend(), ramp_frames(3), save=tmp_path / "p.avi", save_masks=tmp_path / "n", log=None)
+    assert decode_count(tmp_path / "p.avi") == 3 and closed == [tmp_path / "n"]
+
+
+def test_a_blocked_writer_is_abandoned_not_closed_under(tmp_path, monkeypatch):
+    """A sink that blocks past WRITER_TIMEOUT: an error, and no sink is closed while the writer runs;
+    when it ends it drops its unfinished video, so nothing is left at or beside the target."""
+    from roadseg.runtime import pipeline
+
+    monkeypatch.setattr(pipeline, "WRITER_TIMEOUT", 0.5)
+    release = threading.Event()
+    writer_threads = []
+
+    def blocked(frame, labels, image):
+        writer_threads.append(threading.current_thread())
+        if frame.index == 2:
+            release.wait(20)
+
+    t0 = time.perf_counter()
+    with pytest.raises(RoadsegError, match="did not finish within 0.5 s") as e:
+        run_stream(FakeBackend(), ramp_frames(5), save=tmp_path / "o.avi", on_frame=blocked, log=None)
+    assert time.perf_counter() - t0 < 10
+    assert e.value.summary.outputs == {} and not (tmp_path / "o.avi").exists()
+    writer = writer_threads[0]
+    assert writer.is_alive()  # still blocked: its video was neither closed nor removed under it
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".o.avi.")]) == 1
+    release.set()
+    writer.join(10)
+    assert not writer.is_alive() and list(tmp_path.iterdir()) == []
+
+
+def test_window_calls_all_happen_on_the_writer_thread(monkeypatch):
+    """OpenCV's GUI calls belong to one thread: the window is made, shown and destroyed by the writer."""
+    calls = []
+
+    def record(name, result=None):
+        def call(*a, **k):
+            calls.append((name, threading.current_thread().name))
+            return result
+
+        return call
+
+    monkeypatch.setattr(sinks, "display_problem", lambda: None)
+    monkeypatch.setattr(sinks.cv2, "namedWindow", record("namedWindow"))
+    monkeypatch.setattr(sinks.cv2, "imshow", record("imshow"))
+    monkeypatch.setattr(sinks.cv2, "waitKey", record("waitKey", -1))
+    monkeypatch.setattr(sinks.cv2, "getWindowProperty", record("getWindowProperty", 1.0))
+    monkeypatch.setattr(sinks.cv2, "destroyWindow", record("destroyWindow"))
+    summary = run_stream(FakeBackend(), ramp_frames(4), show=True, log=None)
+    assert summary.frames_out == 4
+    names = [n for n, _ in calls]
+    assert names[0] == "namedWindow" and names.count("namedWindow") == 1 and names.count("imshow") == 4
+    assert "destroyWindow" in names
+    assert {t for _, t in calls} == {"roadseg-writer"}
+
+
 def test_unwritable_outputs_fail_before_the_first_frame(tmp_path):
     (tmp_path / "file").write_text("x")
     backend = FakeBackend()
