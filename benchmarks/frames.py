@@ -16,7 +16,6 @@ from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError
 
 UNLABELLED_COUNT = 16  # frames read from a video or folder (agreement only)
-TIMING_FRAMES = 8  # latency runs rotate among this many frames
 
 
 @dataclass
@@ -28,9 +27,6 @@ class BenchFrames:
     @property
     def labelled(self) -> bool:
         return self.masks is not None
-
-    def timing(self) -> np.ndarray:
-        return self.frames[:TIMING_FRAMES]
 
     def save(self, folder: Path) -> tuple[Path, Path | None]:
         folder.mkdir(parents=True, exist_ok=True)

@@ -307,9 +307,3 @@ def _accuracy(results: list[RowResult], labels_files: dict[str, Path], masks: np
             for pred, mask in zip(labels, masks):
                 cm.update(pred, mask)
             r.miou = cm.miou()
-
-
-def environment_summary(doc: dict) -> str:
-    env = doc["environment"]
-    gpu = env.get("gpu") or "no GPU"
-    return f"{env.get('cpu')} ({env.get('cpu_cores')} cores), {gpu}"

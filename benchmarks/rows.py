@@ -27,11 +27,6 @@ class Row:
     compile: bool = False  # torch.compile (torch rows)
     cuda: bool = False  # needs a CUDA device (torch rows); onnx/engine rows: the backend decides
 
-    @property
-    def artifact(self) -> str | None:
-        """Which exported file the row runs: "onnx" or "engine" of its precision, None for torch."""
-        return None if self.kind == "torch" else self.kind
-
 
 ROWS: dict[str, Row] = {
     r.name: r

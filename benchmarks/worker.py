@@ -33,7 +33,7 @@ import numpy as np
 
 from roadseg.runtime.backends.base import TensorSpec, fit_frames
 
-TIMING_FRAMES = 8  # benchmarks.frames.TIMING_FRAMES (not imported: keep this module light)
+TIMING_FRAMES = 8  # latency runs rotate among this many of the benchmark frames
 
 
 @dataclass

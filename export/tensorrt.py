@@ -20,7 +20,6 @@ without a GPU (profiles_for, output paths, GPU description fallbacks).
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import signal
 import subprocess
@@ -145,12 +144,8 @@ def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path
 
 def default_timing_cache() -> Path:
     """~/.cache/roadseg/timing.cache (the roadseg cache folder: $ROADSEG_CACHE, $XDG_CACHE_HOME/roadseg)."""
-    try:
-        from roadseg.runtime.defaults import cache_dir
-    except ImportError:  # pragma: no cover - older layouts without runtime/defaults.py
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(os.environ.get("ROADSEG_CACHE") or Path(xdg or Path.home() / ".cache") / "roadseg")
-        return base.expanduser() / "timing.cache"
+    from roadseg.runtime.defaults import cache_dir
+
     return cache_dir() / "timing.cache"
 
 

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError
 from roadseg.runtime.metrics import ConfusionMatrix, label_agreement
 
 MIN_AGREEMENT = 0.999  # FP32 graph vs PyTorch, label maps
@@ -112,8 +111,3 @@ def gate(card: ModelCard, fp32: onnx.ModelProto, variant: onnx.ModelProto, preci
     else:
         rep.passed = agree >= min_agreement
     return rep
-
-
-def require(ok: bool, message: str) -> None:
-    if not ok:
-        raise RoadsegError(message)

@@ -36,12 +36,6 @@ INSTALL_HINT = {
 }
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
 def _graph_opt_level(ort: Any, name: str) -> Any:
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
