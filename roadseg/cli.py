@@ -154,7 +154,7 @@ def _add_export(sub) -> None:
                        "an FP16 or INT8 (Q/DQ) variant gated on accuracy, a TensorRT engine with a sidecar, or a Triton model repository.")  # fmt: skip
     p.add_argument("model", help="checkpoint, `default`, or (for --to engine|triton) an ONNX file made by roadseg")
     p.add_argument("--to", choices=["onnx", "engine", "triton"], default="onnx", help="target (default onnx)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="precision written into the graph (default fp32)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, help="precision written into the graph (default fp32; from an ONNX file: its own)")
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames: a folder of images, a video, or a dataset root (its train split)")
     p.add_argument("--calib-count", type=_positive, default=100, help="calibration frames to use (default 100, at least 8)")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax", help="INT8 calibration method (default minmax)")
@@ -252,20 +252,27 @@ def _nonnegative(value: str) -> int:
 
 
 class _StopOnSignal:
-    """SIGINT / SIGTERM set `event` (the stream then finalises its outputs); a second one raises
-    KeyboardInterrupt. Installed from the main thread only; restored on exit."""
+    """SIGINT / SIGTERM set `event` (the stream then finalises its outputs). A second one only
+    warns, since finalising the video is what it would cut short (people press Ctrl-C twice); a
+    third raises KeyboardInterrupt for a stream that truly hangs, and the half-written video then
+    stays a hidden temporary file, never a corrupt file at the target path. Main thread only."""
 
     def __init__(self):
         import threading
 
         self.event = threading.Event()
         self.signum: int | None = None
+        self.count = 0
         self._old: dict = {}
 
     def _handle(self, signum, _frame) -> None:
-        if self.event.is_set():
+        self.count += 1
+        if self.count == 2:
+            sys.stderr.write("roadseg: finishing the outputs; interrupt once more to abandon them\n")
+        if self.count >= 3:
             raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
         self.event.set()
 
     def __enter__(self):
@@ -295,6 +302,7 @@ def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frame
     from roadseg.runtime.pipeline import run_stream
 
     if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
         import cv2
 
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
