@@ -366,6 +366,41 @@ def test_auto_skips_a_gpu_provider_that_cannot_start(tiny_onnx, monkeypatch, tmp
     assert (tmp_path / "cache" / "ort-trt").is_dir()  # the TensorRT EP engine cache lives in the roadseg cache
 
 
+def test_auto_falls_through_any_error_of_a_gpu_provider_but_not_of_the_last(tiny_onnx, monkeypatch, caplog):
+    """A GPU provider that fails with any RoadsegError (not only a missing library) is skipped,
+    with a log line; the last one's error (CPU) is raised."""
+    import roadseg.runtime.backends as backends
+
+    real = backends.resolve_backend
+    monkeypatch.setattr(  # as if onnxruntime-gpu listed both GPU providers here
+        backends, "resolve_backend",
+        lambda model, backend="auto": ["ort-trt", "ort-cuda", "ort-cpu"] if backend == "auto" else real(model, backend),
+    )  # fmt: skip
+    tried = []
+
+    def failing(name, exc):
+        def open_(path, **opts):
+            tried.append(name)
+            raise exc
+
+        return open_
+
+    monkeypatch.setitem(BACKENDS, "ort-trt", failing("ort-trt", RoadsegError("TensorRT EP: engine build failed")))
+    monkeypatch.setitem(BACKENDS, "ort-cuda", failing("ort-cuda", MissingDependencyError("no cuDNN")))
+    with caplog.at_level("INFO", logger="roadseg"):
+        b = open_backend(tiny_onnx, "auto", threads=1)
+    try:
+        assert b.name == "ort-cpu" and tried == ["ort-trt", "ort-cuda"]
+    finally:
+        b.close()
+    assert "skipping ort-trt: TensorRT EP: engine build failed" in caplog.text and "skipping ort-cuda" in caplog.text
+    monkeypatch.setitem(BACKENDS, "ort-cpu", failing("ort-cpu", RoadsegError("cpu failed")))
+    with pytest.raises(RoadsegError, match="cpu failed"):
+        open_backend(tiny_onnx, "auto", threads=1)
+    with pytest.raises(RoadsegError, match="engine build failed"):  # named: never a fallback
+        open_backend(tiny_onnx, "ort-trt", threads=1)
+
+
 def test_auto_picks_trt_for_engines():
     assert resolve_backend("model.engine") == ["trt"]
     assert resolve_backend("model.onnx", "ort-cuda") == ["ort-cuda"]

@@ -178,7 +178,8 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     """Open `model` (an .onnx, an .engine, or `default`) on `backend`.
 
     auto: "trt" for .engine files, else the best ONNX Runtime provider that starts here (TensorRT EP
-    > CUDA EP > CPU; a GPU provider that is listed but cannot start is skipped, with a log line).
+    > CUDA EP > CPU; a GPU provider that is listed but cannot start, or fails with any other
+    RoadsegError, is skipped with a log line; an error of the last one, CPU, is raised).
     A named backend that cannot start raises MissingDependencyError saying what to install.
     Options (None values are ignored): threads, graph_opt, device_id, trt_fp16, trt_int8,
     trt_cache_dir for ONNX Runtime; ONNX Runtime-only options are not passed to "trt"."""
@@ -191,9 +192,11 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
         need = "a TensorRT .engine (`roadseg export MODEL --to engine`)" if backend == "trt" else "an .onnx model"
         raise UsageError(f"{path}: --backend {backend} needs {need}; use --backend auto to pick by file type")
     names = resolve_backend(path, backend)
-    for name in names[:-1]:  # auto only: try the better providers, fall through on a missing one
+    for name in names[:-1]:  # auto only: try the better providers, fall through on any that fails to start
         try:
             return _open(name, path, opts)
         except MissingDependencyError as e:
             log.info("backend auto: skipping %s: %s", name, e)
-    return _open(names[-1], path, opts)
+        except RoadsegError as e:  # e.g. a GPU provider that fails on this model or device: the next one may not
+            log.warning("backend auto: skipping %s: %s", name, e)
+    return _open(names[-1], path, opts)  # the last one (CPU) raises what stops it
