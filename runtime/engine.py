@@ -189,8 +189,30 @@ def write_sidecar(engine_path: str | os.PathLike, sidecar: EngineSidecar) -> Pat
     return target
 
 
+def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def rebuild_output(engine_path: str | os.PathLike, source: str) -> Path:
+    """Where the rebuild command writes: the engine's own path, unless that is the source itself
+    (a sidecar naming the plan as its source, a plan named like its ONNX), which a rebuild must never
+    overwrite; then a sibling .engine name."""
+    out = Path(engine_path)
+    if not _same_path(source, out):
+        return out
+    if out.suffix.lower() != ".engine":
+        return out.with_suffix(".engine")
+    return out.with_name(f"{out.stem}.rebuilt.engine")
+
+
 def rebuild_command(engine_path: str | os.PathLike, sidecar: EngineSidecar | None = None) -> str:
-    """The command that makes this engine again (same source, shapes and build flags), for messages."""
+    """The command that makes this engine again (same source, shapes and build flags), for messages.
+    Its --output is never the source (see `rebuild_output`)."""
     src = sidecar.source if sidecar is not None and sidecar.source else ""
     if not src:
         guess = Path(engine_path).with_suffix(".onnx")
@@ -217,7 +239,7 @@ def rebuild_command(engine_path: str | os.PathLike, sidecar: EngineSidecar | Non
             parts.append("--version-compatible")
         if sidecar.hardware_compatibility == "ampere_plus":
             parts.append("--hardware-compatible")
-    parts += ["--output", str(engine_path)]
+    parts += ["--output", str(rebuild_output(engine_path, src))]
     return " ".join(parts)
 
 

@@ -768,6 +768,23 @@ def test_buffer_pool_reuses_and_grows_only():
     assert freed == [72 * 96 * 3, 2 * 72 * 96 * 3] and pool.capacity("frames") == 0
 
 
+def test_rebuild_command_never_writes_over_its_source(tmp_path, monkeypatch):
+    from roadseg.runtime.engine import rebuild_command
+
+    plan = tmp_path / "tiny.engine"
+    plan.write_bytes(b"plan")
+    assert rebuild_command(plan, make_sidecar(plan)).endswith(f"--output {plan}")  # the usual case: the plan's path
+    cmd = rebuild_command(plan, make_sidecar(plan, source=str(plan)))  # a sidecar naming the plan as its source
+    assert cmd.endswith(f"--output {tmp_path / 'tiny.rebuilt.engine'}")
+    monkeypatch.chdir(tmp_path)
+    cmd = rebuild_command(plan, make_sidecar(plan, source="tiny.engine"))  # the same file, spelled otherwise
+    assert cmd.endswith(f"--output {tmp_path / 'tiny.rebuilt.engine'}")
+    odd = tmp_path / "m.onnx"  # a plan named like an ONNX: the guessed source is the plan itself
+    odd.write_bytes(b"plan")
+    cmd = rebuild_command(odd)
+    assert f"export {odd} --to engine" in cmd and cmd.endswith(f"--output {tmp_path / 'm.engine'}")
+
+
 def test_plugin_policy(engine):
     from roadseg.runtime.backends.tensorrt import check_plugin_policy
 
