@@ -192,7 +192,13 @@ def run_bench(cfg: BenchConfig) -> dict:
             if row.kind != "torch":
                 bar.set_postfix_str(f"{name}: export")
                 assert variants is not None
-                make = variants.onnx if row.kind == "onnx" else variants.engine
+                if row.kind == "onnx":
+                    tensorrt = row.backend == "ort-trt"
+
+                    def make(precision: str, dynamic: bool = False, tensorrt: bool = tensorrt):
+                        return variants.onnx(precision, dynamic, tensorrt)  # type: ignore[union-attr]
+                else:
+                    make = variants.engine
                 art = make(row.precision)
                 if art.note:
                     res.notes.append(art.note)
@@ -255,7 +261,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             "reference": rowreg.REFERENCE,
             "environment": environment.collect(cfg.threads),
             "artifacts": (
-                {f"{k[0]}-{k[1]}{'-dynamic' if k[2] else ''}": a.to_dict() for k, a in variants.made().items()}
+                {"-".join(str(p) for p in k[:2] + k[3:] if p) + ("-dynamic" if k[2] else ""): a.to_dict() for k, a in variants.made().items()}
                 if variants
                 else {}
             ),

@@ -124,21 +124,25 @@ class Variants:
         self._record(out, build_s, buf.getvalue())
         return Artifact(out, build_s, False, log=buf.getvalue(), note=note)
 
-    def onnx(self, precision: str, dynamic: bool = False) -> Artifact:
-        """The frames->labels graph of `precision` at the frame size (batch 1), or with dynamic N,H,W."""
-        key = ("onnx", precision, dynamic)
+    def onnx(self, precision: str, dynamic: bool = False, tensorrt: bool = False) -> Artifact:
+        """The frames->labels graph of `precision` at the frame size (batch 1), or with dynamic N,H,W.
+        INT8 for TensorRT (engines, the ORT TensorRT provider) has symmetric int8 activations; for
+        ONNX Runtime's CPU/CUDA kernels, asymmetric uint8 (their fast path)."""
+        acts = "s8" if tensorrt else "u8"
+        key = ("onnx", precision, dynamic, acts if precision == "int8" else "")
         if key in self._made:
             return self._made[key]
         from roadseg.export.command import ExportOptions
 
-        path = self.folder / f"{precision}{'_dynamic' if dynamic else ''}.onnx"
+        tag = f"_{acts}" if precision == "int8" else ""
+        path = self.folder / f"{precision}{tag}{'_dynamic' if dynamic else ''}.onnx"
         calib, note = self.calib() if precision == "int8" else (None, "")
         art = self._cached(path, note)
         if art is None:
             opts = ExportOptions(
                 model=str(self.checkpoint), precision=precision, calib=calib, calib_count=self.calib_count,
                 imgsz=self.imgsz, frame_size=None if dynamic else self.frame_size, dynamic=dynamic,
-                verify=self.verify, output=str(path), progress=False,
+                verify=self.verify, output=str(path), progress=False, int8_activations=acts,
             )  # fmt: skip
             art = self._run_export(opts, path, note)
         self._made[key] = art
@@ -149,7 +153,7 @@ class Variants:
         key = ("engine", precision, dynamic)
         if key in self._made:
             return self._made[key]
-        src = self.onnx(precision, dynamic)
+        src = self.onnx(precision, dynamic, tensorrt=True)
         if src.path is None:
             art = Artifact(None, error=f"no {precision} ONNX to build from: {src.error}", note=src.note)
         else:

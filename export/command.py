@@ -33,6 +33,7 @@ class ExportOptions:
     calib: str | None = None
     calib_count: int = 100
     calib_method: str = "minmax"
+    int8_activations: str = "auto"  # u8 (ONNX Runtime CPU), s8 (TensorRT); auto: s8 for engines
     imgsz: tuple[int, int] | None = None
     frame_size: tuple[int, int] | None = None
     dynamic: bool = False
@@ -194,6 +195,17 @@ def export(opts: ExportOptions) -> Path:
     return _from_onnx(opts, card, spec, None, model)
 
 
+def int8_activations(opts: ExportOptions) -> str:
+    """TensorRT consumes only symmetric INT8 Q/DQ; ONNX Runtime's x86 kernels are fastest with
+    asymmetric UINT8 activations (U8S8). auto picks by target."""
+    tensorrt = opts.to == "engine" or (opts.to == "triton" and opts.triton_platform == "tensorrt")
+    if opts.int8_activations == "auto":
+        return "s8" if tensorrt else "u8"
+    if tensorrt and opts.int8_activations != "s8":
+        raise UsageError("--int8-activations u8 cannot build a TensorRT engine: TensorRT takes symmetric INT8 only (use s8 or auto)")
+    return opts.int8_activations
+
+
 def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path) -> None:
     """An ONNX file already fixes precision, sizes, batch and pre/post: options that would change
     them cannot apply, and are refused rather than silently ignored."""
@@ -226,9 +238,11 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
         calib = calib if calib is not None else _calib_frames(opts, size)
         if spec.raw:
             calib = list(_raw_inputs(np.stack(calib), card))
-        print(f"calibrating INT8 ({opts.calib_method}) on {len(calib)} frames of {opts.calib}")
-        model = to_int8(fp32, calib, opts.calib_method, opts.progress)
-        report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method}
+        acts = int8_activations(opts)
+        print(f"calibrating INT8 ({opts.calib_method}, {acts} activations) on {len(calib)} frames of {opts.calib}")
+        model = to_int8(fp32, calib, opts.calib_method, opts.progress, acts)
+        report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method,
+                                 "activations": acts}  # fmt: skip
     onnx.checker.check_model(model, full_check=True)
     frames, masks, what = _gate_frames(opts, card, spec)
     if spec.raw:

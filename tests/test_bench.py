@@ -224,7 +224,7 @@ def test_a_row_that_cannot_be_made_fails_with_its_reason(tiny_checkpoint, tmp_pa
     monkeypatch.setattr(
         variants.Variants,
         "onnx",
-        lambda self, precision, dynamic=False: variants.Artifact(None, error="boom: no graph"),
+        lambda self, precision, dynamic=False, tensorrt=False: variants.Artifact(None, error="boom: no graph"),
     )
     cfg = BenchConfig(model=str(tiny_checkpoint), backends="torch,ort-cpu-fp32", frames=2, warmup=0, report=str(tmp_path / "r"),
                       threads=1, cache=str(tmp_path / "c"), isolate=False, progress=False)  # fmt: skip

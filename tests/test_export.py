@@ -239,3 +239,28 @@ def test_unlabelled_frames_are_read_as_the_runtime_reads_them(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RoadsegError, match="no images"):
         unlabelled(tmp_path / "empty", None, 4)
+
+
+def test_int8_activation_types(tiny_export, labelled):
+    """u8 (default for ONNX): asymmetric uint8 activations, ONNX Runtime's fast CPU path; s8:
+    symmetric int8 (zero point 0), the only form TensorRT consumes."""
+    from onnx import numpy_helper
+
+    from roadseg.export.command import int8_activations
+
+    def activation_zero_points(path):
+        model = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        weights = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                   and inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim == 4}  # fmt: skip
+        return [inits[n.input[2]] for n in model.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] not in weights and len(n.input) > 2]  # fmt: skip
+
+    u8 = activation_zero_points(tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8))
+    s8 = activation_zero_points(tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8,
+                                            int8_activations="s8"))  # fmt: skip
+    assert u8 and all(z.dtype == np.uint8 for z in u8)
+    assert s8 and all(z.dtype == np.int8 and int(z) == 0 for z in s8)
+    assert int8_activations(ExportOptions(model="m", to="engine")) == "s8"
+    with pytest.raises(UsageError, match="TensorRT takes symmetric INT8"):
+        int8_activations(ExportOptions(model="m", to="engine", int8_activations="u8"))
