@@ -361,15 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    def positive(v: str) -> int:
-        try:
-            n = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
-        if n <= 0:
-            raise argparse.ArgumentTypeError(f"{v} must be > 0")
-        return n
-
+    from roadseg.cli import _positive as positive  # the CLI's own check: one message for bad counts
     def seconds(v: str) -> float:
         try:
             x = float(v)
