@@ -22,14 +22,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return v
+def _number(cast, ok, must: str):
+    """An argparse type: `cast` the text, then require `ok(v)`; errors name the value and the rule."""
+    noun = "an integer" if cast is int else "a number"
+
+    def parse(value: str):
+        try:
+            v = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {noun}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{value} {must}")
+        return v
+
+    return parse
+
+
+_positive = _number(int, lambda v: v > 0, "must be > 0")
+_nonnegative = _number(int, lambda v: v >= 0, "must be >= 0")
+_positive_float = _number(float, lambda v: v > 0, "must be > 0")
+_unit = _number(float, lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
 
 
 def _size32(value: str) -> int:
@@ -221,36 +233,6 @@ def _add_run(sub) -> None:
     p.add_argument("--reconnects", type=_nonnegative, default=5, metavar="N", help="reconnect attempts for a lost camera or stream (default 5)")
     p.add_argument("--verbose", action="store_true", help="print the stats table every few seconds")
     p.set_defaults(func=_cmd_run)
-
-
-def _unit(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
-    return v
-
-
-def _positive_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return v
-
-
-def _nonnegative(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return v
 
 
 class _StopOnSignal:

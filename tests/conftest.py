@@ -97,3 +97,16 @@ def tiny_onnx(tiny_export) -> Path:
 def tiny_onnx_dynamic(tiny_export) -> Path:
     """frames uint8 [N,H,W,3] -> labels uint8 [N,H,W], any N, H, W."""
     return tiny_export(dynamic=True)
+
+
+def decode_count(path) -> int:
+    """Frames OpenCV decodes from a written video: what a player would see (shared by the stream tests)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"{path} does not open"
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from conftest import decode_count
 
 from roadseg.cli import main
 
@@ -21,13 +22,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 
-def decode_count(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} does not open"
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
 
 
 def frames_out(stdout: str) -> int:

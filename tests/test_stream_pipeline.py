@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import decode_count
 
 from roadseg.runtime import sinks
 from roadseg.runtime.backends.base import TensorSpec, fit_frames
@@ -78,14 +79,6 @@ def ramp_frames(n, size=(48, 64)):
     ]
 
 
-def decode_count(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} does not open"
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 # ---------------------------------------------------------------- stats and overlay

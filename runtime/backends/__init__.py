@@ -79,26 +79,25 @@ def _ort_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def _has_cuda_driver() -> bool:
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+def _loads_any(names: tuple[str, ...]) -> bool:
+    """Whether any of these shared libraries loads here (how drivers and TensorRT are found)."""
+    for name in names:
         try:
             ctypes.CDLL(name)
             return True
         except OSError:
             continue
     return False
+
+
+def _has_cuda_driver() -> bool:
+    return _loads_any(("libcuda.so.1", "libcuda.so", "nvcuda.dll"))
 
 
 def _has_nvinfer() -> bool:
     if importlib.util.find_spec("tensorrt") is not None or importlib.util.find_spec("tensorrt_libs") is not None:
         return True
-    for name in ("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so", "nvinfer.dll", "nvinfer_10.dll"):
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            continue
-    return False
+    return _loads_any(("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so", "nvinfer.dll", "nvinfer_10.dll"))
 
 
 def _reasons_without_model() -> dict[str, str | None]:
