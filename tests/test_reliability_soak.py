@@ -40,6 +40,10 @@ def test_checks_pass_on_flat_runs_and_fail_on_leaks_and_slowdowns():
     f = soak.fps_check(slower)
     assert f["passed"] is False and f["worst_pct"] == pytest.approx(-15.0)
     assert soak.fps_check(soak.fps_windows([100] * 30, 30, 60))["passed"] is None  # too short to judge
+    # 100 FPS falling by 1 FPS each minute for 10 minutes: -60 FPS per hour on a mean of 95.5
+    falling = soak.fps_windows([100 - m for m in range(10) for _ in range(60)], 600, 60)
+    assert soak.fps_check(falling)["trend_pct_per_hour"] == pytest.approx(-100 * 60 / 95.5, abs=0.01)
+    assert soak.fps_check(steady)["trend_pct_per_hour"] == 0 and soak.fps_check(steady)["cv_pct"] == 0
     checks = {"rss": {"passed": True}, "fps": {"passed": None}}
     assert soak.verdict(checks, False, None) == "pass"
     assert soak.verdict(checks, True, None) == "incomplete"
