@@ -42,6 +42,7 @@ _positive = _number(int, lambda v: v > 0, "must be > 0")
 _nonnegative = _number(int, lambda v: v >= 0, "must be >= 0")
 _positive_float = _number(float, lambda v: v > 0, "must be > 0")
 _unit = _number(float, lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
+_decay = _number(float, lambda v: 0.0 < v < 1.0, "is not strictly between 0 and 1")
 
 
 def _size32(value: str) -> int:
@@ -80,6 +81,8 @@ def _add_train(sub) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (path or bundled name, same model and classes) with a fresh optimizer and schedule")
+    p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -101,6 +104,7 @@ def _cmd_train(a) -> int:
         class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, seed=a.seed,
         workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split,
         device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, stop_after=a.stop_after, model_kwargs=kwargs,
+        init=a.init, ema=a.ema,
         progress=not a.quiet,
     )  # fmt: skip
     best = train(cfg)

@@ -263,6 +263,41 @@ def test_seeded_training_is_reproducible_and_resumes(synth, tmp_path):
     assert a.exists() and b.exists()
 
 
+def test_ema_is_what_is_saved_and_resumes_exactly(synth, tmp_path):
+    """--ema: the saved weights are the moving average (not the raw weights, which resume from
+    train_state), and a stopped-and-resumed EMA run ends bit-identical to an uninterrupted one."""
+    common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False, seed=5, ema=0.9)
+    train(TrainConfig(out=str(tmp_path / "a"), epochs=2, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), epochs=2, stop_after=1, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), epochs=2, resume=True, **common))
+    ca, cb = load_raw(tmp_path / "a" / "last.pt"), load_raw(tmp_path / "b" / "last.pt")
+    for k, v in ca["state_dict"].items():
+        assert torch.allclose(v.float(), cb["state_dict"][k].float(), atol=1e-5), k
+    raw, avg = ca["train_state"]["model"], ca["state_dict"]
+    w = "head.weight" if "head.weight" in raw else next(k for k in raw if raw[k].is_floating_point() and raw[k].ndim == 4)
+    assert not torch.allclose(raw[w], avg[w]), "EMA weights equal the raw weights"
+    train(TrainConfig(out=str(tmp_path / "c"), epochs=2, **{**common, "ema": None}))
+    plain = load_raw(tmp_path / "c" / "last.pt")
+    assert torch.allclose(plain["state_dict"][w], raw[w], atol=1e-5), "--ema changed the training trajectory"
+
+
+def test_init_fine_tunes_from_a_checkpoint(synth, tmp_path):
+    """--init loads another run's weights (fresh optimizer, step 0); wrong model or classes: one clear error."""
+    common = dict(data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False, seed=5)
+    first = train(TrainConfig(model="fcn", out=str(tmp_path / "a"), epochs=1, val_split="none", **common))
+    # zero epochs of change: a fine-tune at lr ~0 must start from (and keep) the first run's weights
+    tuned = train(TrainConfig(model="fcn", out=str(tmp_path / "b"), epochs=1, lr=1e-12, val_split="none", init=str(first), **common))
+    a, b = load_raw(first), load_raw(tuned)
+    conv = next(k for k, v in a["state_dict"].items() if v.ndim == 4)
+    assert torch.allclose(a["state_dict"][conv], b["state_dict"][conv], atol=1e-6)
+    assert b["train_state"]["step"] == a["train_state"]["step"]  # one epoch each, counted from 0
+    with pytest.raises(RoadsegError, match="--init checkpoint is a 'fcn'"):
+        train(TrainConfig(model="unet", out=str(tmp_path / "c"), epochs=1, val_split="none", init=str(first), **{**common, "model_kwargs": {}}))
+    with pytest.raises(RoadsegError, match="do not fit"):
+        train(TrainConfig(model="fcn", out=str(tmp_path / "d"), epochs=1, val_split="none", init=str(first),
+                          **{**common, "model_kwargs": {"width": 16}}))  # fmt: skip
+
+
 # ---------------------------------------------------------------- CLI contract
 
 
@@ -277,6 +312,8 @@ def test_cli_usage_and_user_errors(tmp_path):
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "nope.pt" in r.stderr and "Traceback" not in r.stderr
     r = _cli("train", "--model", "nope", "--data", str(tmp_path))
     assert r.returncode == 1 and "Traceback" not in r.stderr
+    r = _cli("train", "--model", "fcn", "--data", "x", "--ema", "1.5")
+    assert r.returncode == 2 and "between 0 and 1" in r.stderr
 
 
 def test_cli_models_lists_zoo():
