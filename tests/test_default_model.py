@@ -30,7 +30,9 @@ def test_default_card():
     model, card, ckpt = load_model("default")
     assert ckpt["model"]["name"] == "ddrnet23s" and card.arch == "ddrnet23s"
     assert card.num_classes == 11 and card.classes[3] == "Road" and card.ignore_index == 11
-    assert tuple(card.input_size) == (352, 480) and card.color_order == "RGB"
+    size = re.search(r"resized in the graph to (\d+)×(\d+)", (ROOT / "README.md").read_text())
+    assert size, "README's model card must give the input size as 'resized in the graph to H×W'"
+    assert tuple(card.input_size) == (int(size[1]), int(size[2])) and card.color_order == "RGB"
     assert card.dataset == "camvid" and "CamVid" in card.license
     assert ckpt["metrics"]["val_miou"] == pytest.approx(_readme_miou(), abs=1e-4)
     assert "train_state" not in ckpt  # a release checkpoint: no optimizer state
