@@ -224,13 +224,12 @@ def train(cfg: TrainConfig) -> Path:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.init and not cfg.resume:
         _load_init(model, cfg)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     opt = _make_optimizer(cfg, model)
     crit = SegLoss(info.ignore_index, _class_weights(cfg.class_weights, train_ds), cfg.ohem, cfg.aux_weight).to(device)
     use_amp = cfg.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start_epoch, best, step = 0, -1.0, 0
+    start_epoch, best, step, ema_state = 0, -1.0, 0, None
     last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
     if main_proc and not cfg.resume and log_path.exists():
         log_path.unlink()  # a fresh run in an old folder: do not mix two runs in one log
@@ -246,11 +245,7 @@ def train(cfg: TrainConfig) -> Path:
         raw = st.get("model", ck["state_dict"])  # with --ema the checkpoint's weights are the average
         check_state_dict(model, raw, str(last_path))
         model.load_state_dict(raw)
-        if ema is not None:
-            if "ema" in st:
-                ema.load_state_dict(st["ema"])
-            else:
-                ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)  # type: ignore[arg-type]
+        ema_state = st.get("ema")  # absent when --ema was added on resume: the average starts here
         opt.load_state_dict(st["optimizer"])
         if "scaler" in st and use_amp:
             scaler.load_state_dict(st["scaler"])
@@ -259,6 +254,9 @@ def train(cfg: TrainConfig) -> Path:
         if main_proc:
             print(f"resuming {last_path} at epoch {start_epoch + 1}/{cfg.epochs} (best val mIoU {best:.4f})")
 
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    if ema is not None and ema_state is not None:
+        ema.load_state_dict(ema_state)
     ddp_model: nn.Module = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.startswith("cuda") else None)
