@@ -7,6 +7,8 @@ everywhere, which would hide resize and batching mistakes), then exported with t
 - `tiny_export(**ExportOptions fields)`: a factory that exports it (cached per options) -> .onnx path.
 - `tiny_onnx`: fixed frame size 72x96, batch 1.  `tiny_onnx_dynamic`: dynamic N, H, W.
 Building all of it takes a few seconds on one CPU thread.
+- `hand_onnx(card, kind)`: a 16x16 graph written node by node (no torch), for the loader tests.
+- `run_until_masks(model, folder, n, timeout)`: a real `roadseg run` process, returned mid-stream.
 """
 
 from __future__ import annotations
@@ -110,3 +112,75 @@ def decode_count(path) -> int:
         n += 1
     cap.release()
     return n
+
+
+def hand_onnx(card: dict | str | None, kind: str = "conv", classes: int = 11, export: dict | None = None) -> bytes:
+    """A checked 16x16 ONNX file made node by node, the card (if any) in metadata_props:
+    `conv`: frames uint8 [1,16,16,3] -> Cast, Transpose, Conv (`classes` outputs), ArgMax, Cast -> labels uint8 [1,16,16];
+    `reduce`: the same tensors through one ReduceMax node;
+    `raw`: the bare network, input float [1,3,16,16] -> Conv -> logits [1,classes,16,16]."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from roadseg.runtime.card import CARD_KEY
+    from roadseg.runtime.model import EXPORT_KEY
+
+    frames = helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, 16, 16, 3])
+    labels = helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, 16, 16])
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((classes, 3, 3, 3)).astype(np.float32), "w")
+    spec = {"frame_size": [16, 16], "batch": 1, "dynamic": False, "raw": False, "precision": "fp32"}
+    if kind == "conv":
+        nodes = [
+            helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["nchw", "w"], ["logits"], pads=[1, 1, 1, 1]),
+            helper.make_node("ArgMax", ["logits"], ["idx"], axis=1, keepdims=0),
+            helper.make_node("Cast", ["idx"], ["labels"], to=TensorProto.UINT8),
+        ]
+        graph = helper.make_graph(nodes, "g", [frames], [labels], initializer=[w])
+    elif kind == "reduce":
+        axes = helper.make_tensor("axes", TensorProto.INT64, [1], [3])
+        graph = helper.make_graph([helper.make_node("ReduceMax", ["frames", "axes"], ["labels"], keepdims=0)], "g",
+                                  [frames], [labels], initializer=[axes])  # fmt: skip
+    elif kind == "raw":
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes, 16, 16])
+        graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["logits"], pads=[1, 1, 1, 1])], "g", [x], [y],
+                                  initializer=[w])  # fmt: skip
+        spec = {**spec, "frame_size": None, "raw": True}
+    else:
+        raise ValueError(kind)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    if card is not None:
+        model.metadata_props.add(key=CARD_KEY, value=card if isinstance(card, str) else json.dumps(card))
+    model.metadata_props.add(key=EXPORT_KEY, value=json.dumps(export or spec))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def run_until_masks(model: Path, folder: Path, n: int, timeout: float):
+    """Start `roadseg run MODEL --source synthetic:100000 --save FOLDER/out.mp4 --save-masks FOLDER/masks`
+    (one thread) and return the still-running process once `n` mask PNGs exist (for signal tests)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    masks = folder / "masks"
+    cmd = [sys.executable, "-m", "roadseg", "run", str(model), "--source", "synthetic:100000", "--save",
+           str(folder / "out.mp4"), "--save-masks", str(masks), "--threads", "1"]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not (masks.is_dir() and len(list(masks.glob("*.png"))) >= n):
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, f"fewer than {n} masks written in {timeout:g} s"
+            time.sleep(0.05)
+    except BaseException:
+        p.kill()
+        raise
+    return p

@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import hand_onnx
 
 pytestmark = pytest.mark.timeout(240)  # the whole file takes about 15 s on two shared cores
 
@@ -418,38 +419,8 @@ def _card_dict() -> dict:
 
 
 def onnx_bytes(card: dict | str | None = None, conv: bool = True, export: dict | None = None) -> bytes:
-    """frames uint8 [1,16,16,3] -> labels uint8 [1,16,16]: a real little network (Cast, Transpose,
-    Conv with weights, ArgMax, Cast) or one ReduceMax node; the card in metadata_props."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from roadseg.runtime.card import CARD_KEY
-    from roadseg.runtime.model import EXPORT_KEY
-
-    x = helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, 16, 16, 3])
-    y = helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, 16, 16])
-    if conv:
-        w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((11, 3, 3, 3)).astype(np.float32), "w")
-        nodes = [
-            helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
-            helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
-            helper.make_node("Conv", ["nchw", "w"], ["logits"], pads=[1, 1, 1, 1]),
-            helper.make_node("ArgMax", ["logits"], ["idx"], axis=1, keepdims=0),
-            helper.make_node("Cast", ["idx"], ["labels"], to=TensorProto.UINT8),
-        ]
-        graph = helper.make_graph(nodes, "g", [x], [y], initializer=[w])
-    else:
-        axes = helper.make_tensor("axes", TensorProto.INT64, [1], [3])
-        graph = helper.make_graph([helper.make_node("ReduceMax", ["frames", "axes"], ["labels"], keepdims=0)], "g", [x],
-                                  [y], initializer=[axes])  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    if card is not None:
-        model.metadata_props.add(key=CARD_KEY, value=card if isinstance(card, str) else json.dumps(card))
-    spec = export or {"frame_size": [16, 16], "batch": 1, "dynamic": False, "raw": False, "precision": "fp32"}
-    model.metadata_props.add(key=EXPORT_KEY, value=json.dumps(spec))
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    """A real little network (conftest.hand_onnx `conv`) or one ReduceMax node (`reduce`)."""
+    return hand_onnx(card, "conv" if conv else "reduce", export=export)
 
 
 def test_onnx_bases_load(tmp_path):

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import decode_count
+from conftest import decode_count, hand_onnx, run_until_masks
 
 from roadseg.cli import build_parser, main
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, CARD_KEY, ModelCard
+from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError
-from roadseg.runtime.model import EXPORT_KEY, inspect_model
+from roadseg.runtime.model import inspect_model
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,35 +36,8 @@ def card_dict(**changes) -> dict:
 
 def graph(path: Path, card: dict, raw_classes: int | None = None) -> Path:
     """frames uint8 [1,16,16,3] -> labels uint8 [1,16,16] (Conv + ArgMax over 11 channels), or with
-    `raw_classes` the bare network: float [1,3,16,16] -> logits [1,raw_classes,16,16]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    if raw_classes is None:
-        w = numpy_helper.from_array(rng.standard_normal((11, 3, 3, 3)).astype(np.float32), "w")
-        nodes = [
-            helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
-            helper.make_node("Transpose", ["f"], ["x"], perm=[0, 3, 1, 2]),
-            helper.make_node("Conv", ["x", "w"], ["logits"], pads=[1, 1, 1, 1]),
-            helper.make_node("ArgMax", ["logits"], ["i"], axis=1, keepdims=0),
-            helper.make_node("Cast", ["i"], ["labels"], to=TensorProto.UINT8),
-        ]
-        io = (helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, 16, 16, 3]),
-              helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, 16, 16]))  # fmt: skip
-        spec = {"frame_size": [16, 16], "batch": 1, "dynamic": False, "raw": False, "precision": "fp32"}
-    else:
-        w = numpy_helper.from_array(rng.standard_normal((raw_classes, 3, 3, 3)).astype(np.float32), "w")
-        nodes = [helper.make_node("Conv", ["input", "w"], ["logits"], pads=[1, 1, 1, 1])]
-        io = (helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16]),
-              helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, raw_classes, 16, 16]))  # fmt: skip
-        spec = {"frame_size": None, "batch": 1, "dynamic": False, "raw": True, "precision": "fp32"}
-    model = helper.make_model(helper.make_graph(nodes, "g", [io[0]], [io[1]], initializer=[w]),
-                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
-    model.ir_version = 8
-    model.metadata_props.add(key=CARD_KEY, value=json.dumps(card))
-    model.metadata_props.add(key=EXPORT_KEY, value=json.dumps(spec))
-    onnx.save(model, str(path))
+    `raw_classes` the bare network: float [1,3,16,16] -> logits [1,raw_classes,16,16] (conftest.hand_onnx)."""
+    path.write_bytes(hand_onnx(card, "raw", raw_classes) if raw_classes else hand_onnx(card))
     return path
 
 
@@ -365,21 +338,12 @@ def test_sigkill_of_roadseg_run_leaves_no_corrupt_file(tmp_path, tiny_onnx):
     """kill -9 of `roadseg run --save out.mp4 --save-masks masks`: no video at the target (it is
     still a hidden temporary) and every mask PNG at a target name decodes; a rerun writes both."""
     import signal
-    import time
 
     import cv2
 
     out, masks = tmp_path / "out.mp4", tmp_path / "masks"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "roadseg", "run", str(tiny_onnx), "--source", "synthetic:100000", "--save", str(out),
-           "--save-masks", str(masks), "--threads", "1"]  # fmt: skip
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    p = run_until_masks(tiny_onnx, tmp_path, 10, timeout=90)
     try:
-        deadline = time.monotonic() + 90
-        while not (masks.is_dir() and len(list(masks.glob("*.png"))) >= 10):
-            assert p.poll() is None, p.communicate()
-            assert time.monotonic() < deadline, "no masks written in time"
-            time.sleep(0.05)
         p.send_signal(signal.SIGKILL)
         p.wait(30)
     finally:
@@ -394,7 +358,9 @@ def test_sigkill_of_roadseg_run_leaves_no_corrupt_file(tmp_path, tiny_onnx):
         assert img is not None and img.shape == (360, 480), m.name
     assert all(m.name.endswith(".tmp") for m in masks.iterdir() if m.name.startswith("."))
 
-    r = subprocess.run([*cmd[:6], "synthetic:5", *cmd[7:]], capture_output=True, text=True, env=env, timeout=120)
+    cmd = [sys.executable, "-m", "roadseg", "run", str(tiny_onnx), "--source", "synthetic:5", "--save", str(out),
+           "--save-masks", str(masks), "--threads", "1"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert r.returncode == 0, r.stderr
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5

@@ -8,12 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import pytest
-from conftest import decode_count
+from conftest import decode_count, run_until_masks
 
 from roadseg.cli import main
 
@@ -33,15 +32,8 @@ def frames_out(stdout: str) -> int:
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_mid_stream_finalises_video_and_masks(tmp_path, tiny_onnx, sig, code):
     out, masks = tmp_path / "out.mp4", tmp_path / "masks"
-    cmd = [sys.executable, "-m", "roadseg", "run", str(tiny_onnx), "--source", "synthetic:100000", "--save", str(out),
-           "--save-masks", str(masks), "--threads", "1"]  # fmt: skip
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+    p = run_until_masks(tiny_onnx, tmp_path, 8, timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while not (masks.is_dir() and len(list(masks.glob("*.png"))) >= 8):
-            assert p.poll() is None, p.communicate()
-            assert time.monotonic() < deadline, "no frames written in time"
-            time.sleep(0.05)
         p.send_signal(sig)
         stdout, stderr = p.communicate(timeout=30)
     finally:
