@@ -83,6 +83,8 @@ def _add_train(sub) -> None:
     p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (path or bundled name, same model and classes) with a fresh optimizer and schedule")
     p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
+    p.add_argument("--paste", type=_unit, default=0.0, metavar="P", help="with probability P, paste the pixels of --paste-classes from another training frame at the same place (default 0: off)")
+    p.add_argument("--paste-classes", default="rare", metavar="C", help="classes --paste copies: rare (< 2%% of training pixels) or comma-separated indices (default rare)")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -104,7 +106,7 @@ def _cmd_train(a) -> int:
         class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, seed=a.seed,
         workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split,
         device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, stop_after=a.stop_after, model_kwargs=kwargs,
-        init=a.init, ema=a.ema,
+        init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes,
         progress=not a.quiet,
     )  # fmt: skip
     best = train(cfg)

@@ -128,3 +128,24 @@ def test_unknown_options_are_user_errors() -> None:
         make_attention("transformer", 16)
     with pytest.raises(RoadsegError):
         build("unet", NUM_CLASSES, upsample="nearest")
+
+
+def test_ddrnet_detail_refinement(tmp_path) -> None:
+    """ddrnet23s with `detail`: trains, exports with parity, and a model grown from weights without
+    the block starts with the old model's labels (the correction is zero-initialised)."""
+    model = tiny("ddrnet23s", detail=True)
+    check_train_step(model, 64, 96)
+    check_onnx(model, tmp_path / "detail.onnx", 72, 96)
+    old = perturb(tiny("ddrnet23s")).eval()
+    grown = tiny("ddrnet23s", detail=True).eval()
+    missing = grown.load_state_dict(old.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("detail.") for k in missing)
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        a, b = old(x), grown(x)
+    # only the logits' upsampling path differs (1/8 -> 1/4 -> full instead of 1/8 -> full)
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.97
+    with torch.no_grad():
+        grown.detail.out.weight.fill_(0.1)  # type: ignore[union-attr]
+        c = grown(x)
+    assert (c - b).abs().max() > 1e-3, "the refinement is not in the output path"

@@ -19,8 +19,9 @@ from roadseg.runtime.metrics import ConfusionMatrix
 from roadseg.runtime.synthetic import make_dataset, make_scene
 from roadseg.train.checkpoint import atomic_save, load_model, load_raw, make_checkpoint, strip
 from roadseg.train.data import AugmentConfig, TrainTransform, load_dataset
+from roadseg.train.data.transforms import paste_classes
 from roadseg.train.models import build
-from roadseg.train.trainer import TrainConfig, train
+from roadseg.train.trainer import RARE_SHARE, TrainConfig, _paste_classes, train
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"
 SIZE = (96, 128)
@@ -129,6 +130,63 @@ def test_augmentation_reproducible_and_padded():
     assert (a[1] == 11).mean() > 0.4
     tf.set_epoch(1)
     assert not np.array_equal(tf(img, mask, 5)[0], a[0])
+
+
+def test_class_paste_copies_only_the_chosen_classes():
+    img, mask = make_scene(1, SIZE)
+    src_img, src_mask = make_scene(2, SIZE)
+    classes = [c for c in np.unique(src_mask) if c < 11][:2]
+    for flip in (False, True):
+        out_img, out_mask = paste_classes(img, mask, src_img, src_mask, classes, flip)
+        s_img, s_mask = (src_img[:, ::-1], src_mask[:, ::-1]) if flip else (src_img, src_mask)
+        sel = np.isin(s_mask, classes)
+        assert sel.any() and not sel.all()
+        assert np.array_equal(out_mask[sel], s_mask[sel]) and np.array_equal(out_img[sel], s_img[sel])
+        assert np.array_equal(out_mask[~sel], mask[~sel]) and np.array_equal(out_img[~sel], img[~sel])
+    assert np.array_equal(mask, make_scene(1, SIZE)[1]), "the input arrays were modified"
+    # a source of another size is resized to the target first (nearest for labels)
+    big_img, big_mask = cv2.resize(src_img, (256, 192)), cv2.resize(src_mask, (256, 192), interpolation=cv2.INTER_NEAREST)
+    out_img, out_mask = paste_classes(img, mask, big_img, big_mask, classes, False)
+    assert out_mask.shape == mask.shape and np.isin(out_mask, classes).mean() > 0.5 * np.isin(src_mask, classes).mean()
+
+
+class _Pool:
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def read(self, i):
+        return self.pairs[i]
+
+    def __len__(self):
+        return len(self.pairs)
+
+
+def test_train_transform_pastes_from_another_frame():
+    """paste=1: the other frame's class pixels land in the sample; paste=0 leaves it alone."""
+    pairs = [make_scene(1, SIZE), make_scene(2, SIZE)]
+    classes = tuple(int(c) for c in np.unique(pairs[1][1]) if c < 11)[:2]
+    ident = dict(crop=SIZE, scale=(1.0, 1.0), flip=False, jitter=0.0)  # geometry and colour untouched
+    on = TrainTransform(AugmentConfig(**ident, paste=1.0, paste_classes=classes), (0.5,) * 3, (0.25,) * 3, 11, seed=0, pool=_Pool(pairs))
+    off = TrainTransform(AugmentConfig(**ident), (0.5,) * 3, (0.25,) * 3, 11, seed=0)
+    img, mask = pairs[0]
+    assert np.array_equal(off(img, mask, 0)[1], mask)
+    got = on(img, mask, 0)[1]
+    expected = [paste_classes(img, mask, *pairs[1], classes, flip)[1] for flip in (False, True)]
+    assert any(np.array_equal(got, e) for e in expected) and not np.array_equal(got, mask)
+    with pytest.raises(ValueError, match="pool"):
+        TrainTransform(AugmentConfig(paste=0.5, paste_classes=classes), (0.5,) * 3, (0.25,) * 3, 11)
+
+
+def test_rare_classes_for_paste(synth):
+    ds = load_dataset(synth, "camvid", "train")
+    counts = sum(np.bincount(ds.read(i)[1].ravel(), minlength=12)[:11] for i in range(len(ds)))
+    share = counts / counts.sum()
+    rare = _paste_classes("rare", ds)
+    assert rare == tuple(c for c in range(11) if 0 < share[c] < RARE_SHARE)
+    assert all(share[c] >= RARE_SHARE or share[c] == 0 for c in range(11) if c not in rare)
+    assert _paste_classes("2,9", ds) == (2, 9)
+    with pytest.raises(RoadsegError, match="not class indices"):
+        _paste_classes("2,40", ds)
 
 
 # ---------------------------------------------------------------- metric
@@ -298,6 +356,22 @@ def test_init_fine_tunes_from_a_checkpoint(synth, tmp_path):
                           **{**common, "model_kwargs": {"width": 16}}))  # fmt: skip
 
 
+def test_init_grows_a_model_with_new_blocks(synth, tmp_path, capsys):
+    """--init into a ddrnet23s with `detail`: the shared weights load, the new block starts fresh
+    (and is named); weights the target has no place for are still refused."""
+    tiny = {"planes": 8, "highres": 16, "spp": 16, "head": 16}
+    common = dict(data=str(synth), batch=8, crop=(96, 128), progress=False, seed=5, val_split="none", epochs=1)
+    plain = train(TrainConfig(model="ddrnet23s", out=str(tmp_path / "a"), model_kwargs=tiny, **common))
+    grown = train(TrainConfig(model="ddrnet23s", out=str(tmp_path / "b"), lr=1e-12, init=str(plain),
+                              model_kwargs={**tiny, "detail": True}, **common))  # fmt: skip
+    assert "start fresh (detail)" in capsys.readouterr().out
+    a, b = load_raw(plain)["state_dict"], load_raw(grown)["state_dict"]
+    assert torch.allclose(a["stem.0.0.weight"], b["stem.0.0.weight"], atol=1e-6)
+    assert "detail.out.weight" in b and "detail.out.weight" not in a
+    with pytest.raises(RoadsegError, match="unexpected"):
+        train(TrainConfig(model="ddrnet23s", out=str(tmp_path / "c"), init=str(grown), model_kwargs=tiny, **common))
+
+
 # ---------------------------------------------------------------- CLI contract
 
 
@@ -313,6 +387,8 @@ def test_cli_usage_and_user_errors(tmp_path):
     r = _cli("train", "--model", "nope", "--data", str(tmp_path))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     r = _cli("train", "--model", "fcn", "--data", "x", "--ema", "1.5")
+    assert r.returncode == 2 and "between 0 and 1" in r.stderr
+    r = _cli("train", "--model", "fcn", "--data", "x", "--paste", "1.5")
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
 
 

@@ -116,12 +116,15 @@ def load_raw(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
+def check_state_dict(model: nn.Module, state: dict, source: str, allow_missing: bool = False) -> list[str]:
+    """Refuse weights that do not fit `model` or hold NaN/Inf. With `allow_missing` (growing a
+    model with --init: new blocks keep their fresh initialisation) keys the model has and `state`
+    lacks are allowed and returned; unexpected or mis-shaped keys are always refused."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
     shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or extra or shape:
+    if (missing and not allow_missing) or extra or shape:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", extra), ("mis-shaped", shape)):
             if keys:
@@ -130,6 +133,7 @@ def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
     for k, v in state.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise RoadsegError(f"{source}: weight '{k}' holds NaN or Inf; the training diverged: use an earlier checkpoint")
+    return missing
 
 
 def _build(name: str, num_classes: int, kwargs: dict, src: str) -> nn.Module:

@@ -73,6 +73,8 @@ class TrainConfig:
     stop_after: int | None = None  # end this invocation after N epochs (resume later with --resume)
     init: str | None = None  # start from this checkpoint's weights (path or bundled name), fresh optimizer
     ema: float | None = None  # decay of the weights' exponential moving average, per step (e.g. 0.999)
+    paste: float = 0.0  # probability of a class paste per training sample
+    paste_classes: str = "rare"  # rare (< 2% of training pixels) | comma-separated class indices
     model_kwargs: dict = field(default_factory=dict)
     progress: bool = True
 
@@ -84,17 +86,38 @@ def _distributed() -> tuple[int, int, int]:
     return world, rank, local
 
 
+RARE_SHARE = 0.02  # --paste-classes rare: classes under 2% of the labelled training pixels
+
+
+def _pixel_shares(ds: SegDataset) -> np.ndarray:
+    """Each class's share of the labelled (not ignored) pixels of the split."""
+    counts = np.zeros(ds.num_classes, np.int64)
+    for i in range(len(ds)):
+        m = ds.read(i)[1]
+        counts += np.bincount(m[m < ds.num_classes].ravel(), minlength=ds.num_classes)[: ds.num_classes]
+    return counts / max(counts.sum(), 1)
+
+
+def _paste_classes(spec: str, ds: SegDataset) -> tuple[int, ...]:
+    if spec == "rare":
+        shares = _pixel_shares(ds)
+        return tuple(int(c) for c in np.flatnonzero((shares > 0) & (shares < RARE_SHARE)))
+    try:
+        classes = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        raise RoadsegError(f"--paste-classes {spec!r}: give 'rare' or comma-separated class indices") from None
+    bad = [c for c in classes if not 0 <= c < ds.num_classes]
+    if bad:
+        raise RoadsegError(f"--paste-classes: {bad} are not class indices 0..{ds.num_classes - 1}")
+    return classes
+
+
 def _class_weights(spec: str, ds: SegDataset) -> torch.Tensor | None:
     if spec == "none":
         return None
     if spec == "auto":
         # ENet weighting 1/ln(1.02 + p): rare classes (pedestrians, bicyclists) count more
-        counts = np.zeros(ds.num_classes, np.int64)
-        for i in range(len(ds)):
-            m = ds.read(i)[1]
-            counts += np.bincount(m[m < ds.num_classes].ravel(), minlength=ds.num_classes)[: ds.num_classes]
-        p = counts / max(counts.sum(), 1)
-        return torch.tensor(1.0 / np.log(1.02 + p), dtype=torch.float32)
+        return torch.tensor(1.0 / np.log(1.02 + _pixel_shares(ds)), dtype=torch.float32)
     try:
         w = [float(v) for v in spec.split(",")]
     except ValueError:
@@ -199,8 +222,11 @@ def train(cfg: TrainConfig) -> Path:
             raise RoadsegError(f"{out}: output folder is not writable; choose another --out")
     _seed_all(cfg.seed)
 
-    aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale))  # type: ignore[arg-type]
     train_ds = load_dataset(cfg.data, cfg.dataset, cfg.train_split, skip_bad=cfg.skip_bad, cache=True)
+    pasted = _paste_classes(cfg.paste_classes, train_ds) if cfg.paste > 0 else ()
+    if cfg.paste > 0 and (not pasted or len(train_ds) < 2):
+        raise RoadsegError(f"{cfg.data}: --paste needs at least 2 training frames and one class to paste (got {pasted or 'none'}); drop --paste")
+    aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale), paste=cfg.paste, paste_classes=pasted)  # type: ignore[arg-type]
     val_ds = None
     if cfg.val_split != "none":
         val_ds = load_dataset(cfg.data, cfg.dataset, cfg.val_split, skip_bad=cfg.skip_bad, cache=True)
@@ -211,7 +237,9 @@ def train(cfg: TrainConfig) -> Path:
         name=f"{cfg.model}_{info.name}", arch=cfg.model, classes=info.classes, palette=info.palette,
         ignore_index=info.ignore_index, input_size=imgsz, dataset=info.name,  # type: ignore[arg-type]
     )  # fmt: skip
-    train_ds.transform = TrainTransform(aug, card.mean, card.std, info.ignore_index, cfg.seed)
+    train_ds.transform = TrainTransform(aug, card.mean, card.std, info.ignore_index, cfg.seed, pool=train_ds)
+    if main_proc and pasted:
+        print(f"class paste (p={cfg.paste}): {', '.join(info.classes[c] for c in pasted)}")
     if main_proc and (train_ds.skipped or (val_ds and val_ds.skipped)):
         n = len(train_ds.skipped) + (len(val_ds.skipped) if val_ds else 0)
         print(f"skipped {n} bad samples (--skip-bad); first: {(train_ds.skipped or val_ds.skipped)[0]}")  # type: ignore[union-attr]
@@ -336,13 +364,20 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
-    """--init: the weights of another checkpoint of the same architecture and classes."""
+    """--init: the weights of another checkpoint of the same architecture and classes. The model
+    may have blocks the checkpoint lacks (e.g. ddrnet23s grown with `detail`): they keep their
+    initialisation and are named; weights the model has no place for, or of another shape, fail."""
     ck = load_raw(cfg.init)  # type: ignore[arg-type]
     src = str(resolve(cfg.init))  # type: ignore[arg-type]
     if ck["model"].get("name") != cfg.model:
         raise RoadsegError(f"{src}: --init checkpoint is a '{ck['model'].get('name')}', not a '{cfg.model}'; pass --model {ck['model'].get('name')}")
-    check_state_dict(model, ck["state_dict"], src)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+    fresh = check_state_dict(model, ck["state_dict"], src, allow_missing=True)
+    if len(fresh) == len(model.state_dict()):
+        raise RoadsegError(f"{src}: --init checkpoint shares no weights with this '{cfg.model}'; check --model-kwargs")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}, strict=False)
+    if fresh:
+        blocks = sorted({k.split(".")[0] for k in fresh})
+        print(f"--init {src}: {len(fresh)} tensors of blocks it lacks start fresh ({', '.join(blocks[:4])}{', ...' if len(blocks) > 4 else ''})")
 
 
 def _jsonable(d: dict) -> dict:

@@ -1,14 +1,17 @@
 """Training augmentations on numpy arrays (OpenCV), seeded per (seed, epoch, index) so a run is
 reproducible whatever the number of loader workers.
 
-Random scale, crop padded with the ignore index (the image with the mean colour, which becomes 0
-after normalisation), horizontal flip and photometric jitter; then normalisation to a CHW float
-array with the model card's mean/std.
+Optional class paste first (the pixels of rare classes cut from another training frame and pasted
+at the same place, ClassMix-style, Olsson et al. 2021), then random scale, crop padded with the
+ignore index (the image with the mean colour, which becomes 0 after normalisation), horizontal flip
+and photometric jitter; then normalisation to a CHW float array with the model card's mean/std.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -21,6 +24,36 @@ class AugmentConfig:
     flip: bool = True
     jitter: float = 0.3  # brightness/contrast/saturation strength, 0 disables
     hue: float = 0.05  # fraction of the hue circle
+    paste: float = 0.0  # probability of pasting rare-class pixels from another frame
+    paste_classes: tuple[int, ...] = ()
+
+
+class Pool(Protocol):
+    """Where pasted pixels come from: the training set's untransformed (image, mask) pairs."""
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def __len__(self) -> int: ...
+
+
+def paste_classes(img: np.ndarray, mask: np.ndarray, src_img: np.ndarray, src_mask: np.ndarray,
+                  classes: Sequence[int], flip: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Copy the pixels of `classes` from (src_img, src_mask) onto (img, mask) at the same place.
+
+    Driving frames share a viewpoint, so a pole or pedestrian pasted where it stood in another
+    frame stays plausible (on the pavement, at a plausible size). The source is resized to the
+    target's size (nearest for labels) and optionally mirrored first."""
+    h, w = mask.shape
+    if src_mask.shape != (h, w):
+        src_img = cv2.resize(src_img, (w, h), interpolation=cv2.INTER_LINEAR)
+        src_mask = cv2.resize(src_mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    if flip:
+        src_img, src_mask = src_img[:, ::-1], src_mask[:, ::-1]
+    sel = np.isin(src_mask, np.asarray(classes, dtype=src_mask.dtype))
+    if not sel.any():
+        return img, mask
+    img, mask = img.copy(), mask.copy()
+    img[sel], mask[sel] = src_img[sel], src_mask[sel]
+    return img, mask
 
 
 def normalize(img_rgb: np.ndarray, mean, std) -> np.ndarray:
@@ -50,8 +83,10 @@ def photometric(img: np.ndarray, rng: np.random.Generator, strength: float, hue:
 class TrainTransform:
     """Augment + normalise. Call `set_epoch(e)` each epoch so the random stream changes."""
 
-    def __init__(self, cfg: AugmentConfig, mean, std, ignore_index: int, seed: int = 0):
-        self.cfg, self.mean, self.std, self.ignore, self.seed = cfg, mean, std, ignore_index, seed
+    def __init__(self, cfg: AugmentConfig, mean, std, ignore_index: int, seed: int = 0, pool: Pool | None = None):
+        if cfg.paste > 0 and (pool is None or not cfg.paste_classes):
+            raise ValueError("class paste needs a pool of training frames and the classes to paste")
+        self.cfg, self.mean, self.std, self.ignore, self.seed, self.pool = cfg, mean, std, ignore_index, seed, pool
         self.epoch = 0
         self.fill = tuple(int(round(m * 255)) for m in mean)
 
@@ -61,6 +96,11 @@ class TrainTransform:
     def __call__(self, img: np.ndarray, mask: np.ndarray, index: int):
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        if cfg.paste > 0 and rng.random() < cfg.paste:  # draws nothing when off: old runs replay
+            other = int(rng.integers(0, len(self.pool) - 1))  # type: ignore[arg-type]
+            other += other >= index  # never the frame itself
+            src_img, src_mask = self.pool.read(other)  # type: ignore[union-attr]
+            img, mask = paste_classes(img, mask, src_img, src_mask, cfg.paste_classes, bool(rng.random() < 0.5))
         s = rng.uniform(*cfg.scale)
         h, w = mask.shape
         nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))

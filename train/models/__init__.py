@@ -29,7 +29,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 DESCRIPTIONS: dict[str, str] = {
-    "ddrnet23s": "DDRNet-23-slim: dual-resolution real-time net, dense 3x3 convs (INT8-friendly)",
+    "ddrnet23s": "DDRNet-23-slim: dual-resolution real-time net, dense 3x3 convs (INT8-friendly); option detail=true",
     "fastscnn": "Fast-SCNN: depthwise two-branch net, ~1.1M params, fastest on CPU (export-safe pyramid pooling)",
     "fcn": "FCN-8s on a small ResNet-like backbone: the baseline (score fusion at strides 8/16/32)",
     "unet": "U-Net, bilinear decoder; option attention=se|cbam|nonlocal|danet",
