@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,7 +86,17 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     else:
         net_in, net_out = _net_boundary(g)
     net = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(net_in, net_out)
-    net16 = float16.convert_float_to_float16(net, keep_io_types=True, op_block_list=FP16_BLOCK_OPS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net16 = float16.convert_float_to_float16(net, keep_io_types=True, op_block_list=FP16_BLOCK_OPS)
+    # the converter warns once per tensor whose values it clamps to FP16's range (|x| under 1e-7
+    # or over 65504): dozens of lines for any trained net. One line says the same.
+    clamped = [w for w in caught if "will be truncated to" in str(w.message)]
+    for w in caught:
+        if w not in clamped:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if clamped:
+        warnings.warn(f"fp16: the converter clamped weights to FP16's range (|x| < 1e-7 or > 65504) in {len(clamped)} places", stacklevel=2)
     if raw:
         net16.metadata_props.extend(model.metadata_props)
         return net16

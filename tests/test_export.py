@@ -264,3 +264,28 @@ def test_int8_activation_types(tiny_export, labelled):
     assert int8_activations(ExportOptions(model="m", to="engine")) == "s8"
     with pytest.raises(UsageError, match="TensorRT takes symmetric INT8"):
         int8_activations(ExportOptions(model="m", to="engine", int8_activations="u8"))
+
+
+def test_fp16_clamping_is_one_warning():
+    """The FP16 converter warns once per clamped tensor; export says it once."""
+    import warnings
+
+    from onnx import numpy_helper
+
+    from roadseg.export.precision import to_fp16
+
+    from conftest import hand_onnx
+
+    model = onnx.load_from_string(hand_onnx(None, "raw"))
+    w = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w.flat[:2] = [1e-9, -1e-9]  # under FP16's smallest value: clamped to +-1e-7
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, model.graph.initializer[0].name))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        half = to_fp16(model)
+    texts = [str(c.message) for c in caught]
+    assert not [t for t in texts if "will be truncated" in t]
+    assert [t for t in texts if t.startswith("fp16: the converter clamped")] == [
+        "fp16: the converter clamped weights to FP16's range (|x| < 1e-7 or > 65504) in 2 places"
+    ]
+    assert numpy_helper.to_array(half.graph.initializer[0]).dtype == np.float16
