@@ -86,9 +86,9 @@ class DetailRefine(nn.Module):
 
 class DDRNet(nn.Module):
     """DDRNet-23 family. `planes=32, highres=64` is DDRNet-23-slim; smaller values trade accuracy
-    for CPU latency. `detail=True` adds the stride-4 refinement (DetailRefine) before the
-    classifier. In training mode it returns (main, aux) logits, in eval mode main only, both at the
-    input resolution."""
+    for CPU latency. `detail=True` refines the head's 1/8 logits at 1/4 (DetailRefine) before the
+    final upsampling. In training mode it returns (main, aux) logits, in eval mode main only, both
+    at the input resolution."""
 
     def __init__(
         self,
