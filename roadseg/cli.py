@@ -77,7 +77,7 @@ def _add_train(sub) -> None:
     p.add_argument("--train-split", default="train", help="training split name (default train)")
     p.add_argument("--val-split", default="val", help="validation split name, or none (default val)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="train in FP32 (default: mixed precision on CUDA, and bfloat16 on CPUs with native bf16)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")

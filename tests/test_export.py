@@ -270,11 +270,10 @@ def test_fp16_clamping_is_one_warning():
     """The FP16 converter warns once per clamped tensor; export says it once."""
     import warnings
 
+    from conftest import hand_onnx
     from onnx import numpy_helper
 
     from roadseg.export.precision import to_fp16
-
-    from conftest import hand_onnx
 
     model = onnx.load_from_string(hand_onnx(None, "raw"))
     w = numpy_helper.to_array(model.graph.initializer[0]).copy()

@@ -3,6 +3,7 @@ independent implementation, a learning test on synthetic scenes, the CLI's error
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,11 +18,12 @@ from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError
 from roadseg.runtime.metrics import ConfusionMatrix
 from roadseg.runtime.synthetic import make_dataset, make_scene
+from roadseg.train import trainer
 from roadseg.train.checkpoint import atomic_save, load_model, load_raw, make_checkpoint, strip
 from roadseg.train.data import AugmentConfig, TrainTransform, load_dataset
 from roadseg.train.data.transforms import paste_classes
 from roadseg.train.models import build
-from roadseg.train.trainer import RARE_SHARE, TrainConfig, _paste_classes, train
+from roadseg.train.trainer import RARE_SHARE, TrainConfig, _amp_dtype, _paste_classes, train
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"
 SIZE = (96, 128)
@@ -337,6 +339,51 @@ def test_ema_is_what_is_saved_and_resumes_exactly(synth, tmp_path):
     train(TrainConfig(out=str(tmp_path / "c"), epochs=2, **{**common, "ema": None}))
     plain = load_raw(tmp_path / "c" / "last.pt")
     assert torch.allclose(plain["state_dict"][w], raw[w], atol=1e-5), "--ema changed the training trajectory"
+
+
+def _native_bf16(monkeypatch, native: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_dtype_per_device(monkeypatch, native):
+    """bf16 autocast on CPU only where the CPU has native bf16 (emulated bf16 is slower than FP32);
+    float16 on CUDA; --no-amp always FP32."""
+    _native_bf16(monkeypatch, native)
+    assert _amp_dtype("cpu", True) == (torch.bfloat16 if native else None)
+    assert _amp_dtype("cpu", False) is None
+    assert _amp_dtype("cuda:0", True) is torch.float16
+    assert _amp_dtype("cuda", False) is None
+
+
+def test_cpu_bf16_training_runs_convs_in_bf16_and_learns_like_fp32(synth, tmp_path, monkeypatch, capsys):
+    """With mixed precision on a bf16 CPU the convolutions really run in bfloat16 (seen by a hook),
+    the loss stays FP32 and the run learns as FP32 does; --no-amp keeps every conv in FP32."""
+    _native_bf16(monkeypatch, True)
+    seen: dict[bool, set] = {True: set(), False: set()}
+    amp = [True]
+
+    def spying_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda m, i, o: seen[amp[0]].add(o.dtype) if m.training else None)
+        return model
+
+    monkeypatch.setattr(trainer, "build", spying_build)
+    common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False,
+                  seed=5, epochs=3, val_every=3)  # fmt: skip
+    losses = {}
+    for on in (True, False):
+        amp[0] = on
+        best = train(TrainConfig(out=str(tmp_path / str(on)), amp=on, **common))
+        log = (tmp_path / str(on) / "log.jsonl").read_text().splitlines()
+        losses[on] = [json.loads(line)["loss"] for line in log]
+        assert load_raw(best)["metrics"]["val_miou"] > 0.05
+    assert seen == {True: {torch.bfloat16}, False: {torch.float32}}
+    assert "mixed precision: bfloat16 autocast on cpu" in capsys.readouterr().out
+    assert losses[True][-1] < losses[True][0]  # it learns
+    assert losses[True][-1] == pytest.approx(losses[False][-1], rel=0.1), losses
 
 
 def test_init_fine_tunes_from_a_checkpoint(synth, tmp_path):

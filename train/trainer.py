@@ -67,7 +67,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"  # "none" trains without validation
     device: str = "auto"
-    amp: bool = True  # used on CUDA only
+    amp: bool = True  # mixed precision: fp16 on CUDA, bfloat16 on CPUs with native bf16 (see _amp_dtype)
     skip_bad: bool = False
     resume: bool = False
     stop_after: int | None = None  # end this invocation after N epochs (resume later with --resume)
@@ -137,6 +137,7 @@ class SegLoss(nn.Module):
         self.register_buffer("weight", weight if weight is not None else torch.empty(0))
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()  # under autocast: softmax and the OHEM threshold in FP32
         w = self.weight if self.weight.numel() else None
         if not self.ohem:
             return F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore)
@@ -157,6 +158,21 @@ class SegLoss(nn.Module):
             return self._ce(outputs, target)
         main, *aux = outputs
         return self._ce(main, target) + sum(self.aux_weight * self._ce(a, target) for a in aux)
+
+
+def _amp_dtype(device: str, enabled: bool) -> torch.dtype | None:
+    """The autocast dtype, or None for FP32. CUDA: float16 with a GradScaler. CPU: bfloat16, but
+    only where the CPU computes it natively (AVX512-BF16 or AMX, e.g. AMD Zen 4, Intel Sapphire
+    Rapids): there oneDNN's bf16 convolutions about halve a training step (2.9 s -> 1.4 s for
+    ddrnet23s, batch 8 at 416x576, on this project's 2-core EPYC), while on older CPUs bf16 is
+    emulated and slower than FP32. bf16 has FP32's range, so it needs no loss scaling."""
+    if not enabled:
+        return None
+    if device.startswith("cuda"):
+        return torch.float16
+    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        return torch.bfloat16
+    return None
 
 
 def _lr_factor(cfg: TrainConfig, it: int, total: int) -> float:
@@ -254,8 +270,11 @@ def train(cfg: TrainConfig) -> Path:
         _load_init(model, cfg)
     opt = _make_optimizer(cfg, model)
     crit = SegLoss(info.ignore_index, _class_weights(cfg.class_weights, train_ds), cfg.ohem, cfg.aux_weight).to(device)
-    use_amp = cfg.amp and device.startswith("cuda")
+    amp_dtype = _amp_dtype(device, cfg.amp)
+    use_amp = amp_dtype is torch.float16  # the GradScaler: CUDA float16 only
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if main_proc and amp_dtype is not None:
+        print(f"mixed precision: {str(amp_dtype).removeprefix('torch.')} autocast on {device} (--no-amp trains in FP32)")
 
     start_epoch, best, step, ema_state = 0, -1.0, 0, None
     last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
@@ -316,7 +335,7 @@ def train(cfg: TrainConfig) -> Path:
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * f
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = crit(ddp_model(x), y)
             if not torch.isfinite(loss):
                 raise RoadsegError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr or resume from {last_path}")
