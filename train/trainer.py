@@ -271,8 +271,8 @@ def train(cfg: TrainConfig) -> Path:
     opt = _make_optimizer(cfg, model)
     crit = SegLoss(info.ignore_index, _class_weights(cfg.class_weights, train_ds), cfg.ohem, cfg.aux_weight).to(device)
     amp_dtype = _amp_dtype(device, cfg.amp)
-    use_amp = amp_dtype is torch.float16  # the GradScaler: CUDA float16 only
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    use_scaler = amp_dtype is torch.float16  # loss scaling: CUDA float16 only (bf16 needs none)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     if main_proc and amp_dtype is not None:
         print(f"mixed precision: {str(amp_dtype).removeprefix('torch.')} autocast on {device} (--no-amp trains in FP32)")
 
@@ -294,7 +294,7 @@ def train(cfg: TrainConfig) -> Path:
         model.load_state_dict(raw)
         ema_state = st.get("ema")  # absent when --ema was added on resume: the average starts here
         opt.load_state_dict(st["optimizer"])
-        if "scaler" in st and use_amp:
+        if "scaler" in st and use_scaler:
             scaler.load_state_dict(st["scaler"])
         start_epoch, best, step = int(st["epoch"]) + 1, float(st["best_miou"]), int(st["step"])
         torch.set_rng_state(st["torch_rng"])
@@ -361,7 +361,7 @@ def train(cfg: TrainConfig) -> Path:
             record["time_s"] = round(time.time() - t0, 2)
             state = {"optimizer": opt.state_dict(), "epoch": epoch, "best_miou": max(best, metrics.get("val_miou", -1.0)),
                      "step": step, "torch_rng": torch.get_rng_state(), "config": _jsonable(asdict(cfg))}  # fmt: skip
-            if use_amp:
+            if use_scaler:
                 state["scaler"] = scaler.state_dict()
             if ema is not None:
                 state["ema"] = ema.state_dict()
