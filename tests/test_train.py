@@ -312,15 +312,26 @@ def test_tiny_model_learns_synthetic_scenes(synth, tmp_path):
     assert (tmp_path / "run" / "log.jsonl").read_text().count("\n") == 25
 
 
-def test_seeded_training_is_reproducible_and_resumes(synth, tmp_path):
+def test_seeded_training_is_reproducible_and_resumes(synth, tmp_path, capsys):
     common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False, seed=5)
     a = train(TrainConfig(out=str(tmp_path / "a"), epochs=2, **common))
     b = train(TrainConfig(out=str(tmp_path / "b"), epochs=2, stop_after=1, **common))
-    b = train(TrainConfig(out=str(tmp_path / "b"), epochs=2, resume=True, **common))
+    capsys.readouterr()
+    b = train(TrainConfig(out=str(tmp_path / "b"), epochs=2, resume=True, workers=1, **common))
+    assert "changes the run's settings" not in capsys.readouterr().out  # the same run (workers change nothing)
     sa = load_raw(tmp_path / "a" / "last.pt")["state_dict"]
     sb = load_raw(tmp_path / "b" / "last.pt")["state_dict"]
     assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-5) for k in sa)
     assert a.exists() and b.exists()
+    # a loader worker augments each epoch anew, exactly as the main process does: the same weights
+    train(TrainConfig(out=str(tmp_path / "w"), epochs=2, workers=1, **common))
+    sw = load_raw(tmp_path / "w" / "last.pt")["state_dict"]
+    assert all(torch.allclose(sa[k].float(), sw[k].float(), atol=1e-5) for k in sa)
+    # every setting comes from the command line: a resume that changes one says so, and --init is unused
+    train(TrainConfig(out=str(tmp_path / "b"), epochs=3, resume=True, lr=0.02, init=str(a), **common))
+    out = capsys.readouterr().out
+    assert "--resume: this command changes the run's settings (epochs 2 -> 3; lr 0.01 -> 0.02)" in out
+    assert f"--init {a} is not used" in out
 
 
 def test_ema_is_what_is_saved_and_resumes_exactly(synth, tmp_path):
@@ -401,6 +412,10 @@ def test_init_fine_tunes_from_a_checkpoint(synth, tmp_path):
     with pytest.raises(RoadsegError, match="do not fit"):
         train(TrainConfig(model="fcn", out=str(tmp_path / "d"), epochs=1, val_split="none", init=str(first),
                           **{**common, "model_kwargs": {"width": 16}}))  # fmt: skip
+    other = a | {"card": a["card"] | {"classes": ["Road", *a["card"]["classes"][1:]]}}  # same count, other names
+    atomic_save(other, tmp_path / "other.pt")
+    with pytest.raises(RoadsegError, match="other.pt: --init checkpoint predicts .* classes \\(Road, .*the same classes in the same order"):
+        train(TrainConfig(model="fcn", out=str(tmp_path / "e"), epochs=1, val_split="none", init=str(tmp_path / "other.pt"), **common))
 
 
 def test_init_grows_a_model_with_new_blocks(synth, tmp_path, capsys):

@@ -129,7 +129,7 @@ def check_state_dict(model: nn.Module, state: dict, source: str, allow_missing: 
         for label, keys in (("missing", missing), ("unexpected", extra), ("mis-shaped", shape)):
             if keys:
                 parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
-        raise RoadsegError(f"{source}: weights do not fit the model: {', '.join(parts)}; was it trained with another model or --num-classes?")
+        raise RoadsegError(f"{source}: weights do not fit the model: {', '.join(parts)}; was it trained as another model, with other --model-kwargs or another number of classes?")
     for k, v in state.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise RoadsegError(f"{source}: weight '{k}' holds NaN or Inf; the training diverged: use an earlier checkpoint")

@@ -267,7 +267,9 @@ def train(cfg: TrainConfig) -> Path:
     if world > 1 and device.startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.init and not cfg.resume:
-        _load_init(model, cfg)
+        _load_init(model, cfg, info.classes)
+    elif cfg.init and main_proc:
+        print(f"--init {cfg.init} is not used: --resume continues from the run's own last.pt")
     opt = _make_optimizer(cfg, model)
     crit = SegLoss(info.ignore_index, _class_weights(cfg.class_weights, train_ds), cfg.ohem, cfg.aux_weight).to(device)
     amp_dtype = _amp_dtype(device, cfg.amp)
@@ -300,6 +302,9 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(st["torch_rng"])
         if main_proc:
             print(f"resuming {last_path} at epoch {start_epoch + 1}/{cfg.epochs} (best val mIoU {best:.4f})")
+            changed = _changed_settings(st.get("config", {}), cfg)
+            if changed:
+                print(f"--resume: this command changes the run's settings ({'; '.join(changed)}); the new values apply")
 
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     if ema is not None and ema_state is not None:
@@ -311,8 +316,11 @@ def train(cfg: TrainConfig) -> Path:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     else:
         sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
+    # workers are started anew each epoch (not persistent): each gets the dataset as it is then, with
+    # the transform's set_epoch applied. Persistent workers keep their first copy, so every epoch
+    # would replay epoch 0's augmentation of each frame (runs before this fix did exactly that).
     loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers, drop_last=True,
-                        pin_memory=device.startswith("cuda"), persistent_workers=cfg.workers > 0)  # fmt: skip
+                        pin_memory=device.startswith("cuda"), persistent_workers=False)  # fmt: skip
     iters = len(loader)
     if iters == 0:
         raise RoadsegError(f"{cfg.data}: {len(train_ds)} training samples are fewer than one batch of {cfg.batch}; lower --batch")
@@ -382,7 +390,18 @@ def train(cfg: TrainConfig) -> Path:
     return best_path if best_path.is_file() else last_path
 
 
-def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
+# settings that do not change what a resumed run computes (or only where it writes and shows)
+_RESUME_NEUTRAL = {"resume", "stop_after", "progress", "init", "workers", "device", "out", "data"}
+
+
+def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
+    """`name old -> new` for each setting a --resume command changes against the run's saved config:
+    every setting comes from the command line, so a flag left out silently takes its default."""
+    now = _jsonable(asdict(cfg))
+    return [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and k not in _RESUME_NEUTRAL and saved[k] != now[k]]
+
+
+def _load_init(model: nn.Module, cfg: TrainConfig, classes: list[str]) -> None:
     """--init: the weights of another checkpoint of the same architecture and classes. The model
     may have blocks the checkpoint lacks (e.g. ddrnet23s grown with `detail`): they keep their
     initialisation and are named; weights the model has no place for, or of another shape, fail."""
@@ -390,6 +409,10 @@ def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
     src = str(resolve(cfg.init))  # type: ignore[arg-type]
     if ck["model"].get("name") != cfg.model:
         raise RoadsegError(f"{src}: --init checkpoint is a '{ck['model'].get('name')}', not a '{cfg.model}'; pass --model {ck['model'].get('name')}")
+    theirs = list(ck["card"].get("classes", []))
+    if theirs != list(classes):
+        raise RoadsegError(f"{src}: --init checkpoint predicts {len(theirs)} classes ({', '.join(theirs[:3])}, ...), the dataset "
+                           f"has {len(classes)} ({', '.join(classes[:3])}, ...); --init needs the same classes in the same order")  # fmt: skip
     fresh = check_state_dict(model, ck["state_dict"], src, allow_missing=True)
     if len(fresh) == len(model.state_dict()):
         raise RoadsegError(f"{src}: --init checkpoint shares no weights with this '{cfg.model}'; check --model-kwargs")
