@@ -147,7 +147,7 @@ def export(opts: ExportOptions) -> Path:
     if proto is not None:
         if opts.to == "onnx":
             raise UsageError(f"{src}: is already ONNX; export from the checkpoint, or use --to engine|triton")
-        _check_onnx_options(opts, src_spec, src)
+        _check_onnx_options(opts, src_spec, src, proto)
         return _from_onnx(opts, card, src_spec, src, proto)
     opts.precision = opts.precision or "fp32"
     if opts.imgsz:
@@ -195,10 +195,14 @@ def export(opts: ExportOptions) -> Path:
     return _from_onnx(opts, card, spec, None, model)
 
 
+def _for_tensorrt(opts: ExportOptions) -> bool:
+    return opts.to == "engine" or (opts.to == "triton" and opts.triton_platform == "tensorrt")
+
+
 def int8_activations(opts: ExportOptions) -> str:
     """TensorRT consumes only symmetric INT8 Q/DQ; ONNX Runtime's x86 kernels are fastest with
     asymmetric UINT8 activations (U8S8). auto picks by target."""
-    tensorrt = opts.to == "engine" or (opts.to == "triton" and opts.triton_platform == "tensorrt")
+    tensorrt = _for_tensorrt(opts)
     if opts.int8_activations == "auto":
         return "s8" if tensorrt else "u8"
     if tensorrt and opts.int8_activations != "s8":
@@ -206,9 +210,12 @@ def int8_activations(opts: ExportOptions) -> str:
     return opts.int8_activations
 
 
-def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path) -> None:
-    """An ONNX file already fixes precision, sizes, batch and pre/post: options that would change
-    them cannot apply, and are refused rather than silently ignored."""
+def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path, proto: onnx.ModelProto) -> None:
+    """An ONNX file already fixes precision, sizes, batch, pre/post and the INT8 activation type:
+    options that would change them cannot apply, and are refused rather than silently ignored."""
+    from .precision import int8_activation_type
+
+    acts = int8_activation_type(proto) if spec.precision == "int8" else None
     given = {
         "--precision": opts.precision is not None and opts.precision != spec.precision,
         "--frame-size": opts.frame_size is not None and tuple(opts.frame_size) != tuple(spec.frame_size or ()),
@@ -218,11 +225,15 @@ def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path) -> None
         "--raw": opts.raw and not spec.raw,
         "--calib": opts.calib is not None,
         "--verify": opts.verify is not None,
+        "--int8-activations": opts.int8_activations != "auto" and opts.int8_activations != acts,
     }
     bad = [k for k, v in given.items() if v]
     if bad:
-        raise UsageError(f"{src}: {', '.join(bad)} cannot change an exported ONNX ({spec.precision}, "
+        raise UsageError(f"{src}: {', '.join(bad)} cannot change an exported ONNX ({spec.precision}{f' {acts}' if acts else ''}, "
                          f"{'dynamic' if spec.dynamic else spec.frame_size}); export from the checkpoint with these options")  # fmt: skip
+    if _for_tensorrt(opts) and acts == "u8":
+        raise UsageError(f"{src}: its INT8 activations are asymmetric uint8 (ONNX Runtime's CPU form) and TensorRT takes "
+                         "symmetric INT8 only; export from the checkpoint with --to engine, or with --int8-activations s8")  # fmt: skip
 
 
 def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict,

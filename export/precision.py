@@ -133,6 +133,24 @@ class _FrameReader:
 INT8_ACTIVATIONS = ("u8", "s8")
 
 
+def activation_zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
+    """The zero points of the graph's QuantizeLinear nodes. Weights are stored already quantised
+    (int8 initializers feeding DequantizeLinear), so every QuantizeLinear quantises an activation."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    return [numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]  # fmt: skip
+
+
+def int8_activation_type(model: onnx.ModelProto) -> str | None:
+    """"u8" or "s8" for a Q/DQ graph (u8 if any activation is asymmetric uint8), None without Q/DQ."""
+    zps = activation_zero_points(model)
+    if not zps:
+        return None
+    return "u8" if any(z.dtype == np.uint8 for z in zps) else "s8"
+
+
 def to_int8(model: onnx.ModelProto, frames: Sequence[np.ndarray], method: str = "minmax", progress: bool = True,
             activations: str = "u8") -> onnx.ModelProto:  # fmt: skip
     """Static PTQ with explicit Q/DQ. `frames`: uint8 [H,W,3] BGR calibration frames at the graph's size;

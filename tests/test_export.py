@@ -243,27 +243,28 @@ def test_unlabelled_frames_are_read_as_the_runtime_reads_them(tmp_path):
 
 def test_int8_activation_types(tiny_export, labelled):
     """u8 (default for ONNX): asymmetric uint8 activations, ONNX Runtime's fast CPU path; s8:
-    symmetric int8 (zero point 0), the only form TensorRT consumes."""
-    from onnx import numpy_helper
-
+    symmetric int8 (zero point 0), the only form TensorRT consumes. A u8 file given to the engine
+    or TensorRT-Triton path is refused before any TensorRT call, as is an --int8-activations that
+    would change the file."""
     from roadseg.export.command import int8_activations
+    from roadseg.export.precision import activation_zero_points, int8_activation_type
 
-    def activation_zero_points(path):
-        model = onnx.load(str(path))
-        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        weights = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
-                   and inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim == 4}  # fmt: skip
-        return [inits[n.input[2]] for n in model.graph.node
-                if n.op_type == "QuantizeLinear" and n.input[0] not in weights and len(n.input) > 2]  # fmt: skip
-
-    u8 = activation_zero_points(tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8))
-    s8 = activation_zero_points(tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8,
-                                            int8_activations="s8"))  # fmt: skip
+    u8_path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8)
+    s8_path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8, int8_activations="s8")
+    u8, s8 = activation_zero_points(onnx.load(str(u8_path))), activation_zero_points(onnx.load(str(s8_path)))
     assert u8 and all(z.dtype == np.uint8 for z in u8)
     assert s8 and all(z.dtype == np.int8 and int(z) == 0 for z in s8)
+    assert int8_activation_type(onnx.load(str(u8_path))) == "u8"
+    assert int8_activation_type(onnx.load(str(s8_path))) == "s8"
+    assert int8_activation_type(onnx.load(str(tiny_export(frame_size=TINY_FRAME_SIZE)))) is None
     assert int8_activations(ExportOptions(model="m", to="engine")) == "s8"
     with pytest.raises(UsageError, match="TensorRT takes symmetric INT8"):
         int8_activations(ExportOptions(model="m", to="engine", int8_activations="u8"))
+    for opts in ({"to": "engine"}, {"to": "triton", "triton_platform": "tensorrt"}):
+        with pytest.raises(UsageError, match=rf"{u8_path.name}: its INT8 activations are asymmetric uint8.*--int8-activations s8"):
+            export(ExportOptions(model=str(u8_path), progress=False, **opts))
+    with pytest.raises(UsageError, match=r"--int8-activations cannot change an exported ONNX \(int8 u8"):
+        export(ExportOptions(model=str(u8_path), to="triton", int8_activations="s8", progress=False))
 
 
 def test_fp16_clamping_is_one_warning():
