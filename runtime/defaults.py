@@ -22,9 +22,9 @@ from pathlib import Path
 from .errors import RoadsegError
 from .hashing import sha256_file
 
-DEFAULT_NAME = "default"
-# the file behind roadseg.train.checkpoint.BUNDLED["default"] (a test keeps the two in step); found
+# the names and the file of roadseg.train.checkpoint.BUNDLED (a test keeps the two in step); found
 # here without importing roadseg.train, which imports torch
+BUNDLED_NAMES = ("default", "ddrnet23s_camvid")
 DEFAULT_CHECKPOINT = "ddrnet23s_camvid.pt"
 
 
@@ -92,7 +92,8 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
 
 
 def resolve_model(model: str | os.PathLike) -> Path:
-    """`default` -> the cached default ONNX (exported on first use); anything else -> its path."""
-    if str(model) == DEFAULT_NAME and not Path(DEFAULT_NAME).exists():
+    """`default` (or its own name) -> the cached default ONNX (exported on first use); anything
+    else -> its path. A file of that name in the current folder wins."""
+    if str(model) in BUNDLED_NAMES and not Path(model).exists():
         return default_onnx()
     return Path(model)

@@ -319,6 +319,21 @@ def test_missing_provider_is_an_error_not_a_cpu_fallback(tiny_onnx, backend, pro
     assert available_backends()[backend] is not None
 
 
+def test_both_onnxruntime_wheels_get_their_own_hint(tiny_onnx, monkeypatch):
+    """`roadseg[gpu]` adds onnxruntime-gpu next to the CPU wheel; both install one module and the
+    CPU build can win: the error then names that, not the install that was already done."""
+    from roadseg.runtime.backends import ort as ort_backend
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDAExecutionProvider is installed here")
+    assert ort_backend._both_ort_wheels() is False  # this machine has the CPU wheel only
+    monkeypatch.setattr(ort_backend, "_both_ort_wheels", lambda: True)
+    with pytest.raises(MissingDependencyError, match=r"both installed .*pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"):
+        open_backend(tiny_onnx, "ort-cuda")
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in available_backends()["ort-cuda"]
+    assert ort_backend.install_hint("cpu") == "check the onnxruntime install"
+
+
 def test_provider_that_silently_falls_back_is_refused(tiny_onnx, monkeypatch):
     """onnxruntime lists CUDA but the session starts on CPU (no driver, wrong cuDNN): an error."""
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -503,7 +518,8 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 def test_default_checkpoint_name_matches_the_bundle():
     from roadseg.train.checkpoint import BUNDLED
 
-    assert BUNDLED["default"] == defaults.DEFAULT_CHECKPOINT
+    assert set(BUNDLED) == set(defaults.BUNDLED_NAMES)
+    assert set(BUNDLED.values()) == {defaults.DEFAULT_CHECKPOINT}
 
 
 def test_missing_bundled_checkpoint_is_a_clear_error(monkeypatch):
@@ -531,6 +547,7 @@ def test_default_model_exported_once_then_reused(monkeypatch, tmp_path, tiny_che
     assert defaults.default_onnx() == first
     with Segmenter("default", threads=1) as seg:  # "default" resolves to the cached file
         assert seg.model == first and seg(frames(1, (40, 64))[0]).shape == (40, 64)
+    assert defaults.resolve_model("ddrnet23s_camvid") == first  # its own name, as training commands take
 
     # the key is the checkpoint's sha256 and the roadseg version
     version = defaults._version

@@ -101,14 +101,15 @@ def _has_nvinfer() -> bool:
 
 
 def _reasons_without_model() -> dict[str, str | None]:
+    from .ort import install_hint
+
     have = _ort_providers()
-    gpu_hint = "`pip install roadseg[gpu]` (onnxruntime-gpu)"
     out: dict[str, str | None] = {}
     out["ort-cpu"] = None if "CPUExecutionProvider" in have else "onnxruntime is not installed (`pip install roadseg`)"
     driver = _has_cuda_driver()
     for name in ("ort-cuda", "ort-trt"):
         if _EP[name] not in have:
-            out[name] = f"onnxruntime has no {_EP[name]} here; {gpu_hint}"
+            out[name] = f"onnxruntime has no {_EP[name]} here; {install_hint(name.removeprefix('ort-'))}"
         elif not driver:
             out[name] = "no NVIDIA driver (libcuda) on this machine"
         elif name == "ort-trt" and not _has_nvinfer():

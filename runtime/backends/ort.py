@@ -29,11 +29,32 @@ from .base import TensorSpec, batch_chunks, check_frames, fit_frames
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GRAPH_OPT = ("disable", "basic", "extended", "all")
 INSTALL_HINT = {
-    "cuda": "install the GPU build of ONNX Runtime: `pip install roadseg[gpu]` (onnxruntime-gpu, replacing onnxruntime) "
+    "cuda": "install the GPU build of ONNX Runtime: `pip install roadseg[gpu]` (onnxruntime-gpu) "
     "with a matching CUDA 12 and cuDNN 9",
     "trt": "install the GPU build of ONNX Runtime and TensorRT: `pip install roadseg[gpu]` (onnxruntime-gpu and tensorrt) "
     "with a matching CUDA 12, cuDNN 9 and TensorRT 10 (libnvinfer on the library path)",
 }
+BOTH_WHEELS_HINT = ("onnxruntime and onnxruntime-gpu are both installed and share one `onnxruntime` module, so the CPU "
+                    "build can win: `pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")  # fmt: skip
+
+
+def _both_ort_wheels() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution("onnxruntime")
+        metadata.distribution("onnxruntime-gpu")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def install_hint(provider: str) -> str:
+    """What to do when a GPU provider is missing. roadseg depends on the CPU wheel, so `roadseg[gpu]`
+    installs both wheels, which overwrite each other's files (microsoft/onnxruntime#26996)."""
+    if provider in ("cuda", "trt") and _both_ort_wheels():
+        return BOTH_WHEELS_HINT
+    return INSTALL_HINT.get(provider, "check the onnxruntime install")
 
 
 def _graph_opt_level(ort: Any, name: str) -> Any:
@@ -99,7 +120,7 @@ class OrtBackend:
         if ep not in have:
             raise MissingDependencyError(
                 f"backend {self.name}: this onnxruntime ({ort.__version__}) has no {ep} (it has {', '.join(have)}); "
-                f"{INSTALL_HINT.get(provider, '')}"
+                f"{install_hint(provider)}"
             )
 
         so = ort.SessionOptions()
@@ -140,7 +161,7 @@ class OrtBackend:
             self.session = None
             raise MissingDependencyError(
                 f"backend {self.name}: ONNX Runtime could not start {ep} for {self.path} and fell back to {', '.join(got)}; "
-                f"{INSTALL_HINT.get(provider, 'check the onnxruntime install')}"
+                f"{install_hint(provider)}"
             )
         self.providers: list[str] = list(got)
         self.info: ModelInfo = describe_session(self.path, self.session)
