@@ -251,11 +251,12 @@ def test_int8_activation_types(tiny_export, labelled):
 
     u8_path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8)
     s8_path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=8, int8_activations="s8")
-    u8, s8 = activation_zero_points(onnx.load(str(u8_path))), activation_zero_points(onnx.load(str(s8_path)))
+    u8_model, s8_model = onnx.load(str(u8_path)), onnx.load(str(s8_path))
+    u8, s8 = activation_zero_points(u8_model), activation_zero_points(s8_model)
     assert u8 and all(z.dtype == np.uint8 for z in u8)
     assert s8 and all(z.dtype == np.int8 and int(z) == 0 for z in s8)
-    assert int8_activation_type(onnx.load(str(u8_path))) == "u8"
-    assert int8_activation_type(onnx.load(str(s8_path))) == "s8"
+    assert int8_activation_type(u8_model) == "u8"
+    assert int8_activation_type(s8_model) == "s8"
     assert int8_activation_type(onnx.load(str(tiny_export(frame_size=TINY_FRAME_SIZE)))) is None
     assert int8_activations(ExportOptions(model="m", to="engine")) == "s8"
     with pytest.raises(UsageError, match="TensorRT takes symmetric INT8"):
