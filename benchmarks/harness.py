@@ -153,6 +153,10 @@ def run_bench(cfg: BenchConfig) -> dict:
     from .variants import Variants
 
     cfg.check()
+    if cfg.source:  # a typo would otherwise show only after every export, as each row's failed end-to-end step
+        from roadseg.runtime.sources import open_source
+
+        open_source(cfg.source).close()
     names = rowreg.select(cfg.backends)
     out_dir = Path(cfg.report)
     check_writable(out_dir / "results.json")

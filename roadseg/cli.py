@@ -130,10 +130,15 @@ def _add_eval(sub) -> None:
 def _cmd_eval(a) -> int:
     import json
 
+    from roadseg.runtime.atomic import atomic_path, check_writable
     from roadseg.train.checkpoint import load_model
     from roadseg.train.data import load_dataset
-    from roadseg.train.evaluate import evaluate, format_report, write_confusion
+    from roadseg.train.evaluate import check_confusion_dir, evaluate, format_report, write_confusion
 
+    if a.confusion:  # fail on a bad output before the evaluation, not after it
+        check_confusion_dir(a.confusion)
+    if a.json:
+        check_writable(a.json)
     model, card, _ = load_model(a.model)
     ds = load_dataset(a.data, a.dataset, a.split, skip_bad=a.skip_bad)
     if ds.info.classes != card.classes:
@@ -146,9 +151,8 @@ def _cmd_eval(a) -> int:
         csv_path, png_path = write_confusion(cm, card.classes, a.confusion)
         print(f"confusion matrix: {csv_path} {png_path}")
     if a.json:
-        from pathlib import Path
-
-        Path(a.json).write_text(json.dumps(cm.summary(card.classes), indent=2))
+        with atomic_path(a.json) as tmp:
+            tmp.write_text(json.dumps(cm.summary(card.classes), indent=2))
     return 0
 
 
@@ -287,9 +291,9 @@ class _StopOnSignal:
 
 def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frames, live, verbose, threads, **kw):
     """Open the backend, run the stream under the signal handlers; (summary, exit code)."""
-    from roadseg.runtime.atomic import check_writable
     from roadseg.runtime.backends import open_backend
     from roadseg.runtime.pipeline import run_stream
+    from roadseg.runtime.sinks import check_outputs
 
     if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
@@ -298,10 +302,7 @@ def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frame
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-    if save:  # fail on an unwritable output before opening anything
-        check_writable(save)
-    if save_masks:
-        check_writable(os.path.join(save_masks, "probe.png"))
+    check_outputs(source, save, save_masks)  # fail on a bad output before opening anything (the model may export first)
     opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None}
     backend = open_backend(model, a.backend, **opts)
     if callable(kw.get("source_options")):
@@ -410,12 +411,15 @@ def _cmd_bench(a) -> int:
         frame_size=tuple(a.frame_size) if a.frame_size else None, batch=a.batch, frames=a.frames, warmup=a.warmup,
         source=a.source, data=a.data, calib=a.calib, report=a.report, threads=a.threads, progress=not a.quiet,
     )  # fmt: skip
-    run_bench(cfg)
+    doc = run_bench(cfg)
     from pathlib import Path
 
     md = Path(a.report) / "results.md"
     print(md.read_text())
     print(f"bench: wrote {', '.join(str(Path(a.report) / n) for n in ('results.json', 'results.csv', 'results.md', 'results.png'))}")
+    if not any(r["status"] == "ok" for r in doc["rows"]):
+        print("roadseg bench: error: no backend was measured; the table gives each row's reason", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -37,16 +37,17 @@ FILE_MODE = 0o666 & ~UMASK  # what open() would have given a new file
 DIR_MODE = 0o777 & ~UMASK  # what mkdir() would have given a new folder
 
 
-def check_writable(target: str | os.PathLike) -> Path:
-    """Fail early, with the fix, when the folder of `target` cannot be created or written."""
-    target = Path(target)
+def check_writable(target: str | os.PathLike, fix: str = "choose another output path") -> Path:
+    """Fail early, with `fix`, when the folder of `target` cannot be created or written. Returns
+    the target with `~` expanded (the shell leaves `--save=~/x.mp4` alone)."""
+    target = Path(target).expanduser()
     folder = target.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RoadsegError(f"{target}: cannot create folder {folder} ({e.strerror}); choose another output path") from None
+        raise RoadsegError(f"{target}: cannot create folder {folder} ({e.strerror}); {fix}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise RoadsegError(f"{target}: folder {folder} is not writable; choose another output path")
+        raise RoadsegError(f"{target}: folder {folder} is not writable; {fix}")
     if target.is_dir():
         raise RoadsegError(f"{target}: is a folder; give a file name")
     return target

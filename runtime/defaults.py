@@ -82,7 +82,7 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
         return target
     from roadseg.runtime.atomic import check_writable
 
-    check_writable(target)
+    check_writable(target, fix="set ROADSEG_CACHE to a writable folder")  # the user named no output path
     print(f"roadseg: exporting the default model to ONNX once (cached at {target})", file=sys.stderr)
     from roadseg.export.command import ExportOptions, export  # imports torch: only on a cache miss
 

@@ -48,13 +48,15 @@ def list_images(spec: str | os.PathLike, recursive: bool = False) -> list[Path] 
         if not paths:
             where = "this folder or its subfolders" if recursive else "this folder"
             raise RoadsegError(f"{text}: no images ({', '.join(sorted(IMAGE_EXTS))}) in {where}")
+    elif p.is_file():  # before the glob branch: `drive[1].mp4` is a file name, not a pattern
+        if not is_image(p):
+            return None
+        paths = [p]
     elif any(c in text for c in "*?["):
         paths = [Path(q) for q in glob.glob(os.path.expanduser(text), recursive=True)]
         paths = [q for q in paths if q.is_file() and is_image(q)]
         if not paths:
             raise RoadsegError(f"{text}: the pattern matches no image files")
-    elif p.is_file() and is_image(p):
-        paths = [p]
     else:
         return None
     return sorted(paths, key=lambda q: (natural_key(q), str(q)))

@@ -302,7 +302,7 @@ def run_stream(
     overlay image or None) runs on the writer thread for each frame. source_options go to
     `open_source`. Every output path is checked before the source is opened."""
     from .overlay import Overlay
-    from .sinks import MaskSink, VideoSink, WindowSink
+    from .sinks import MaskSink, VideoSink, WindowSink, check_outputs
 
     stop = stop if stop is not None else threading.Event()
     stats = Stats()
@@ -313,6 +313,7 @@ def run_stream(
     interrupted = False
     error: BaseException | None = None
     try:
+        check_outputs(source, save, save_masks)
         painter = Overlay(backend.card, alpha) if (overlay if overlay is not None else (save or show)) else None
         video = VideoSink(save) if save else None
         masks = MaskSink(save_masks) if save_masks else None

@@ -10,7 +10,8 @@ Nothing half-written is ever left at a target path:
   message before the first frame. Its window is created at the first `write` and destroyed by
   `close`, both on the thread that writes (the pipeline's writer thread): OpenCV's GUI calls
   belong to one thread.
-Every sink checks its target before the first frame (`check_writable`).
+Every sink checks its target before the first frame (`check_writable`); `check_outputs` does the
+same for a whole `run` before the model is opened, and refuses outputs that would overwrite the source.
 """
 
 from __future__ import annotations
@@ -25,10 +26,49 @@ import numpy as np
 
 from .atomic import atomic_path, check_writable, publish, temp_beside
 from .errors import RoadsegError, UsageError
+from .images import list_images
 
 # container -> fourcc OpenCV's bundled FFmpeg writes (tested with opencv-python-headless)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 RESERVE_BYTES = 1 << 20  # free space kept for finalising (index, trailer, buffers)
+
+
+def video_fourcc(path: str | os.PathLike) -> str:
+    """The codec for an overlay video at `path`, chosen by its extension."""
+    ext = Path(path).suffix.lower()
+    if ext not in FOURCC:
+        raise UsageError(f"--save {path}: unsupported video type {ext or '(none)'}; use .mp4 or .avi")
+    return FOURCC[ext]
+
+
+def _check_mask_folder(folder: str | os.PathLike) -> Path:
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RoadsegError(f"--save-masks {folder}: is a file; give a folder")
+    check_writable(path / "probe.png")
+    return path
+
+
+def check_outputs(source: object, save: str | os.PathLike | None, save_masks: str | os.PathLike | None) -> None:
+    """Refuse, before the model or the source is opened, a `--save`/`--save-masks` that cannot be
+    written or that would overwrite the source: the video itself, or the folder of its images (a
+    mask `NAME.png` replaces the frame `NAME.png`, and any other mask would be read as a frame by
+    the next run)."""
+    spec = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    if save:
+        video_fourcc(save)
+        target = check_writable(save)
+        src = Path(spec).expanduser() if spec is not None else None
+        if src is not None and src.is_file() and target.resolve() == src.resolve():
+            raise UsageError(f"--save {save}: is the source video; choose another output path")
+    if save_masks:
+        folder = _check_mask_folder(save_masks).resolve()
+        try:
+            images = list_images(spec) if spec is not None else None
+        except RoadsegError:  # an empty folder or pattern: the source reports it when opened
+            images = None
+        if images and any(q.resolve().parent == folder for q in images):
+            raise UsageError(f"--save-masks {save_masks}: holds the source images, which the masks would overwrite; choose another folder")
 
 
 def _free_bytes(folder: Path) -> int:
@@ -40,12 +80,10 @@ class VideoSink:
     whose size it keeps (later frames of another size are resized to it)."""
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, fourcc: str | None = None):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         ext = self.path.suffix.lower()
         if fourcc is None:
-            if ext not in FOURCC:
-                raise UsageError(f"--save {path}: unsupported video type {ext or '(none)'}; use .mp4 or .avi")
-            fourcc = FOURCC[ext]
+            fourcc = video_fourcc(path)
         if len(fourcc) != 4:
             raise UsageError(f"fourcc must be 4 characters, not {fourcc!r}")
         check_writable(self.path)
@@ -123,10 +161,7 @@ class MaskSink:
     """One 8-bit PNG of class indices per frame, `DIR/<name>.png`, each written atomically."""
 
     def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise RoadsegError(f"--save-masks {folder}: is a file; give a folder")
-        check_writable(self.folder / "probe.png")
+        self.folder = _check_mask_folder(folder)
         self.frames = 0
 
     def write(self, name: str, labels: np.ndarray) -> Path:

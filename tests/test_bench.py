@@ -236,6 +236,32 @@ def test_a_row_that_cannot_be_made_fails_with_its_reason(tiny_checkpoint, tmp_pa
     assert "(failed): could not make the fp32 onnx: boom: no graph" in (tmp_path / "r" / "results.md").read_text()
 
 
+def test_cli_bench_exits_1_when_no_row_was_measured(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """A table of failed rows is a failed benchmark: exit 1 (it used to be 0), after the report.
+    Every measurement (the worker run) is made to fail, the reference row's included."""
+    from roadseg.benchmarks import harness
+    from roadseg.cli import main
+
+    monkeypatch.setattr(harness._Runner, "__call__", lambda self, job: {"error": "boom: no frames"})
+    code = main(["bench", str(tiny_checkpoint), "--backends", "torch", "--frames", "2", "--warmup", "0",
+                 "--report", str(tmp_path / "r"), "--threads", "1", "--quiet"])  # fmt: skip
+    cap = capsys.readouterr()
+    assert code == 1 and "no backend was measured" in cap.err
+    assert "boom: no frames" in cap.out and (tmp_path / "r" / "results.json").is_file()
+
+
+def test_cli_bench_refuses_a_missing_source_before_any_work(tiny_checkpoint, tmp_path, capsys):
+    """A typo in --source used to surface only as every row's failed end-to-end step, after all
+    the exports and timings, with exit 0."""
+    from roadseg.cli import main
+
+    code = main(["bench", str(tiny_checkpoint), "--backends", "torch", "--source", str(tmp_path / "typo.mp4"),
+                 "--report", str(tmp_path / "r"), "--quiet"])  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "typo.mp4: no such file or folder" in lines[0], lines
+    assert not (tmp_path / "r").exists()  # checked before the report folder was made
+
+
 def test_cli_bench(tiny_checkpoint, tmp_path, capsys):
     from roadseg.cli import build_parser, main
 

@@ -279,6 +279,32 @@ def test_bad_checkpoints_exit_1_with_one_line_and_write_nothing(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output folder, no temporaries
 
 
+@pytest.mark.parametrize(
+    "flag,target,words",
+    [("--json", "folder", "is a folder; give a file name"), ("--confusion", "file", "is a file; give a folder")],
+)
+def test_eval_refuses_a_bad_output_before_evaluating(flag, target, words, tmp_path, capsys):
+    """`--json` on a folder and `--confusion` on a file used to end a whole evaluation with a
+    traceback; now the output is checked first (the model path does not exist: it is never read)."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    rc = main(["eval", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "nodata"), flag, str(tmp_path / target)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and words in lines[0] and "nope.pt" not in lines[0], lines
+    assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "folder").iterdir())
+
+
+def test_unwritable_model_cache_names_roadseg_cache(tmp_path, monkeypatch):
+    """The user gave no output path, so "choose another output path" was the wrong fix."""
+    from roadseg.runtime import defaults
+    from roadseg.runtime.errors import RoadsegError
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(RoadsegError, match=r"cannot create folder .*; set ROADSEG_CACHE to a writable folder$"):
+        defaults.default_onnx()
+
+
 # ---------------------------------------------------------------- videos that end early
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import decode_count, run_until_masks
 
@@ -157,6 +158,58 @@ def test_errors_exit_with_one_line_before_any_frame(kind, pattern, code, tmp_pat
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("roadseg run: error:") and pattern in lines[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def _write_video(path: Path, n: int = 3) -> None:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for i in range(n):
+        w.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    w.release()
+
+
+@pytest.mark.parametrize(
+    "kind,pattern",
+    [
+        ("video", "--save {d}/in.mp4: is the source video"),
+        ("mask-folder", "--save-masks {d}/imgs: holds the source images"),
+        ("mask-folder-one-image", "--save-masks {d}/imgs: holds the source images"),
+        ("mask-file", "--save-masks {d}/in.mp4: is a file; give a folder"),
+    ],
+)
+def test_outputs_that_would_overwrite_the_source_are_refused(kind, pattern, tmp_path, tiny_onnx, capsys):
+    """`--save in.mp4 --source in.mp4` used to replace the input with the overlay, and masks saved
+    into the image folder replaced its PNGs; now both stop before the model is opened."""
+    _write_video(tmp_path / "in.mp4")
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "imgs" / f"a{i}.png"), np.full((64, 96, 3), 90, np.uint8))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    source, extra = {
+        "video": (tmp_path / "in.mp4", ["--save", tmp_path / "in.mp4"]),
+        "mask-folder": (tmp_path / "imgs", ["--save-masks", tmp_path / "imgs"]),
+        "mask-folder-one-image": (tmp_path / "imgs" / "a1.png", ["--save-masks", tmp_path / "imgs"]),
+        "mask-file": (tmp_path / "imgs", ["--save-masks", tmp_path / "in.mp4"]),
+    }[kind]
+    rc, out, err = run_cli(["run", tiny_onnx, "--source", source, *extra], capsys)
+    assert rc != 0 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and pattern.format(d=tmp_path) in lines[0], err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # inputs untouched
+
+
+def test_bracketed_file_names_and_home_relative_outputs(tmp_path, tiny_onnx, capsys, monkeypatch):
+    """`drive[1].mp4` is a file, not a glob pattern; `--save=~/o.mp4` (which the shell leaves alone)
+    lands in the home folder, not in a folder named `~`."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    _write_video(tmp_path / "drive[1].mp4", 3)
+    rc, out, err = run_cli(["run", tiny_onnx, "--source", "drive[1].mp4", "--save=~/o.mp4",
+                            "--save-masks=~/m"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert frames_out(out) == 3
+    assert decode_count(tmp_path / "home" / "o.mp4") == 3
+    assert len(list((tmp_path / "home" / "m").glob("*.png"))) == 3
+    assert not (tmp_path / "~").exists()
 
 
 def test_lost_stream_exits_1_after_the_summary(tmp_path, tiny_onnx, capsys, monkeypatch):

@@ -285,7 +285,7 @@ def test_missing_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
     from roadseg.runtime.backends.tensorrt import TensorRTBackend
 
-    with pytest.raises(MissingDependencyError, match="TensorRT is not installed"):
+    with pytest.raises(MissingDependencyError, match=r"m\.engine: TensorRT is not installed"):
         TensorRTBackend(tmp_path / "m.engine")
 
 

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from roadseg.runtime.atomic import atomic_path, check_writable
 from roadseg.runtime.card import ModelCard
+from roadseg.runtime.errors import RoadsegError
 from roadseg.runtime.metrics import ConfusionMatrix
 
 from .data import EvalTransform, SegDataset
@@ -39,16 +41,16 @@ def evaluate(model: nn.Module, dataset: SegDataset, card: ModelCard, device: str
 
 
 def write_confusion(cm: ConfusionMatrix, classes: list[str], out: str | os.PathLike) -> tuple[Path, Path]:
-    """Confusion matrix as CSV (raw pixel counts) and as a row-normalised PNG heat map."""
+    """Confusion matrix as CSV (raw pixel counts) and as a row-normalised PNG heat map, each
+    written to a temporary file and renamed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_confusion_dir(out)
     csv_path, png_path = out / "confusion.csv", out / "confusion.png"
-    with open(csv_path, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["gt\\pred", *classes])
         for name, row in zip(classes, cm.mat):
@@ -64,9 +66,19 @@ def write_confusion(cm: ConfusionMatrix, classes: list[str], out: str | os.PathL
     ax.set_ylabel("ground truth")
     ax.set_title(f"mIoU {cm.miou():.3f}")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return csv_path, png_path
+
+
+def check_confusion_dir(out: str | os.PathLike) -> Path:
+    """The `--confusion` folder, created; fails with the fix when it is a file or not writable."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise RoadsegError(f"--confusion {out}: is a file; give a folder")
+    check_writable(out / "confusion.csv")
+    return out
 
 
 def format_report(cm: ConfusionMatrix, classes: list[str]) -> str:

@@ -364,7 +364,10 @@ class TensorRTBackend:
         self.device_id = device_id
         self.cuda_graph = bool(cuda_graph)
         self.allow_plugins = bool(allow_plugins)
-        self._trt, self._cuda = _import_gpu()
+        try:
+            self._trt, self._cuda = _import_gpu()
+        except MissingDependencyError as e:  # name the file: the user asked for it, not for TensorRT
+            raise MissingDependencyError(f"{self.path}: {e}") from None
         cuda = self._cuda
         try:
             cuda.init()
