@@ -63,9 +63,48 @@ def default_name(card: ModelCard, spec: GraphSpec, ext: str = ".onnx") -> str:
 
 def _output_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None, ext: str) -> Path:
     if opts.output:
-        return Path(opts.output)
+        return Path(opts.output).expanduser()
     folder = src.parent if src is not None else Path.cwd()  # bundled models: the current folder
     return folder / default_name(card, spec, ext)
+
+
+def _target(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
+    """What this export writes: the ONNX file, the engine, or the Triton repository folder."""
+    if opts.to == "engine":
+        from .tensorrt import engine_path
+
+        return engine_path(opts, card, spec, src)
+    if opts.to == "triton":
+        from .triton import repository_path
+
+        return repository_path(opts, card, src)
+    return _output_path(opts, card, spec, src, ".onnx")
+
+
+def _preflight(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
+    """The checks that need no model work, made before tracing, calibration and the accuracy gate
+    (minutes on a CPU): the output is writable and is none of the inputs, and TensorRT is present
+    when the target needs it. Returns the target."""
+    target = _target(opts, card, spec, src)
+    resolved = target.resolve()
+    for flag, given in (("the model", src), ("--calib", opts.calib), ("--verify", opts.verify)):
+        if given is None:
+            continue
+        path = Path(given).expanduser().resolve()
+        if path == resolved or (opts.to == "triton" and resolved in path.parents):
+            raise UsageError(f"{target}: is {flag} ({given}), which the export would overwrite; choose another --output")
+    if opts.to == "triton":
+        from .triton import check_repository_folder
+
+        check_repository_folder(target)
+    else:
+        check_writable(target)
+        check_writable(target.with_name(target.name + ".json"))
+    if _for_tensorrt(opts):
+        from .tensorrt import require_tensorrt
+
+        require_tensorrt()
+    return target
 
 
 def _raw_inputs(frames: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -87,7 +126,7 @@ def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec):
     """(frames, masks or None, description) used to verify precision variants."""
     size = spec.frame_size or tuple(card.input_size)
     if opts.verify:
-        root = Path(opts.verify)
+        root = Path(opts.verify).expanduser()
         if root.is_dir() and framesrc.detect_layout(root):
             pairs, info = framesrc.labelled(root, size)
             if info.classes != card.classes:
@@ -104,8 +143,8 @@ def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec):
 def _calib_frames(opts: ExportOptions, size: tuple[int, int]) -> list[np.ndarray]:
     if not opts.calib:
         raise UsageError("--precision int8 needs --calib DIR: a folder of real frames or a video from the target camera")
-    src = Path(opts.calib)
-    if not src.exists():
+    src = Path(opts.calib).expanduser()
+    if not src.exists() and not any(c in opts.calib for c in "*?["):  # a glob is listed by unlabelled()
         raise RoadsegError(f"{src}: calibration source not found; pass a folder of images or a video with --calib")
     if src.is_dir() and framesrc.detect_layout(src):  # a dataset root: calibrate on its training images
         pairs, _ = framesrc.labelled(src, size, split="train", limit=opts.calib_count)
@@ -148,6 +187,7 @@ def export(opts: ExportOptions) -> Path:
         if opts.to == "onnx":
             raise UsageError(f"{src}: is already ONNX; export from the checkpoint, or use --to engine|triton")
         _check_onnx_options(opts, src_spec, src, proto)
+        _preflight(opts, card, src_spec, src)
         return _from_onnx(opts, card, src_spec, src, proto)
     opts.precision = opts.precision or "fp32"
     if opts.imgsz:
@@ -156,11 +196,11 @@ def export(opts: ExportOptions) -> Path:
         raise UsageError("--raw exports the bare network at the model input size (--imgsz); --frame-size does not apply")
     frame_size = None if opts.dynamic else tuple(opts.frame_size or card.input_size)
     spec = GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, opts.precision)
-    out = _output_path(opts, card, spec, src, ".onnx")
-    if opts.to == "onnx":
-        check_writable(out)
-    # calibration frames are read (and an empty or too small set refused) before any tracing
+    target = _preflight(opts, card, spec, src)
+    out = target if opts.to == "onnx" else _output_path(opts, card, spec, src, ".onnx")
+    # calibration and verification frames are read (and an empty or too small set refused) before any tracing
     calib = _calib_frames(opts, frame_size or tuple(card.input_size)) if opts.precision == "int8" else None
+    gate_frames = _gate_frames(opts, card, spec) if opts.precision != "fp32" else None
     t0 = time.perf_counter()
     print(f"exporting {card.name} ({card.arch}) -> {'raw network' if spec.raw else 'frames->labels graph'}, "
           f"{'dynamic N,H,W' if spec.dynamic else f'{frame_size[0]}x{frame_size[1]} batch {spec.batch}'}")  # type: ignore[index]  # fmt: skip
@@ -182,7 +222,7 @@ def export(opts: ExportOptions) -> Path:
     # 2. reduced precision, gated on accuracy against FP32
     model = fp32
     if opts.precision != "fp32":
-        model = _variant(fp32, card, spec, opts, report, calib)
+        model = _variant(fp32, card, spec, opts, report, calib, gate_frames)
     from .onnx_export import set_metadata
 
     set_metadata(model, card, spec)
@@ -237,7 +277,7 @@ def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path, proto: 
 
 
 def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict,
-             calib: list[np.ndarray] | None = None) -> onnx.ModelProto:  # fmt: skip
+             calib: list[np.ndarray] | None = None, gate_frames: tuple | None = None) -> onnx.ModelProto:  # fmt: skip
     from .precision import to_fp16, to_int8
 
     precision = opts.precision or "fp32"
@@ -255,7 +295,7 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
         report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method,
                                  "activations": acts}  # fmt: skip
     onnx.checker.check_model(model, full_check=True)
-    frames, masks, what = _gate_frames(opts, card, spec)
+    frames, masks, what = gate_frames if gate_frames is not None else _gate_frames(opts, card, spec)
     if spec.raw:
         frames = list(_raw_inputs(np.stack(frames), card))
     max_drop = opts.max_drop if opts.max_drop is not None else DEFAULT_MAX_DROP[precision]

@@ -132,7 +132,7 @@ def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path
     """--output, else next to the source ONNX with the .engine suffix, else (built straight from a
     checkpoint) next to the checkpoint, or in the current folder, named by command.default_name."""
     if opts.output:
-        return Path(opts.output)
+        return Path(opts.output).expanduser()
     if src is not None:
         return src.with_suffix(".engine")
     from .command import default_name

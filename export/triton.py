@@ -160,7 +160,7 @@ def triton_config(
 
 def repository_path(opts: ExportOptions, card: ModelCard, src: Path | None) -> Path:
     if opts.output:
-        return Path(opts.output)
+        return Path(opts.output).expanduser()
     if src is not None:
         folder = src.parent
     else:
@@ -169,7 +169,7 @@ def repository_path(opts: ExportOptions, card: ModelCard, src: Path | None) -> P
     return folder / f"{card.name}_triton"
 
 
-def _check_folder(repo: Path) -> None:
+def check_repository_folder(repo: Path) -> None:
     if repo.exists() and not repo.is_dir():
         raise RoadsegError(f"{repo}: exists and is not a folder; give a folder for the Triton model repository")
     parent = repo.parent
@@ -204,7 +204,7 @@ def write_repository(
     repo = repository_path(opts, card, src)
     name = model_name(card)
     config = triton_config(model, card, spec, opts, name)  # usage errors before anything is written
-    _check_folder(repo)
+    check_repository_folder(repo)
     existing = repo.is_dir()
     # new repository: build all of it beside the target; existing one: build only this model's folder
     staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", suffix=".tmp", dir=repo.parent))

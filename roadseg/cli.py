@@ -64,7 +64,7 @@ def _add_train(sub) -> None:
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size written to the card (default: val frame size rounded to 32)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), default=[0.5, 2.0], help="random scale range (default 0.5 2.0)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="optimizer (default sgd)")
-    p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
+    p.add_argument("--lr", type=_positive_float, default=0.01, help="base learning rate (default 0.01)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
     p.add_argument("--schedule", choices=["poly", "onecycle"], default="poly", help="learning-rate schedule (default poly)")
     p.add_argument("--class-weights", default="none", help="none, auto (ENet 1/ln(1.02+p)) or comma-separated weights")
@@ -72,7 +72,7 @@ def _add_train(sub) -> None:
     p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary heads' loss (default 0.4)")
     p.add_argument("--model-kwargs", default="{}", help='JSON of extra model options, e.g. \'{"attention": "se"}\'')
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--workers", type=_nonnegative, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--val-every", type=_positive, default=1, help="validate every N epochs (default 1)")
     p.add_argument("--train-split", default="train", help="training split name (default train)")
     p.add_argument("--val-split", default="val", help="validation split name, or none (default val)")
@@ -80,6 +80,7 @@ def _add_train(sub) -> None:
     p.add_argument("--no-amp", action="store_true", help="train in FP32 (default: mixed precision on CUDA, and bfloat16 on CPUs with native bf16)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds an earlier run, replacing it")
     p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (path or bundled name, same model and classes) with a fresh optimizer and schedule")
     p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
@@ -105,7 +106,7 @@ def _cmd_train(a) -> int:
         optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
         class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, seed=a.seed,
         workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split,
-        device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, stop_after=a.stop_after, model_kwargs=kwargs,
+        device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, overwrite=a.overwrite, stop_after=a.stop_after, model_kwargs=kwargs,
         init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes,
         progress=not a.quiet,
     )  # fmt: skip
@@ -134,7 +135,9 @@ def _cmd_eval(a) -> int:
     from roadseg.train.checkpoint import load_model
     from roadseg.train.data import load_dataset
     from roadseg.train.evaluate import check_confusion_dir, evaluate, format_report, write_confusion
+    from roadseg.train.trainer import resolve_device
 
+    a.device = resolve_device(a.device)  # `cuda` on a CPU-only torch: one line, not an AssertionError
     if a.confusion:  # fail on a bad output before the evaluation, not after it
         check_confusion_dir(a.confusion)
     if a.json:

@@ -177,6 +177,51 @@ def test_interrupt_during_write_leaves_nothing(tiny_checkpoint, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []  # no target, no temp file
 
 
+@pytest.mark.parametrize(
+    "kind,pattern",
+    [
+        ("onnx-over-checkpoint", "is the model"),
+        ("engine-over-onnx", "is the model"),
+        ("onnx-over-calib", "is --calib"),
+        ("triton-around-model", "is the model"),
+    ],
+)
+def test_an_export_never_overwrites_its_input(kind, pattern, tiny_checkpoint, tiny_onnx, tmp_path, monkeypatch):
+    """`roadseg export m.pt -o m.pt` used to replace the weights with the ONNX graph."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    ckpt, graph = Path(shutil.copy(tiny_checkpoint, tmp_path / "m.pt")), Path(shutil.copy(tiny_onnx, tmp_path / "m.onnx"))
+    (tmp_path / "repo" / "m" / "1").mkdir(parents=True)
+    inner = Path(shutil.copy(tiny_onnx, tmp_path / "repo" / "m" / "1" / "model.onnx"))
+    opts = {
+        "onnx-over-checkpoint": dict(model=str(ckpt), output=str(ckpt)),
+        "engine-over-onnx": dict(model=str(graph), to="engine", output=str(graph)),
+        "onnx-over-calib": dict(model=str(ckpt), precision="int8", calib=str(graph), output=str(graph)),
+        "triton-around-model": dict(model=str(inner), to="triton", output=str(tmp_path / "repo")),
+    }[kind]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(UsageError, match=rf"is {pattern[3:]} .*which the export would overwrite; choose another --output"):
+        export(ExportOptions(progress=False, **opts))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_export_checks_come_before_the_slow_work(tiny_checkpoint, labelled, tmp_path, monkeypatch, capsys):
+    """A bad --verify, or an engine target without TensorRT, used to fail only after tracing and
+    INT8 calibration; `-o ~/x.onnx` wrote the file and then crashed on the unexpanded name."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
+    int8 = dict(model=str(tiny_checkpoint), precision="int8", calib=str(labelled), calib_count=8, progress=False)
+    with pytest.raises(RoadsegError, match="nowhere: not a folder of images"):
+        export(ExportOptions(verify=str(tmp_path / "nowhere"), output=str(tmp_path / "a.onnx"), **int8))
+    with pytest.raises(RoadsegError, match="TensorRT is not installed"):
+        export(ExportOptions(to="engine", output=str(tmp_path / "a.engine"), **int8))
+    assert "exporting" not in capsys.readouterr().out  # nothing was traced or calibrated
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = export(ExportOptions(model=str(tiny_checkpoint), output="~/x.onnx", progress=False))
+    assert out == tmp_path / "home" / "x.onnx" and out.is_file() and Path(f"{out}.json").is_file()
+
+
 def test_errors_for_foreign_onnx_and_bad_inputs(tiny_onnx, tmp_path):
     foreign = tmp_path / "foreign.onnx"
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])

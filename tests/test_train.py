@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
-from roadseg.runtime.errors import RoadsegError
+from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.metrics import ConfusionMatrix
 from roadseg.runtime.synthetic import make_dataset, make_scene
 from roadseg.train import trainer
@@ -78,6 +78,9 @@ def test_cityscapes_and_folder_layouts(tmp_path):
     ds = load_dataset(fold, "folder", "train")
     assert ds.info.classes == ["road", "not_road"] and ds.info.palette[0] == [128, 64, 128] and ds.info.ignore_index == 254
     assert ds.read(0)[1].max() == 1
+    (fold / "classes.txt").write_text("road\nignore: x\n")  # used to be a ValueError traceback
+    with pytest.raises(RoadsegError, match=r"classes.txt: line 'ignore: x': the ignore label must be an integer 0-255"):
+        load_dataset(fold, "folder", "train")
 
 
 def _camvid_copy(src: Path, dst: Path, n: int) -> Path:
@@ -418,6 +421,25 @@ def test_init_fine_tunes_from_a_checkpoint(synth, tmp_path):
         train(TrainConfig(model="fcn", out=str(tmp_path / "e"), epochs=1, val_split="none", init=str(tmp_path / "other.pt"), **common))
 
 
+def test_a_run_keeps_earlier_runs_and_its_init(synth, tmp_path):
+    """A fresh run into a folder that holds a run used to delete its log at once and overwrite its
+    checkpoints; `--init OUT/best.pt --out OUT` overwrote the checkpoint it started from."""
+    common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 4}, progress=False,
+                  seed=5, epochs=1, val_split="none")  # fmt: skip
+    first = train(TrainConfig(out=str(tmp_path / "a"), **common))
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    with pytest.raises(RoadsegError, match=r"--out .*a: holds an earlier run \(last.pt\); add --resume .* --overwrite"):
+        train(TrainConfig(out=str(tmp_path / "a"), **common))
+    with pytest.raises(UsageError, match=r"--init .*last.pt: is in --out .*which this run overwrites"):
+        train(TrainConfig(out=str(tmp_path / "a"), init=str(first), overwrite=True, **common))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == saved  # untouched, log included
+    again = train(TrainConfig(out=str(tmp_path / "a"), overwrite=True, **{**common, "seed": 6}))
+    assert again.read_bytes() != saved[again.name]  # --overwrite: the new run replaced it
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RoadsegError, match="--out .*file: is a file; give a folder"):
+        train(TrainConfig(out=str(tmp_path / "file"), **common))
+
+
 def test_init_grows_a_model_with_new_blocks(synth, tmp_path, capsys):
     """--init into a ddrnet23s with `detail`: the shared weights load, the new block starts fresh
     (and is named); weights the target has no place for are still refused."""
@@ -432,6 +454,28 @@ def test_init_grows_a_model_with_new_blocks(synth, tmp_path, capsys):
     assert "detail.out.weight" in b and "detail.out.weight" not in a
     with pytest.raises(RoadsegError, match="unexpected"):
         train(TrainConfig(model="ddrnet23s", out=str(tmp_path / "c"), init=str(grown), model_kwargs=tiny, **common))
+
+
+def test_release_never_overwrites_its_source_and_checks_data_first(synth, tmp_path, capsys):
+    """The recipe's last step: `release a.pt a.pt` used to replace the training checkpoint, and a
+    wrong --data failed (with a traceback) after the release had already replaced `dst`."""
+    from roadseg.train import release
+
+    ck = train(TrainConfig(model="fcn", data=str(synth), out=str(tmp_path / "r"), epochs=1, batch=8, crop=(96, 128),
+                           model_kwargs={"width": 4}, progress=False, seed=5))  # fmt: skip
+    before = ck.read_bytes()
+    dst = tmp_path / "rel.pt"
+    dst.write_bytes(b"an earlier release")
+    assert release.main([str(ck), str(ck), "--license", "x"]) == 1
+    assert "is the training checkpoint" in capsys.readouterr().err and ck.read_bytes() == before
+    assert release.main([str(ck), str(dst), "--license", "x", "--data", str(tmp_path / "nodata")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nodata: dataset folder not found" in err[0]
+    assert dst.read_bytes() == b"an earlier release"
+    assert release.main([str(ck), str(dst), "--license", "CamVid: cite", "--data", str(synth)]) == 0
+    rel = load_raw(dst)
+    assert rel["card"]["license"] == "CamVid: cite" and "train_state" not in rel
+    assert 0.0 <= rel["card"]["metrics"]["val_miou"] <= 1.0 and len(rel["metrics"]["val_iou"]) == len(rel["card"]["classes"])
 
 
 # ---------------------------------------------------------------- CLI contract
@@ -452,6 +496,11 @@ def test_cli_usage_and_user_errors(tmp_path):
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
     r = _cli("train", "--model", "fcn", "--data", "x", "--paste", "1.5")
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
+    for flag, value, words in (("--workers", "-1", "must be >= 0"), ("--lr", "-1", "must be > 0")):
+        r = _cli("train", "--model", "fcn", "--data", "x", flag, value)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = _cli("eval", str(tmp_path / "nope.pt"), "--data", str(tmp_path), "--device", "gpu")
+    assert r.returncode == 1 and "--device 'gpu': use auto, cpu, cuda or cuda:N" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_models_lists_zoo():

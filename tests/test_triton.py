@@ -257,6 +257,7 @@ def test_tensorrt_platform(fixed_onnx, tmp_path, monkeypatch):
         return Path(opts.output)
 
     monkeypatch.setattr(tensorrt, "build_engine", fake_build)
+    monkeypatch.setattr(tensorrt, "require_tensorrt", lambda: "10.0")  # export checks for it before any work
     repo = triton(fixed_onnx, tmp_path / "repo", triton_platform="tensorrt")
     assert built == [Path("tiny/1/model.plan")] and (repo / "tiny" / "1" / "model.plan").read_bytes() == b"PLAN"
     _, cfg = read_config(repo)

@@ -50,7 +50,7 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
         if not p.is_file():
             raise RoadsegError(f"{p}: the bundled '{s}' checkpoint is missing from this install; reinstall roadseg")
         return p
-    p = Path(s)
+    p = Path(s).expanduser()
     if not p.is_file():
         hint = f" or a bundled name ({', '.join(BUNDLED)})" if not p.suffix else ""
         raise RoadsegError(f"{p}: checkpoint not found; pass a .pt file written by `roadseg train`{hint}")

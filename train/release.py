@@ -9,35 +9,47 @@ val metrics of the released weights themselves (not of the FP32 training copy).
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
+from pathlib import Path
 
 from roadseg.runtime.card import ModelCard
+from roadseg.runtime.errors import RoadsegError, UsageError
 
-from .checkpoint import atomic_save, load_model, load_raw, strip
+from .checkpoint import atomic_save, load_model, load_raw, resolve, strip
 
 
 def release(src: str, dst: str, license_note: str, data: str | None = None, dataset: str = "camvid",
             split: str = "val") -> dict:  # fmt: skip
+    """Write the release of `src` to `dst` once, complete (an earlier file at `dst` stays until
+    then); `src` is never overwritten."""
+    if Path(dst).expanduser().resolve() == resolve(src).resolve():
+        raise UsageError(f"{dst}: is the training checkpoint; write the release to another path")
+    ds = None
+    if data:  # before any work: a wrong --data fails first
+        from .data import load_dataset
+
+        ds = load_dataset(data, dataset, split)
     ckpt = strip(load_raw(src), half=True)
     card = ModelCard.from_dict(ckpt["card"], src)
     card.license = license_note
     ckpt["card"] = card.to_dict()
-    atomic_save(ckpt, dst)
-    if data:
-        from .data import load_dataset
+    if ds is not None:
         from .evaluate import evaluate
 
-        model, card, _ = load_model(dst)
-        cm = evaluate(model, load_dataset(data, dataset, split), card)
+        with tempfile.TemporaryDirectory(prefix="roadseg-release-") as tmp:  # evaluate the FP16-stored weights
+            model, card, _ = load_model(atomic_save(ckpt, Path(tmp) / "release.pt"))
+        cm = evaluate(model, ds, card)
         summary = cm.summary(card.classes)
         metrics = {f"{split}_miou": summary["miou"], f"{split}_pixel_accuracy": summary["pixel_accuracy"]}
         ckpt["metrics"] = {**ckpt["metrics"], **metrics, f"{split}_iou": summary["iou"]}
         card.metrics = {k: round(v, 5) for k, v in metrics.items()}
         ckpt["card"] = card.to_dict()
-        atomic_save(ckpt, dst)
+    atomic_save(ckpt, Path(dst).expanduser())
     return ckpt["metrics"]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
@@ -46,9 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", default="camvid", help="dataset layout (default camvid)")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     a = p.parse_args(argv)
-    metrics = release(a.src, a.dst, a.license, a.data, a.dataset, a.split)
+    try:
+        metrics = release(a.src, a.dst, a.license, a.data, a.dataset, a.split)
+    except RoadsegError as e:
+        print(f"release: error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {a.dst}: {metrics}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError
+from roadseg.runtime.errors import RoadsegError, UsageError
 
-from .checkpoint import atomic_save, check_state_dict, load_raw, make_checkpoint, resolve
+from .checkpoint import BUNDLED, atomic_save, check_state_dict, load_raw, make_checkpoint, resolve
 from .data import AugmentConfig, SegDataset, TrainTransform, load_dataset
 from .evaluate import evaluate
 from .models import build
@@ -71,6 +71,7 @@ class TrainConfig:
     skip_bad: bool = False
     resume: bool = False
     stop_after: int | None = None  # end this invocation after N epochs (resume later with --resume)
+    overwrite: bool = False  # a fresh run may replace the run already in `out`
     init: str | None = None  # start from this checkpoint's weights (path or bundled name), fresh optimizer
     ema: float | None = None  # decay of the weights' exponential moving average, per step (e.g. 0.999)
     paste: float = 0.0  # probability of a class paste per training sample
@@ -222,6 +223,29 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _check_out(out: Path, cfg: TrainConfig) -> None:
+    """The run folder, created, before any data is read: it must be a writable folder, must not
+    hold the --init checkpoint (this run overwrites last.pt and best.pt), and may hold an earlier
+    run only with --resume (continue it) or --overwrite (replace it)."""
+    if out.exists() and not out.is_dir():
+        raise RoadsegError(f"--out {cfg.out}: is a file; give a folder for the run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RoadsegError(f"--out {cfg.out}: cannot create the folder ({e.strerror}); choose another --out") from None
+    if not os.access(out, os.W_OK):
+        raise RoadsegError(f"{out}: output folder is not writable; choose another --out")
+    if cfg.resume:
+        return
+    if cfg.init and cfg.init not in BUNDLED:
+        init = Path(cfg.init).expanduser().resolve()
+        if init in ((out / "last.pt").resolve(), (out / "best.pt").resolve()):
+            raise UsageError(f"--init {cfg.init}: is in --out {cfg.out}, which this run overwrites; copy it elsewhere or choose another --out")
+    if (out / "last.pt").exists() and not cfg.overwrite:
+        raise RoadsegError(f"--out {cfg.out}: holds an earlier run (last.pt); add --resume to continue it, "
+                           "--overwrite to replace it, or choose another --out")  # fmt: skip
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the best checkpoint (last.pt when no validation split)."""
     world, rank, local = _distributed()
@@ -231,11 +255,9 @@ def train(cfg: TrainConfig) -> Path:
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     main_proc = rank == 0
-    out = Path(cfg.out)
+    out = Path(cfg.out).expanduser()
     if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise RoadsegError(f"{out}: output folder is not writable; choose another --out")
+        _check_out(out, cfg)
     _seed_all(cfg.seed)
 
     train_ds = load_dataset(cfg.data, cfg.dataset, cfg.train_split, skip_bad=cfg.skip_bad, cache=True)
@@ -264,6 +286,8 @@ def train(cfg: TrainConfig) -> Path:
         model = build(cfg.model, num_classes=len(info.classes), **cfg.model_kwargs).to(device)
     except TypeError as e:
         raise RoadsegError(f"--model-kwargs {cfg.model_kwargs}: not options of '{cfg.model}' ({e})") from None
+    except (ValueError, RuntimeError) as e:  # e.g. a negative width reaches a layer's constructor
+        raise RoadsegError(f"--model-kwargs {cfg.model_kwargs}: not valid for '{cfg.model}' ({e})") from None
     if world > 1 and device.startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.init and not cfg.resume:
@@ -280,8 +304,9 @@ def train(cfg: TrainConfig) -> Path:
 
     start_epoch, best, step, ema_state = 0, -1.0, 0, None
     last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
-    if main_proc and not cfg.resume and log_path.exists():
-        log_path.unlink()  # a fresh run in an old folder: do not mix two runs in one log
+    if main_proc and not cfg.resume:  # a fresh run: do not mix two runs in one log, nor (--overwrite) keep their weights
+        for stale in (log_path, best_path, last_path) if cfg.overwrite else (log_path,):
+            stale.unlink(missing_ok=True)
     if cfg.resume:
         if not last_path.is_file():
             raise RoadsegError(f"{last_path}: nothing to resume; run without --resume or point --out at the earlier run")
@@ -391,7 +416,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 # settings that do not change what a resumed run computes (or only where it writes and shows)
-_RESUME_NEUTRAL = {"resume", "stop_after", "progress", "init", "workers", "device", "out", "data"}
+_RESUME_NEUTRAL = {"resume", "stop_after", "progress", "init", "workers", "device", "out", "data", "overwrite"}
 
 
 def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:

@@ -70,7 +70,10 @@ def _read_classes(path: Path) -> tuple[list[str], list[list[int]], int]:
         if not line or line.startswith("#"):
             continue
         if line.lower().startswith("ignore:"):
-            ignore = int(line.split(":", 1)[1])
+            value = line.split(":", 1)[1].strip()
+            if not value.isdigit() or int(value) > 255:
+                raise RoadsegError(f"{path}: line '{line}': the ignore label must be an integer 0-255, e.g. 'ignore: 255'")
+            ignore = int(value)
             continue
         parts = line.rsplit(maxsplit=3)
         if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
@@ -103,7 +106,7 @@ LAYOUTS = {"camvid": camvid_samples, "cityscapes": cityscapes_samples, "folder":
 
 def load_dataset(root: str | Path, layout: str, split: str, **kwargs) -> SegDataset:
     """Open `split` of the dataset at `root` in the given layout (camvid, cityscapes, folder)."""
-    root = Path(root)
+    root = Path(root).expanduser()
     if layout not in LAYOUTS:
         raise RoadsegError(f"unknown dataset layout '{layout}'; choose one of {', '.join(LAYOUTS)}")
     if not root.is_dir():
