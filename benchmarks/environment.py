@@ -75,6 +75,46 @@ def git_sha() -> str | None:
     return out.strip() + ("-dirty" if dirty and dirty.strip() else "")
 
 
+REFERENCE_SHAPE = (1, 32, 90, 120)  # a 3x3, 32->32 convolution on this: ~0.2 GFLOP, a few ms on a 2-core CPU
+
+
+def cpu_reference_ms(threads: int | None = None, runs: int = 200) -> float | None:
+    """Median ms of a fixed ONNX Runtime workload (one 3x3 convolution, seeded weights) on the CPU
+    with the bench's thread count. Shared and cloud machines change speed from day to day (CPU
+    steal, boost clocks, neighbours): two reports' latencies compare only as far as their
+    reference times agree. None without onnxruntime."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    import time
+
+    rng = np.random.default_rng(0)
+    c = REFERENCE_SHAPE[1]
+    weight = numpy_helper.from_array(rng.standard_normal((c, c, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "reference",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(REFERENCE_SHAPE))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(REFERENCE_SHAPE))], [weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = rng.standard_normal(REFERENCE_SHAPE).astype(np.float32)
+    for _ in range(5):
+        sess.run(None, {"x": x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {"x": x})
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return round(float(np.median(times)), 3)
+
+
 def collect(threads: int | None = None) -> dict:
     """The environment block of results.json."""
     from roadseg import __version__
@@ -116,4 +156,5 @@ def collect(threads: int | None = None) -> dict:
         "numpy": _version("numpy"),
         "roadseg": __version__,
         "git_sha": git_sha(),
+        "cpu_reference_ms": cpu_reference_ms(threads),
     }

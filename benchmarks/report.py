@@ -67,6 +67,9 @@ def to_markdown(doc: dict) -> str:
         + (f", {cfg['threads']} inference threads" if cfg.get("threads") else "")
         + f"), {gpu}; {versions}; git {env.get('git_sha')}; {env.get('date')}.",
         "",
+        *([f"CPU reference: {env['cpu_reference_ms']:.2f} ms (one fixed 3x3 convolution in ONNX Runtime at these threads; "
+           "latencies from two reports compare only as far as their reference times agree).", ""]
+          if env.get("cpu_reference_ms") else []),
         f"Model-only latency at batch 1: median of {cfg['frames']} runs after {cfg['warmup']} warm-up runs "
         f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}.",
         "",

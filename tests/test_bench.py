@@ -150,6 +150,7 @@ def test_results_json_schema(bench):
     assert {"schema", "model", "config", "frames", "reference", "environment", "artifacts", "rows"} <= set(on_disk)
     assert ENV_KEYS <= set(on_disk["environment"])
     assert on_disk["environment"]["cpu_cores"] >= 1 and on_disk["environment"]["torch"]
+    assert 0 < on_disk["environment"]["cpu_reference_ms"] < 1000  # the fixed workload ran and was timed
     assert on_disk["frames"] == {"source": on_disk["frames"]["source"], "count": 3, "labelled": True, "size": [72, 96]}
     assert [r["name"] for r in on_disk["rows"]] == [n for n in rows.ROWS if n in TWO_ROWS + missing]
     for r in on_disk["rows"]:
@@ -208,6 +209,7 @@ def test_csv_and_markdown(bench):
     assert float(torch_line["latency_median_ms"]) == pytest.approx(doc["rows"][0]["latency_ms"]["median"])
     md = (report / "results.md").read_text()
     assert "| Row | Median ms |" in md and "| read | infer | overlay | write |" in md
+    assert f"CPU reference: {doc['environment']['cpu_reference_ms']:.2f} ms" in md
     table = [ln for ln in md.splitlines() if ln.startswith("| torch |") or ln.startswith("| ort-cpu-fp32 |")]
     assert len(table) == 4  # latency table and end-to-end table
     assert all(ln.count("|") == table[0].count("|") for ln in table[:2])
