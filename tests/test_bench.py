@@ -150,7 +150,8 @@ def test_results_json_schema(bench):
     assert {"schema", "model", "config", "frames", "reference", "environment", "artifacts", "rows"} <= set(on_disk)
     assert ENV_KEYS <= set(on_disk["environment"])
     assert on_disk["environment"]["cpu_cores"] >= 1 and on_disk["environment"]["torch"]
-    assert 0 < on_disk["environment"]["cpu_reference_ms"] < 1000  # the fixed workload ran and was timed
+    ref = on_disk["environment"]["cpu_reference_ms"]
+    assert isinstance(ref, float) and math.isfinite(ref) and ref > 0  # the fixed workload ran and was timed
     assert on_disk["frames"] == {"source": on_disk["frames"]["source"], "count": 3, "labelled": True, "size": [72, 96]}
     assert [r["name"] for r in on_disk["rows"]] == [n for n in rows.ROWS if n in TWO_ROWS + missing]
     for r in on_disk["rows"]:

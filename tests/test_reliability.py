@@ -408,18 +408,17 @@ def test_importing_roadseg_caps_the_pixels_opencv_will_allocate(tmp_path):
     jpg[sof + 5 : sof + 9] = struct.pack(">HH", 30000, 30000)
     (tmp_path / "huge.jpg").write_bytes(jpg)
     code = (
-        "import os, sys, time, roadseg, cv2\n"
+        "import os, sys, roadseg, cv2\n"
         "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])\n"
-        "t = time.monotonic()\n"
         "try:\n"
         "    cv2.imread(sys.argv[1]); print('decoded')\n"
         "except cv2.error:\n"
-        "    print('refused', time.monotonic() - t < 1.0)\n"
+        "    print('refused')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "huge.jpg")], capture_output=True, text=True,
                        env=env, timeout=60)  # fmt: skip
-    assert r.stdout.split() == [str(1 << 25), "refused", "True"], (r.stdout, r.stderr)
+    assert r.stdout.split() == [str(1 << 25), "refused"], (r.stdout, r.stderr)  # refused by the cap, not decoded
     r = subprocess.run([sys.executable, "-c", "import os, roadseg; print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])"],
                        capture_output=True, text=True, env={**env, "OPENCV_IO_MAX_IMAGE_PIXELS": "1234"}, timeout=60)  # fmt: skip
     assert r.stdout.strip() == "1234"

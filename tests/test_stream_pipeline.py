@@ -593,4 +593,3 @@ def test_summary_counts_add_up(tmp_path):
     frames = ramp_frames(8) + [None, np.zeros((2, 2, 3), np.uint8)]
     s = run_stream(FakeBackend(), frames, log=None)
     assert s.frames_in == 10 and s.frames_out == 8 and s.skipped == 2 and s.dropped == 0
-    assert Path  # keep the import for type hints

@@ -460,6 +460,7 @@ def test_release_never_overwrites_its_source_and_checks_data_first(synth, tmp_pa
     """The recipe's last step: `release a.pt a.pt` used to replace the training checkpoint, and a
     wrong --data failed (with a traceback) after the release had already replaced `dst`."""
     from roadseg.train import release
+    from roadseg.train.evaluate import evaluate
 
     ck = train(TrainConfig(model="fcn", data=str(synth), out=str(tmp_path / "r"), epochs=1, batch=8, crop=(96, 128),
                            model_kwargs={"width": 4}, progress=False, seed=5))  # fmt: skip
@@ -475,7 +476,9 @@ def test_release_never_overwrites_its_source_and_checks_data_first(synth, tmp_pa
     assert release.main([str(ck), str(dst), "--license", "CamVid: cite", "--data", str(synth)]) == 0
     rel = load_raw(dst)
     assert rel["card"]["license"] == "CamVid: cite" and "train_state" not in rel
-    assert 0.0 <= rel["card"]["metrics"]["val_miou"] <= 1.0 and len(rel["metrics"]["val_iou"]) == len(rel["card"]["classes"])
+    model, card, _ = load_model(dst)  # the stored metrics are those of the released (FP16-stored) weights
+    assert rel["card"]["metrics"]["val_miou"] == pytest.approx(evaluate(model, load_dataset(synth, "camvid", "val"), card).miou(), abs=1e-5)
+    assert len(rel["metrics"]["val_iou"]) == len(rel["card"]["classes"])
 
 
 # ---------------------------------------------------------------- CLI contract
