@@ -131,15 +131,15 @@ def _add_eval(sub) -> None:
 def _cmd_eval(a) -> int:
     import json
 
-    from roadseg.runtime.atomic import atomic_path, check_writable
+    from roadseg.runtime.atomic import atomic_path, check_folder, check_writable
     from roadseg.train.checkpoint import load_model
     from roadseg.train.data import load_dataset
-    from roadseg.train.evaluate import check_confusion_dir, evaluate, format_report, write_confusion
+    from roadseg.train.evaluate import evaluate, format_report, write_confusion
     from roadseg.train.trainer import resolve_device
 
     a.device = resolve_device(a.device)  # `cuda` on a CPU-only torch: one line, not an AssertionError
     if a.confusion:  # fail on a bad output before the evaluation, not after it
-        check_confusion_dir(a.confusion)
+        check_folder(a.confusion, "--confusion")
     if a.json:
         check_writable(a.json)
     model, card, _ = load_model(a.model)

@@ -53,6 +53,16 @@ def check_writable(target: str | os.PathLike, fix: str = "choose another output 
     return target
 
 
+def check_folder(folder: str | os.PathLike, flag: str) -> Path:
+    """An output folder given with `flag` (created when missing): fails with the fix when it is a
+    file or cannot be written. Returns it with `~` expanded."""
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RoadsegError(f"{flag} {folder}: is a file; give a folder")
+    check_writable(path / "probe")
+    return path
+
+
 def temp_beside(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """A new, empty, private (0600) file with a hidden temporary name in the folder of `target`:
     `.NAME.XXXXXXXX<suffix>` (put a file type's extension last when a writer picks its format by it)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, check_writable, publish, temp_beside
+from .atomic import atomic_path, check_folder, check_writable, publish, temp_beside
 from .errors import RoadsegError, UsageError
 from .images import list_images
 
@@ -41,14 +41,6 @@ def video_fourcc(path: str | os.PathLike) -> str:
     return FOURCC[ext]
 
 
-def _check_mask_folder(folder: str | os.PathLike) -> Path:
-    path = Path(folder).expanduser()
-    if path.exists() and not path.is_dir():
-        raise RoadsegError(f"--save-masks {folder}: is a file; give a folder")
-    check_writable(path / "probe.png")
-    return path
-
-
 def check_outputs(source: object, save: str | os.PathLike | None, save_masks: str | os.PathLike | None) -> None:
     """Refuse, before the model or the source is opened, a `--save`/`--save-masks` that cannot be
     written or that would overwrite the source: the video itself, or the folder of its images (a
@@ -62,7 +54,7 @@ def check_outputs(source: object, save: str | os.PathLike | None, save_masks: st
         if src is not None and src.is_file() and target.resolve() == src.resolve():
             raise UsageError(f"--save {save}: is the source video; choose another output path")
     if save_masks:
-        folder = _check_mask_folder(save_masks).resolve()
+        folder = check_folder(save_masks, "--save-masks").resolve()
         try:
             images = list_images(spec) if spec is not None else None
         except RoadsegError:  # an empty folder or pattern: the source reports it when opened
@@ -161,7 +153,7 @@ class MaskSink:
     """One 8-bit PNG of class indices per frame, `DIR/<name>.png`, each written atomically."""
 
     def __init__(self, folder: str | os.PathLike):
-        self.folder = _check_mask_folder(folder)
+        self.folder = check_folder(folder, "--save-masks")
         self.frames = 0
 
     def write(self, name: str, labels: np.ndarray) -> Path:

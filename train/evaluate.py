@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from roadseg.runtime.atomic import atomic_path, check_writable
+from roadseg.runtime.atomic import atomic_path, check_folder
 from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError
 from roadseg.runtime.metrics import ConfusionMatrix
 
 from .data import EvalTransform, SegDataset
@@ -48,7 +47,7 @@ def write_confusion(cm: ConfusionMatrix, classes: list[str], out: str | os.PathL
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = check_confusion_dir(out)
+    out = check_folder(out, "--confusion")
     csv_path, png_path = out / "confusion.csv", out / "confusion.png"
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -71,14 +70,6 @@ def write_confusion(cm: ConfusionMatrix, classes: list[str], out: str | os.PathL
     plt.close(fig)
     return csv_path, png_path
 
-
-def check_confusion_dir(out: str | os.PathLike) -> Path:
-    """The `--confusion` folder, created; fails with the fix when it is a file or not writable."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise RoadsegError(f"--confusion {out}: is a file; give a folder")
-    check_writable(out / "confusion.csv")
-    return out
 
 
 def format_report(cm: ConfusionMatrix, classes: list[str]) -> str:
