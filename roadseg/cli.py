@@ -41,6 +41,7 @@ def _number(cast, ok, must: str):
 _positive = _number(int, lambda v: v > 0, "must be > 0")
 _nonnegative = _number(int, lambda v: v >= 0, "must be >= 0")
 _positive_float = _number(float, lambda v: v > 0, "must be > 0")
+_nonnegative_float = _number(float, lambda v: v >= 0, "must be >= 0")
 _unit = _number(float, lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
 _decay = _number(float, lambda v: 0.0 < v < 1.0, "is not strictly between 0 and 1")
 
@@ -70,6 +71,8 @@ def _add_train(sub) -> None:
     p.add_argument("--class-weights", default="none", help="none, auto (ENet 1/ln(1.02+p)) or comma-separated weights")
     p.add_argument("--ohem", action="store_true", help="online hard example mining in the loss")
     p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary heads' loss (default 0.4)")
+    p.add_argument("--lovasz", type=_nonnegative_float, default=0.0, metavar="W",
+                   help="add W x the Lovász-softmax loss (a surrogate of 1 - mIoU) of the main logits (default 0: off)")
     p.add_argument("--model-kwargs", default="{}", help='JSON of extra model options, e.g. \'{"attention": "se"}\'')
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=_nonnegative, default=0, help="data loader worker processes (default 0)")
@@ -104,7 +107,7 @@ def _cmd_train(a) -> int:
         model=a.model, data=a.data, dataset=a.dataset, out=a.out, epochs=a.epochs, batch=a.batch,
         crop=tuple(a.crop), imgsz=tuple(a.imgsz) if a.imgsz else None, scale=tuple(a.scale),
         optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
-        class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, seed=a.seed,
+        class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, lovasz=a.lovasz, seed=a.seed,
         workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split,
         device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, overwrite=a.overwrite, stop_after=a.stop_after, model_kwargs=kwargs,
         init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes,

@@ -22,6 +22,7 @@ from roadseg.train import trainer
 from roadseg.train.checkpoint import atomic_save, load_model, load_raw, make_checkpoint, strip
 from roadseg.train.data import AugmentConfig, TrainTransform, load_dataset
 from roadseg.train.data.transforms import paste_classes
+from roadseg.train.losses import LOVASZ_TOL, SegLoss, lovasz_softmax
 from roadseg.train.models import build
 from roadseg.train.trainer import RARE_SHARE, TrainConfig, _amp_dtype, _paste_classes, train
 
@@ -297,6 +298,68 @@ def test_checkpoint_key_and_value_errors(tmp_path):
         load_model(tmp_path / "n.pt")
 
 
+# ---------------------------------------------------------------- losses
+
+
+def _labels(rng, shape, num_classes=11, ignore=11):
+    return torch.from_numpy(rng.integers(0, num_classes + 1, size=shape)).long()  # ignore included
+
+
+def test_lovasz_equals_one_minus_miou_on_one_hot_predictions():
+    """On one-hot probabilities the Lovász extension is the Jaccard loss itself: the term must be
+    1 - mIoU over the classes present in the target, as ConfusionMatrix counts it."""
+    rng = np.random.default_rng(0)
+    target = _labels(rng, (2, 24, 32))
+    target[target == 4] = 3  # class 4 absent from the target: left out of the mean
+    pred = target.clone()
+    flip = torch.from_numpy(rng.random(target.shape) < 0.3)
+    pred[flip] = _labels(rng, target.shape, ignore=10)[flip]  # 30% wrong, in classes 0-10
+    pred[pred == 11] = 0
+    logits = 100.0 * torch.nn.functional.one_hot(pred, 11).permute(0, 3, 1, 2).float()
+    cm = ConfusionMatrix(11, ignore_index=11)
+    cm.update(pred.numpy(), target.numpy())
+    present = [c for c in range(11) if (target == c).any()]
+    expected = 1 - float(np.mean(cm.iou()[present]))
+    assert 4 not in present and expected > 0.3
+    assert lovasz_softmax(logits, target, 11).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_lovasz_ignores_ignored_pixels_and_descends_to_better_iou():
+    rng = np.random.default_rng(1)
+    target = _labels(rng, (1, 16, 16))
+    logits = torch.randn(1, 11, 16, 16, generator=torch.Generator().manual_seed(0))
+    before = lovasz_softmax(logits, target, 11)
+    changed = logits.clone()
+    changed[:, :, target[0] == 11] = 50.0 * torch.randn(11, int((target == 11).sum()))
+    assert lovasz_softmax(changed, target, 11).item() == pytest.approx(before.item(), abs=1e-6)
+    # gradient descent on the term alone: the hard predictions' mIoU must rise from chance
+    x = logits.clone().requires_grad_()
+    opt = torch.optim.SGD([x], lr=300.0)  # each pixel's weight is about 1/|union|: small gradients
+    for _ in range(60):
+        opt.zero_grad()
+        loss = lovasz_softmax(x, target, 11)
+        loss.backward()
+        opt.step()
+    cm0, cm1 = ConfusionMatrix(11, ignore_index=11), ConfusionMatrix(11, ignore_index=11)
+    cm0.update(logits.argmax(1).numpy(), target.numpy())
+    cm1.update(x.argmax(1).detach().numpy(), target.numpy())
+    assert loss.item() < before.item() - 0.5 and cm1.miou() > 0.9 > 0.2 > cm0.miou()
+
+
+def test_seg_loss_adds_the_weighted_lovasz_term_on_a_subgrid():
+    rng = np.random.default_rng(2)
+    target = _labels(rng, (2, 32, 32))
+    main, aux = torch.randn(2, 2, 11, 32, 32, generator=torch.Generator().manual_seed(1)).unbind(0)
+    plain = SegLoss(11, None, ohem=True, aux_weight=0.4)((main, aux), target)
+    torch.manual_seed(7)
+    with_term = SegLoss(11, None, ohem=True, aux_weight=0.4, lovasz=0.5)((main, aux), target)
+    torch.manual_seed(7)
+    oy, ox = torch.randint(0, 4, (2,)).tolist()
+    term = lovasz_softmax(main[:, :, oy::4, ox::4], target[:, oy::4, ox::4], 11)
+    assert term.item() > LOVASZ_TOL
+    assert with_term.item() == pytest.approx(plain.item() + 0.5 * term.item(), rel=1e-6)
+
+
 # ---------------------------------------------------------------- learning
 
 
@@ -499,7 +562,7 @@ def test_cli_usage_and_user_errors(tmp_path):
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
     r = _cli("train", "--model", "fcn", "--data", "x", "--paste", "1.5")
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
-    for flag, value, words in (("--workers", "-1", "must be >= 0"), ("--lr", "-1", "must be > 0")):
+    for flag, value, words in (("--workers", "-1", "must be >= 0"), ("--lr", "-1", "must be > 0"), ("--lovasz", "-1", "must be >= 0")):
         r = _cli("train", "--model", "fcn", "--data", "x", flag, value)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = _cli("eval", str(tmp_path / "nope.pt"), "--data", str(tmp_path), "--device", "gpu")

@@ -1,6 +1,7 @@
-"""The training loop: cross-entropy with the ignore index (optional class weights and OHEM), SGD or
-AdamW, poly or one-cycle schedule stepped per iteration, AMP on CUDA, `last.pt` every epoch and
-`best.pt` by validation mIoU, `--resume` from `last.pt`, a JSONL log, a progress bar.
+"""The training loop: cross-entropy with the ignore index (optional class weights, OHEM and a
+Lovász-softmax term; see losses.py), SGD or AdamW, poly or one-cycle schedule stepped per
+iteration, AMP on CUDA, `last.pt` every epoch and `best.pt` by validation mIoU, `--resume` from
+`last.pt`, a JSONL log, a progress bar.
 
 `--init CKPT` starts from another checkpoint's weights with a fresh optimizer and schedule
 (fine-tuning, or a second schedule at another input size). `--ema DECAY` keeps an exponential
@@ -26,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -38,6 +38,7 @@ from roadseg.runtime.errors import RoadsegError, UsageError
 from .checkpoint import BUNDLED, atomic_save, check_state_dict, load_raw, make_checkpoint, resolve
 from .data import AugmentConfig, SegDataset, TrainTransform, load_dataset
 from .evaluate import evaluate
+from .losses import SegLoss
 from .models import build
 
 
@@ -61,6 +62,7 @@ class TrainConfig:
     class_weights: str = "none"  # none | auto | comma-separated floats
     ohem: bool = False
     aux_weight: float = 0.4
+    lovasz: float = 0.0  # weight of the Lovász-softmax term (a surrogate of 1 - mIoU), added to cross-entropy
     seed: int = 0
     workers: int = 0
     val_every: int = 1
@@ -126,39 +128,6 @@ def _class_weights(spec: str, ds: SegDataset) -> torch.Tensor | None:
     if len(w) != ds.num_classes:
         raise RoadsegError(f"--class-weights has {len(w)} values but the dataset has {ds.num_classes} classes")
     return torch.tensor(w, dtype=torch.float32)
-
-
-class SegLoss(nn.Module):
-    """Cross-entropy over main + auxiliary logits; with `ohem`, only the hardest pixels count
-    (those whose true-class probability is below 0.7, at least 1/16 of the valid pixels)."""
-
-    def __init__(self, ignore_index: int, weight: torch.Tensor | None, ohem: bool, aux_weight: float):
-        super().__init__()
-        self.ignore, self.ohem, self.aux_weight = ignore_index, ohem, aux_weight
-        self.register_buffer("weight", weight if weight is not None else torch.empty(0))
-
-    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()  # under autocast: softmax and the OHEM threshold in FP32
-        w = self.weight if self.weight.numel() else None
-        if not self.ohem:
-            return F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore)
-        loss = F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore, reduction="none").flatten()
-        valid = target.flatten() != self.ignore
-        loss = loss[valid]
-        if loss.numel() == 0:
-            return logits.sum() * 0
-        thresh = -math.log(0.7)
-        min_kept = max(loss.numel() // 16, 1)
-        hard = loss[loss > thresh]
-        if hard.numel() < min_kept:
-            hard = loss.topk(min_kept).values
-        return hard.mean()
-
-    def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
-        if isinstance(outputs, torch.Tensor):
-            return self._ce(outputs, target)
-        main, *aux = outputs
-        return self._ce(main, target) + sum(self.aux_weight * self._ce(a, target) for a in aux)
 
 
 def _amp_dtype(device: str, enabled: bool) -> torch.dtype | None:
@@ -295,7 +264,7 @@ def train(cfg: TrainConfig) -> Path:
     elif cfg.init and main_proc:
         print(f"--init {cfg.init} is not used: --resume continues from the run's own last.pt")
     opt = _make_optimizer(cfg, model)
-    crit = SegLoss(info.ignore_index, _class_weights(cfg.class_weights, train_ds), cfg.ohem, cfg.aux_weight).to(device)
+    crit = SegLoss(info.ignore_index, _class_weights(cfg.class_weights, train_ds), cfg.ohem, cfg.aux_weight, cfg.lovasz).to(device)
     amp_dtype = _amp_dtype(device, cfg.amp)
     use_scaler = amp_dtype is torch.float16  # loss scaling: CUDA float16 only (bf16 needs none)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
