@@ -322,6 +322,9 @@ def test_lovasz_equals_one_minus_miou_on_one_hot_predictions():
     expected = 1 - float(np.mean(cm.iou()[present]))
     assert 4 not in present and expected > 0.3
     assert lovasz_softmax(logits, target, 11).item() == pytest.approx(expected, abs=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training: still computed in FP32
+        in_autocast = lovasz_softmax(logits.bfloat16(), target, 11)
+    assert in_autocast.dtype == torch.float32 and in_autocast.item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_lovasz_ignores_ignored_pixels_and_descends_to_better_iou():

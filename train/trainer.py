@@ -1,7 +1,7 @@
 """The training loop: cross-entropy with the ignore index (optional class weights, OHEM and a
 Lovász-softmax term; see losses.py), SGD or AdamW, poly or one-cycle schedule stepped per
-iteration, AMP on CUDA, `last.pt` every epoch and `best.pt` by validation mIoU, `--resume` from
-`last.pt`, a JSONL log, a progress bar.
+iteration, mixed precision (float16 on CUDA, bfloat16 on CPUs with native bf16), `last.pt` every
+epoch and `best.pt` by validation mIoU, `--resume` from `last.pt`, a JSONL log, a progress bar.
 
 `--init CKPT` starts from another checkpoint's weights with a fresh optimizer and schedule
 (fine-tuning, or a second schedule at another input size). `--ema DECAY` keeps an exponential
