@@ -277,16 +277,16 @@ def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path, proto: 
 
 
 def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict,
-             calib: list[np.ndarray] | None = None, gate_frames: tuple | None = None) -> onnx.ModelProto:  # fmt: skip
+             calib: list[np.ndarray] | None, gate_frames: tuple | None) -> onnx.ModelProto:  # fmt: skip
+    """The FP16 or INT8 variant, gated on accuracy. `calib` (INT8) and `gate_frames` are read by
+    export() before tracing, so a bad --calib or --verify fails before minutes of work."""
     from .precision import to_fp16, to_int8
 
     precision = opts.precision or "fp32"
-
-    size = spec.frame_size or tuple(card.input_size)
     if opts.precision == "fp16":
         model = to_fp16(fp32)
     else:
-        calib = calib if calib is not None else _calib_frames(opts, size)
+        assert calib is not None  # export() reads it for every INT8 export
         if spec.raw:
             calib = list(_raw_inputs(np.stack(calib), card))
         acts = int8_activations(opts)
@@ -295,7 +295,8 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
         report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method,
                                  "activations": acts}  # fmt: skip
     onnx.checker.check_model(model, full_check=True)
-    frames, masks, what = gate_frames if gate_frames is not None else _gate_frames(opts, card, spec)
+    assert gate_frames is not None  # export() reads them for every FP16 and INT8 export
+    frames, masks, what = gate_frames
     if spec.raw:
         frames = list(_raw_inputs(np.stack(frames), card))
     max_drop = opts.max_drop if opts.max_drop is not None else DEFAULT_MAX_DROP[precision]

@@ -71,7 +71,6 @@ def write_confusion(cm: ConfusionMatrix, classes: list[str], out: str | os.PathL
     return csv_path, png_path
 
 
-
 def format_report(cm: ConfusionMatrix, classes: list[str]) -> str:
     lines = [f"mIoU {cm.miou():.4f}   pixel accuracy {cm.pixel_accuracy():.4f}"]
     for name, v in zip(classes, cm.iou()):
