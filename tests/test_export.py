@@ -89,6 +89,59 @@ def test_graph_preprocessing_matches_training(tiny_onnx, tiny_checkpoint):
     assert np.mean(agree) >= 0.99
 
 
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+@pytest.mark.parametrize("frame_size", [(60, 80), (72, 96), (64, 96), None], ids=["smaller", "larger", "same", "dynamic"])
+def test_preprocess_is_resize_then_normalise(order, frame_size):
+    """The graph's preprocessing (one 1x1 convolution for colour order and mean/std, at whichever of
+    frame and model input is smaller) equals the plain recipe: BGR->card order, bilinear resize to
+    the input size, (x/255 - mean)/std. Pixels of 0 and 255 reach the extremes of each channel."""
+    from roadseg.export.graph import Preprocess
+
+    card = ModelCard(name="t", arch="t", classes=[f"c{i}" for i in range(3)], palette=[[0, 0, 0]] * 3, ignore_index=3,
+                     input_size=TINY_INPUT_SIZE, color_order=order, mean=(0.3, 0.5, 0.7), std=(0.2, 0.25, 0.3))  # fmt: skip
+    size = frame_size or (50, 70)
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8))
+    frames[0, :4] = 0
+    frames[1, :4] = 255
+    x = frames.float().permute(0, 3, 1, 2)
+    if order == "RGB":
+        x = x.flip(1)
+    if size != TINY_INPUT_SIZE:
+        x = F.interpolate(x, size=TINY_INPUT_SIZE, mode="bilinear", align_corners=False)
+    mean, std = torch.tensor(card.mean).view(1, 3, 1, 1), torch.tensor(card.std).view(1, 3, 1, 1)
+    want = (x / 255 - mean) / std
+    with torch.no_grad():
+        got = Preprocess(card, frame_size)(frames)
+    assert got.shape == (2, 3, *TINY_INPUT_SIZE)
+    assert (got - want).abs().max() < 1e-4
+
+
+def test_logits_never_materialised_at_model_size(tiny_onnx):
+    """480x360-style frames into a different model size: the graph upsamples the logits once,
+    to the frame size; no 11-channel tensor at the model input size exists (it cost 4-5 ms at 576x416)."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(tiny_onnx)))
+    shapes = [tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in model.graph.value_info]
+    assert (1, 11, *TINY_FRAME_SIZE) in shapes  # the logits, at the frame size
+    assert (1, 11, *TINY_INPUT_SIZE) not in shapes
+    resizes = [n for n in model.graph.node if n.op_type == "Resize"]
+    assert len([n for n in resizes if n.name.startswith("/pre/")]) == 1
+
+
+def test_dynamic_fp16_runs_at_any_size(tiny_export, tiny_checkpoint):
+    """FP16 with dynamic frame sizes: the shape nodes that size the final upsampling sit outside
+    the converted network and feed it; the spliced graph must still be in topological order."""
+    path = tiny_export(dynamic=True, precision="fp16")
+    net, card, _ = load_model(tiny_checkpoint)
+    ref = FramesToLabels(net, card, None).eval()
+    sess = _sess(path)
+    for size in ((72, 96), (41, 57)):
+        frames = make_scene(5, size)[0][None]
+        got = sess.run(None, {"frames": frames})[0]
+        with torch.no_grad():
+            want = ref(torch.from_numpy(frames)).numpy()
+        assert got.shape == (1, *size) and (got == want).mean() >= 0.99
+
+
 def test_raw_export_logits_parity(tiny_export, tiny_checkpoint):
     path = tiny_export(raw=True)
     report = json.loads(Path(f"{path}.json").read_text())

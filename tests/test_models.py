@@ -104,6 +104,23 @@ def test_eval_non_multiple_of_32(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+def test_logits_at_requested_size(name: str) -> None:
+    """`net(x, size)`: logits upsampled once to `size`, within float rounding of the default
+    output (input size) wherever both resizes see the same head output: size == input size."""
+    model = perturb(tiny(name)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        out = model(x, (90, 120))
+        same = model(x, (64, 96))
+        default = model(x)
+    assert out.shape == (1, NUM_CLASSES, 90, 120)
+    assert torch.allclose(same, default, atol=1e-5)
+    # not a resize of the default output: one upsampling from the head, not two
+    twice = torch.nn.functional.interpolate(default, size=(90, 120), mode="bilinear", align_corners=False)
+    assert (name in ("unet", "unet-deconv")) == torch.allclose(out, twice, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("size", [(72, 96), (64, 96)], ids=["72x96", "64x96"])
 def test_onnx_parity(name: str, size: tuple[int, int], tmp_path) -> None:
     check_onnx(tiny(name), tmp_path / f"{name}.onnx", *size)

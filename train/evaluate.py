@@ -1,7 +1,7 @@
 """Evaluation: mIoU, per-class IoU and pixel accuracy of a PyTorch model on a labelled split, with
 the same numpy metric code (runtime.metrics) every other stage uses. Frames are resized to the
-model input size and logits upsampled back to the label size (bilinear, align_corners=False),
-exactly as the exported graph does."""
+model input size and the network asked for its logits at the label size (one bilinear upsampling,
+align_corners=False), exactly as the exported graph does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -32,9 +31,9 @@ def evaluate(model: nn.Module, dataset: SegDataset, card: ModelCard, device: str
     for i in tqdm(range(n), desc=f"eval {dataset.split}", disable=not progress, leave=False):
         img, mask = dataset.read(i)
         x, target = tf(img, mask, i)
-        logits = model(torch.from_numpy(x)[None].to(device))
-        if logits.shape[-2:] != target.shape:
-            logits = F.interpolate(logits, size=target.shape, mode="bilinear", align_corners=False)
+        x = torch.from_numpy(x)[None].to(device)
+        # logits straight at the label size (one upsampling from the head's stride), as in the graph
+        logits = model(x) if x.shape[-2:] == target.shape else model(x, target.shape)
         cm.update(logits.argmax(1)[0].cpu().numpy(), target)
     return cm
 

@@ -13,10 +13,9 @@ grid, so every module exports to ONNX at any input size.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SegHead, conv_bn_relu, make_stage
+from .blocks import SegHead, conv_bn_relu, make_stage, resize
 
 
 class SEBlock(nn.Module):
@@ -178,11 +177,11 @@ class AttnSegNet(nn.Module):
         self.cls = nn.Conv2d(head, num_classes, 1)
         self.aux_head = SegHead(4 * w, head, num_classes) if aux else None
 
-    def forward(self, x: torch.Tensor):
-        size = x.shape[-2:]
+    def forward(self, x: torch.Tensor, size=None):
+        size = x.shape[-2:] if size is None else size
         feat = self.backbone(self.stem(x))
-        out = F.interpolate(self.cls(self.drop(self.attn(feat))), size=size, mode="bilinear", align_corners=False)
+        out = resize(self.cls(self.drop(self.attn(feat))), size)
         if self.training and self.aux_head is not None:
-            aux = F.interpolate(self.aux_head(feat), size=size, mode="bilinear", align_corners=False)
+            aux = resize(self.aux_head(feat), size)
             return out, aux
         return out

@@ -22,9 +22,14 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int =
     return nn.Sequential(*layers)
 
 
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize of `x` to `size` (H, W) (align_corners=False, as in export)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Bilinear resize of `x` to the spatial size of `ref` (align_corners=False, as in export)."""
-    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+    """Bilinear resize of `x` to the spatial size of `ref`."""
+    return resize(x, ref.shape[-2:])
 
 
 class BasicBlock(nn.Module):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BasicBlock, SegHead, conv_bn_relu, make_stage, upsample_to
+from .blocks import BasicBlock, SegHead, conv_bn_relu, make_stage, resize, upsample_to
 
 
 class Bottleneck(nn.Module):
@@ -122,8 +122,8 @@ class DDRNet(nn.Module):
         self.detail = DetailRefine(num_classes, p, p) if detail else None
         self.aux_head = SegHead(h, head, num_classes) if aux else None
 
-    def forward(self, x: torch.Tensor):
-        size = x.shape[-2:]
+    def forward(self, x: torch.Tensor, size=None):
+        size = x.shape[-2:] if size is None else size
         stem = self.layer1(self.stem(x))  # 1/4
         x = self.layer2(stem)
         low = self.layer3(F.relu(x))
@@ -140,9 +140,9 @@ class DDRNet(nn.Module):
         out = self.head(high + ctx)
         if self.detail is not None:
             out = self.detail(out, stem)
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        out = resize(out, size)
         if self.training and self.aux_head is not None:
-            aux = F.interpolate(self.aux_head(aux_feat), size=size, mode="bilinear", align_corners=False)
+            aux = resize(self.aux_head(aux_feat), size)
             return out, aux
         return out
 

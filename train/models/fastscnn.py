@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import DepthwiseSeparable, SegHead, conv_bn_relu, upsample_to
+from .blocks import DepthwiseSeparable, SegHead, conv_bn_relu, resize, upsample_to
 
 
 class InvertedResidual(nn.Module):
@@ -119,12 +119,11 @@ class FastSCNN(nn.Module):
         )
         self.aux_head = SegHead(d3, 32, num_classes) if aux else None
 
-    def forward(self, x: torch.Tensor):
-        size = x.shape[-2:]
+    def forward(self, x: torch.Tensor, size=None):
+        size = x.shape[-2:] if size is None else size
         high = self.downsample(x)
-        out = self.classifier(self.fusion(high, self.global_features(high)))
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        out = resize(self.classifier(self.fusion(high, self.global_features(high))), size)
         if self.training and self.aux_head is not None:
-            aux = F.interpolate(self.aux_head(high), size=size, mode="bilinear", align_corners=False)
+            aux = resize(self.aux_head(high), size)
             return out, aux
         return out

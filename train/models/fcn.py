@@ -12,10 +12,9 @@ at zero, as in the paper, so training begins as FCN-32s and learns to use the fi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import conv_bn_relu, make_stage, upsample_to
+from .blocks import conv_bn_relu, make_stage, resize, upsample_to
 
 
 class FCN(nn.Module):
@@ -43,11 +42,11 @@ class FCN(nn.Module):
             nn.init.zeros_(score.weight)
             nn.init.zeros_(score.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
+    def forward(self, x: torch.Tensor, size=None) -> torch.Tensor:
+        size = x.shape[-2:] if size is None else size
         f8 = self.layer2(self.layer1(self.stem(x)))
         f16 = self.layer3(f8)
         f32 = self.layer4(f16)
         s = upsample_to(self.score32(self.fc(f32)), f16) + self.score16(f16)
         s = upsample_to(s, f8) + self.score8(f8)
-        return F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+        return resize(s, size)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .attention import make_attention
-from .blocks import conv_bn_relu, upsample_to
+from .blocks import conv_bn_relu, resize, upsample_to
 
 UPSAMPLE_MODES = ("bilinear", "deconv")
 DECODER_ATTENTION = ("se", "cbam")
@@ -73,7 +73,7 @@ class UNet(nn.Module):
         )
         self.cls = nn.Conv2d(widths[0], num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size=None) -> torch.Tensor:
         x = self.inc(x)
         skips = []
         for down in self.down:
@@ -82,4 +82,5 @@ class UNet(nn.Module):
         x = self.bottleneck_attn(x)
         for up, skip in zip(self.up, reversed(skips)):
             x = up(x, skip)
-        return self.cls(x)
+        out = self.cls(x)  # at the input resolution already
+        return out if size is None else resize(out, size)
