@@ -7,7 +7,9 @@ runs the graph also does the resizing, normalisation and ArgMax (DESIGN: pre/pos
       -> ArgMax -> labels uint8 [N,H,W]
 
 Pre and post ops live in submodules `pre` and `post`, so their ONNX node names start with `/pre/`
-and `/post/`: quantisation and FP16 conversion leave those nodes in FP32 by name.
+and `/post/`: quantisation and FP16 conversion leave those nodes in FP32 by name. The logits'
+upsampling to the frame size is the network's last node (`/net/`): FP16 in an FP16 graph, FP32 in an
+INT8 one (precision.py keeps the logits out of quantisation).
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ from .graph import POST_PREFIX, PRE_PREFIX
 
 # op types kept in FP32 inside the FP16 network: reductions lose the most in half precision.
 # (Resize is not listed: blocking the network's final Resize makes the converter fail, and bilinear
-# interpolation of FP16 logits agrees with FP32; the frame-size Resize and ArgMax are in /post/.)
+# interpolation of FP16 logits agrees with FP32. That final Resize, to the frame size, is inside
+# /net/: FP16 in an FP16 graph, cast to FP32 before the ArgMax in /post/; FP32 in an INT8 graph,
+# where _logit_nodes keeps it out of quantisation.)
 FP16_BLOCK_OPS = ["GlobalAveragePool", "ReduceMean", "ReduceSum", "Softmax"]
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 NET_PREFIX = "/net/"

@@ -71,7 +71,8 @@ def test_contract_dynamic_any_size(tiny_onnx_dynamic, tiny_checkpoint):
 
 def test_graph_preprocessing_matches_training(tiny_onnx, tiny_checkpoint):
     """The graph's BGR->RGB, resize, mean/std and logits upsampling agree with the evaluation path
-    used in training (cv2 resize of the RGB frame, normalise, network, bilinear upsample, ArgMax)."""
+    used in training (cv2 resize of the RGB frame, normalise, network asked for logits at the frame
+    size, ArgMax)."""
     from roadseg.train.data import EvalTransform
 
     net, card, _ = load_model(tiny_checkpoint)
@@ -81,7 +82,7 @@ def test_graph_preprocessing_matches_training(tiny_onnx, tiny_checkpoint):
         frame, mask = make_scene(20 + s, TINY_FRAME_SIZE)
         x, _ = tf(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), mask, 0)
         with torch.no_grad():
-            logits = F.interpolate(net(torch.from_numpy(x)[None]), size=TINY_FRAME_SIZE, mode="bilinear", align_corners=False)
+            logits = net(torch.from_numpy(x)[None], TINY_FRAME_SIZE)
         want = logits.argmax(1)[0].numpy()
         got = _sess(tiny_onnx).run(None, {"frames": frame[None]})[0][0]
         agree.append((got == want).mean())
