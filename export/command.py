@@ -294,6 +294,12 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
         model = to_int8(fp32, calib, opts.calib_method, opts.progress, acts)
         report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method,
                                  "activations": acts}  # fmt: skip
+        if acts == "u8":  # ONNX Runtime's CPU form: fit it to MLAS's kernels (the gate below checks it)
+            from .ort_cpu import tune
+
+            report["ort_cpu_rewrites"] = tune(model)
+            if report["ort_cpu_rewrites"]:
+                print(f"rewrote for ONNX Runtime's CPU kernels: {', '.join(report['ort_cpu_rewrites'])}")
     onnx.checker.check_model(model, full_check=True)
     assert gate_frames is not None  # export() reads them for every FP16 and INT8 export
     frames, masks, what = gate_frames

@@ -105,24 +105,24 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     outside = [n for n in g.node if not n.name.startswith(NET_PREFIX)]
     net_inits = {i.name for i in net.graph.initializer}
     inits = [i for i in g.initializer if i.name not in net_inits] + list(net16.graph.initializer)
-    nodes = _toposort(outside + list(net16.graph.node), {i.name for i in g.input} | {i.name for i in inits})
+    nodes = toposort(outside + list(net16.graph.node), {i.name for i in g.input} | {i.name for i in inits})
     graph = helper.make_graph(nodes, g.name, g.input, g.output, inits)
     out = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     out.metadata_props.extend(model.metadata_props)
     return out
 
 
-def _toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
+def toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
     """`nodes` in an order ONNX accepts: in waves, each of the nodes whose inputs are all known by
-    then, in their given order. The spliced FP16 graph needs it: with dynamic frame sizes, the
+    then, in their given order. The spliced FP16 graph needs it (with dynamic frame sizes, the
     nodes that read the frame's shape for the network's final upsampling sit outside the network
-    but feed it."""
+    but feed it), and so do the rewrites in ort_cpu.py, which append their nodes."""
     known = known | {""}
     done: list[onnx.NodeProto] = []
     while nodes:
         ready = [n for n in nodes if all(i in known for i in n.input)]
         if not ready:
-            raise RoadsegError("fp16: the graph has a cycle or an input nobody produces; report this as a bug")
+            raise RoadsegError("the rewritten graph has a cycle or an input nobody produces; report this as a bug")
         for n in ready:
             known.update(n.output)
         done += ready

@@ -357,6 +357,13 @@ def test_int8_activation_types(tiny_export, labelled):
     assert int8_activation_type(u8_model) == "u8"
     assert int8_activation_type(s8_model) == "s8"
     assert int8_activation_type(onnx.load(str(tiny_export(frame_size=TINY_FRAME_SIZE)))) is None
+    # the u8 graph is rewritten for ONNX Runtime's CPU kernels (export/ort_cpu.py) and its sidecar
+    # says how; the s8 graph, TensorRT's form, keeps its float pre-processing
+    rewrites = json.loads(Path(f"{u8_path}.json").read_text())["ort_cpu_rewrites"]
+    assert rewrites[0].startswith("pixels") and rewrites[-1] == "nhwc"
+    assert "ort_cpu_rewrites" not in json.loads(Path(f"{s8_path}.json").read_text())
+    assert not [n for n in u8_model.graph.node if n.op_type == "Cast" and "frames" in n.input]
+    assert [n for n in s8_model.graph.node if n.name.startswith("/pre/") and n.op_type == "Conv"]
     assert int8_activations(ExportOptions(model="m", to="engine")) == "s8"
     with pytest.raises(UsageError, match="TensorRT takes symmetric INT8"):
         int8_activations(ExportOptions(model="m", to="engine", int8_activations="u8"))

@@ -1,0 +1,145 @@
+"""The u8 INT8 graph's rewrites for ONNX Runtime's CPU kernels (export/ort_cpu.py): each keeps the
+labels, changes the graph the way it says, and stays away from graphs it does not fit."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from roadseg.export import ort_cpu
+from roadseg.export.onnx_export import GraphSpec, to_onnx
+from roadseg.export.precision import to_int8
+from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from roadseg.runtime.synthetic import make_scene
+from roadseg.train.models.blocks import resize
+
+INPUT_SIZE = (64, 96)
+
+
+class OddNet(nn.Module):
+    """A small net with a 13-channel feature map (not a multiple of 4) read by a quantised
+    convolution (the classifier stays FP32: it makes the logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 12, 3, 2, 1)
+        self.c2 = nn.Conv2d(12, 13, 3, 1, 1)
+        self.c3 = nn.Conv2d(13, 16, 3, 1, 1)
+        self.cls = nn.Conv2d(16, 11, 1)
+
+    def forward(self, x, size=None):
+        size = x.shape[-2:] if size is None else size
+        x = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return resize(self.cls(torch.relu(self.c3(x))), size)
+
+
+def _frames(size, n, seed):
+    return [make_scene(seed=seed + i, size=size)[0] for i in range(n)]
+
+
+def _labels(model: onnx.ModelProto, frames) -> np.ndarray:
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.stack([s.run(None, {"frames": f[None]})[0][0] for f in frames])
+
+
+@pytest.fixture(
+    scope="module", params=[(72, 96), (56, 80), INPUT_SIZE, None], ids=["upscale", "downscale", "same", "dynamic"]
+)
+def u8_graph(request):
+    """(u8 INT8 graph of OddNet, frames to run it on, card) for a fixed frame size larger than,
+    smaller than and equal to the model input, and for dynamic frame sizes."""
+    torch.manual_seed(0)
+    card = ModelCard(
+        name="odd", arch="odd", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11, input_size=INPUT_SIZE
+    )
+    size = request.param
+    fp32, _, _ = to_onnx(OddNet(), card, GraphSpec(frame_size=size, dynamic=size is None))
+    calib = _frames(size or INPUT_SIZE, 8, 100)
+    model = to_int8(fp32, calib, "minmax", progress=False, activations="u8")
+    return model, _frames(size or (80, 112), 6, 500), fp32
+
+
+def test_each_rewrite_keeps_the_labels(u8_graph):
+    """channels and nhwc are exact (zero channels add exact zeros; the same bilinear weights in
+    another layout). pixels moves where the input is rounded, so it is held to the INT8 graph's own
+    agreement with FP32 (about 0.975 for this random net, whose logits are close everywhere)."""
+    model, frames, fp32 = u8_graph
+    before, ref = _labels(model, frames), _labels(fp32, frames)
+    for name, rewrite in ort_cpu.REWRITES.items():
+        m = copy.deepcopy(model)
+        assert rewrite(m), f"{name} did not apply"
+        onnx.checker.check_model(m, full_check=True)
+        after = _labels(m, frames)
+        if name == "pixels":
+            assert np.mean(after == ref) >= np.mean(before == ref) - 0.01, name
+        else:
+            assert np.mean(after == before) >= 0.9999, name
+
+
+def test_pixels_feeds_uint8_to_the_first_convolution(u8_graph):
+    model, _, _ = u8_graph
+    m = copy.deepcopy(model)
+    assert ort_cpu.pixels(m).startswith("pixels (zero point ")
+    nodes = {o: n for n in m.graph.node for o in n.output}
+    # nothing converts the frames to float any more, and the normalising convolution is gone
+    assert not [n for n in m.graph.node if n.op_type == "Cast" and "frames" in n.input]
+    assert not [n for n in m.graph.node if n.name.startswith("/pre/") and n.op_type == "Conv"]
+    first = next(n for n in m.graph.node if n.op_type == "Conv")
+    dq = nodes[first.input[0]]
+    assert dq.op_type == "DequantizeLinear"
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert float(inits[dq.input[1]]) == 1.0 and inits[dq.input[2]].dtype == np.uint8
+    # the zero point is the mean pixel (ImageNet mean, 114 to 124 on 0-255) so padding stays near 0
+    assert 100 <= int(inits[dq.input[2]]) <= 130
+    chain, t = [], dq.input[0]
+    while t != "frames":
+        chain.append(nodes[t].op_type)
+        t = nodes[t].input[0]
+    assert chain[-1] == "Transpose" and set(chain) <= {"Transpose", "Resize"}
+
+
+def test_channels_pads_odd_inputs_only(u8_graph):
+    model, _, _ = u8_graph
+    m = copy.deepcopy(model)
+    assert ort_cpu.channels(m) == "channels (13->16)"
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    nodes = {o: n for n in m.graph.node for o in n.output}
+    quantised = [c for c in m.graph.node if c.op_type == "Conv" and c.input[1] in nodes and nodes[c.input[1]].op_type == "DequantizeLinear"]
+    cins = sorted(inits[nodes[c.input[1]].input[0]].shape[1] for c in quantised)
+    assert cins == [3, 12, 16]  # c1, c2, c3 (the FP32 classifier has no quantised weight)  # the image (3) is left alone: padding it costs more than it saves
+    pads = [n for n in m.graph.node if n.op_type == "Pad"]
+    assert len(pads) == 1 and inits[pads[0].input[1]].tolist() == [0, 0, 0, 0, 0, 3, 0, 0]  # channel axis, at the end
+    assert ort_cpu.channels(m) is None  # nothing left to pad
+
+
+def test_nhwc_moves_the_final_resize_and_argmax(u8_graph):
+    model, _, _ = u8_graph
+    m = copy.deepcopy(model)
+    assert ort_cpu.nhwc(m) == "nhwc"
+    am = next(n for n in m.graph.node if n.op_type == "ArgMax")
+    assert next(a.i for a in am.attribute if a.name == "axis") == 3
+    resize = next(n for n in m.graph.node if am.input[0] in n.output)
+    assert resize.op_type == "Resize"
+    assert next(n for n in m.graph.node if resize.input[0] in n.output).op_type == "Transpose"
+
+
+def test_rewrites_leave_graphs_they_do_not_fit(u8_graph):
+    """A raw graph (no pre/post) has no pixels or ArgMax to rewrite; a second pass finds nothing."""
+    torch.manual_seed(0)
+    card = ModelCard(
+        name="odd", arch="odd", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11, input_size=INPUT_SIZE
+    )
+    raw, _, _ = to_onnx(OddNet(), card, GraphSpec(frame_size=None, raw=True))
+    x = np.random.default_rng(0).normal(size=(8, 1, 3, *INPUT_SIZE)).astype(np.float32)
+    q = to_int8(raw, list(x), "minmax", progress=False, activations="u8")
+    assert ort_cpu.pixels(q) is None and ort_cpu.nhwc(q) is None
+    model, _, _ = u8_graph
+    m = copy.deepcopy(model)
+    assert len(ort_cpu.tune(m)) == 3
+    assert ort_cpu.tune(m) == []
