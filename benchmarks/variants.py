@@ -1,9 +1,9 @@
 """The exported files rows run: FP32/FP16/INT8 ONNX graphs and TensorRT engines, made with the real
 `roadseg export` code (so what is measured is what users deploy) and cached between runs.
 
-Cache folder: <cache>/<key>/ where key hashes the checkpoint file, the roadseg version, the model
-input and frame sizes and the calibration/verification sources. Engines go into a sub-folder named
-by GPU and TensorRT version, since a plan runs only where it was built. `builds.json` keeps each
+Cache folder: <cache>/<key>/ where key hashes the checkpoint file, the roadseg version, the export
+and model code, the model input and frame sizes and the calibration/verification sources. Engines
+go into a sub-folder named by GPU and TensorRT version, since a plan runs only where it was built. `builds.json` keeps each
 file's build time and export log, so a cached file still reports how long it took to make.
 
 A variant that cannot be made (an INT8 graph that misses its accuracy budget, a converter error, no
@@ -50,6 +50,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _export_code() -> str:
+    """A hash of the code that makes the files (export/, the model definitions): a checkout that
+    changes it between releases (same version string) must not be measured on stale graphs."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted([*(root / "export").glob("*.py"), *(root / "train" / "models").glob("*.py")]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
 
@@ -68,7 +78,7 @@ class Variants:
         self.verify = verify
         self.calib_count = calib_count
         self._calib = calib
-        key = json.dumps([_sha256(checkpoint), __version__, imgsz, frame_size, calib, verify, calib_count])
+        key = json.dumps([_sha256(checkpoint), __version__, _export_code(), imgsz, frame_size, calib, verify, calib_count])
         self.folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
         self._builds_file = self.folder / "builds.json"

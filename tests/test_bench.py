@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +288,17 @@ def test_cli_bench(tiny_checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| torch |" in out and "results.png" in out
     assert json.loads((report / "results.json").read_text())["rows"][0]["status"] == "ok"
+
+
+def test_variant_cache_follows_the_export_code(tiny_checkpoint, tmp_path, monkeypatch):
+    """Graphs cached by one checkout are not reused by a checkout whose export code differs under
+    the same version string (a stale INT8 graph would be measured as the new one)."""
+    from roadseg.benchmarks import variants
+
+    def folder() -> Path:
+        return variants.Variants(tiny_checkpoint, None, (72, 96), 1, tmp_path, None, None).folder
+
+    first = folder()
+    assert folder() == first
+    monkeypatch.setattr(variants, "_export_code", lambda: "changed")
+    assert folder() != first
