@@ -55,11 +55,16 @@ def check_writable(target: str | os.PathLike, fix: str = "choose another output 
 
 def check_folder(folder: str | os.PathLike, flag: str) -> Path:
     """An output folder given with `flag` (created when missing): fails with the fix when it is a
-    file or cannot be written. Returns it with `~` expanded."""
+    file or cannot be created or written. Returns it with `~` expanded."""
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise RoadsegError(f"{flag} {folder}: is a file; give a folder")
-    check_writable(path / "probe")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RoadsegError(f"{flag} {folder}: cannot create folder ({e.strerror}); choose another {flag}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RoadsegError(f"{flag} {folder}: the folder is not writable; choose another {flag}")
     return path
 
 

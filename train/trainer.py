@@ -32,6 +32,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from roadseg.runtime.atomic import check_folder
 from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 
@@ -196,14 +197,7 @@ def _check_out(out: Path, cfg: TrainConfig) -> None:
     """The run folder, created, before any data is read: it must be a writable folder, must not
     hold the --init checkpoint (this run overwrites last.pt and best.pt), and may hold an earlier
     run only with --resume (continue it) or --overwrite (replace it)."""
-    if out.exists() and not out.is_dir():
-        raise RoadsegError(f"--out {cfg.out}: is a file; give a folder for the run")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RoadsegError(f"--out {cfg.out}: cannot create the folder ({e.strerror}); choose another --out") from None
-    if not os.access(out, os.W_OK):
-        raise RoadsegError(f"{out}: output folder is not writable; choose another --out")
+    check_folder(out, "--out")
     if cfg.resume:
         return
     if cfg.init and cfg.init not in BUNDLED:
