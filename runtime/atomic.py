@@ -37,17 +37,21 @@ FILE_MODE = 0o666 & ~UMASK  # what open() would have given a new file
 DIR_MODE = 0o777 & ~UMASK  # what mkdir() would have given a new folder
 
 
+def _make_folder(folder: Path, what: str, fix: str) -> None:
+    """Creates `folder` (and parents) and checks it can be written, or fails naming `what` and `fix`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RoadsegError(f"{what}: cannot create folder {folder} ({e.strerror}); {fix}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RoadsegError(f"{what}: folder {folder} is not writable; {fix}")
+
+
 def check_writable(target: str | os.PathLike, fix: str = "choose another output path") -> Path:
     """Fail early, with `fix`, when the folder of `target` cannot be created or written. Returns
     the target with `~` expanded (the shell leaves `--save=~/x.mp4` alone)."""
     target = Path(target).expanduser()
-    folder = target.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RoadsegError(f"{target}: cannot create folder {folder} ({e.strerror}); {fix}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise RoadsegError(f"{target}: folder {folder} is not writable; {fix}")
+    _make_folder(target.parent, str(target), fix)
     if target.is_dir():
         raise RoadsegError(f"{target}: is a folder; give a file name")
     return target
@@ -59,12 +63,7 @@ def check_folder(folder: str | os.PathLike, flag: str) -> Path:
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise RoadsegError(f"{flag} {folder}: is a file; give a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RoadsegError(f"{flag} {folder}: cannot create folder ({e.strerror}); choose another {flag}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise RoadsegError(f"{flag} {folder}: the folder is not writable; choose another {flag}")
+    _make_folder(path, f"{flag} {folder}", f"choose another {flag}")
     return path
 
 
