@@ -1,9 +1,10 @@
 """The exported files rows run: FP32/FP16/INT8 ONNX graphs and TensorRT engines, made with the real
 `roadseg export` code (so what is measured is what users deploy) and cached between runs.
 
-Cache folder: <cache>/<key>/ where key hashes the checkpoint file, the roadseg version, the export
-and model code, the model input and frame sizes and the calibration/verification sources. Engines
-go into a sub-folder named by GPU and TensorRT version, since a plan runs only where it was built. `builds.json` keeps each
+Cache folder: <cache>/<key>/ where key hashes the checkpoint file, the roadseg version, the export,
+model and runtime code, the onnx/onnxruntime versions, the model input and frame sizes and the
+calibration/verification sources. Engines go into a sub-folder named by GPU and TensorRT version,
+since a plan runs only where it was built. `builds.json` keeps each
 file's build time and export log, so a cached file still reports how long it took to make.
 
 A variant that cannot be made (an INT8 graph that misses its accuracy budget, a converter error, no
@@ -51,12 +52,21 @@ def _sha256(path: Path) -> str:
 
 
 def _export_code() -> str:
-    """A hash of the code that makes the files (export/, the model definitions): a checkout that
-    changes it between releases (same version string) must not be measured on stale graphs."""
+    """A hash of what makes the files: the code (export/, the model definitions, runtime/ which
+    reads calibration frames and scores the gate) and the onnx/onnxruntime versions (the quantiser).
+    A checkout or install that changes them under the same roadseg version must not be measured on
+    stale graphs."""
+    from importlib import metadata
+
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for f in sorted([*(root / "export").glob("*.py"), *(root / "train" / "models").glob("*.py")]):
+    for f in sorted([*(root / "export").glob("*.py"), *(root / "train" / "models").glob("*.py"), *(root / "runtime").glob("*.py")]):
         h.update(f.name.encode() + f.read_bytes())
+    for dist in ("onnx", "onnxruntime", "onnxruntime-gpu"):
+        try:
+            h.update(f"{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            pass
     return h.hexdigest()[:16]
 
 
