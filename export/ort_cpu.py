@@ -273,7 +273,7 @@ def channels(model: onnx.ModelProto) -> str | None:
         if not extra or cin < PAD_MIN_CHANNELS or zp is None or zp.size != 1:
             continue
         name = conv.name.strip("/").replace("/", "_")
-        padded = np.concatenate([q, np.zeros((q.shape[0], extra) + q.shape[2:], q.dtype)], 1)  # type: ignore[union-attr]
+        padded = np.concatenate([q, np.zeros((q.shape[0], extra) + q.shape[2:], q.dtype)], 1)
         wdq.input[0] = gr.set_const(f"{name}_padded_weight_q", padded)
         pads = gr.set_const(f"{name}_channel_pads", np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64))
         fill = gr.set_const(f"{name}_channel_fill", zp.reshape(()))
