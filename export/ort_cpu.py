@@ -109,10 +109,6 @@ class _Graph:
         return self.model
 
 
-def _group(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
-
-
 def _requantize_conv(gr: _Graph, conv: onnx.NodeProto, wdq: onnx.NodeProto, w: np.ndarray, bias: np.ndarray,
                      x_scale: float) -> None:  # fmt: skip
     """Writes float weights `w` (per-channel symmetric int8) and `bias` (int32 at x_scale * w_scale).
@@ -171,7 +167,7 @@ def _pre_chain(gr: _Graph, tensor: str) -> dict[str, onnx.NodeProto] | None:
         return None
     if _attr(cast, "to") != onnx.TensorProto.FLOAT or list(_attr(tr, "perm", [])) != [0, 3, 1, 2]:
         return None
-    if _group(conv) != 1 or any(v != 1 for v in _attr(conv, "strides", [1, 1])) or any(_attr(conv, "pads", [0] * 4)):
+    if _attr(conv, "group", 1) != 1 or any(v != 1 for v in _attr(conv, "strides", [1, 1])) or any(_attr(conv, "pads", [0] * 4)):
         return None
     return chain
 
@@ -196,7 +192,7 @@ def pixels(model: onnx.ModelProto) -> str | None:
         or dqs[0].op_type != "DequantizeLinear"
         or len(convs) != 1
         or convs[0].op_type != "Conv"
-        or _group(convs[0]) != 1
+        or _attr(convs[0], "group", 1) != 1
     ):
         return None
     conv, norm = convs[0], chain["Conv"]
@@ -251,16 +247,14 @@ def pixels(model: onnx.ModelProto) -> str | None:
 
 
 def channels(model: onnx.ModelProto) -> str | None:
-    """Pads the quantised inputs of convolutions with an odd channel count (see the module
-    docstring); None when there are none."""
+    """Pads the quantised inputs of convolutions whose input channel count is not a multiple of 4
+    (see the module docstring); None when there are none."""
     gr = _Graph(model)
     done = []
-    for conv in [n for n in gr.g.node if n.op_type == "Conv" and _group(n) == 1]:
-        found = gr.dequantized_weight(conv)
-        xdq = gr.producer(conv.input[0])
-        if found is None or xdq is None or xdq.op_type != "DequantizeLinear":
+    for conv in [n for n in gr.g.node if n.op_type == "Conv" and _attr(n, "group", 1) == 1]:
+        wdq, xdq = gr.producer(conv.input[1]), gr.producer(conv.input[0])
+        if wdq is None or xdq is None or wdq.op_type != "DequantizeLinear" or xdq.op_type != "DequantizeLinear":
             continue
-        wdq, _ = found
         q = gr.const(wdq.input[0])
         zp = gr.const(xdq.input[2]) if len(xdq.input) > 2 else None
         scale = gr.const(wdq.input[1])

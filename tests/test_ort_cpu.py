@@ -159,9 +159,9 @@ def test_channels_pads_odd_inputs_only(u8_graph):
         if c.op_type == "Conv" and c.input[1] in nodes and nodes[c.input[1]].op_type == "DequantizeLinear"
     ]
     cins = sorted(inits[nodes[c.input[1]].input[0]].shape[1] for c in quantised)
-    assert (
-        cins == [3, 12, 16]
-    )  # c1, c2, c3 (the FP32 classifier has no quantised weight)  # the image (3) is left alone: padding it costs more than it saves
+    # c1, c2, c3 (the FP32 classifier has no quantised weight); the image (3) is left alone:
+    # padding it costs more than it saves
+    assert cins == [3, 12, 16]
     pads = [n for n in m.graph.node if n.op_type == "Pad"]
     assert len(pads) == 1 and inits[pads[0].input[1]].tolist() == [0, 0, 0, 0, 0, 3, 0, 0]  # channel axis, at the end
     assert ort_cpu.channels(m) is None  # nothing left to pad
