@@ -295,7 +295,9 @@ def stem(model: onnx.ModelProto) -> str | None:
     the module docstring. Reads what pixels wrote; None on anything else."""
     gr = _Graph(model)
     dq = gr.producer(f"{PRE_PREFIX}pixels")
-    tr = gr.producer(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    tr = gr.producer(dq.input[0])
     if tr is None or tr.op_type != "Transpose" or _ints(tr, "perm", []) != [0, 3, 1, 2] or len(gr.consumers(tr.output[0])) != 1:
         return None
     convs = gr.consumers(dq.output[0])
@@ -318,13 +320,13 @@ def stem(model: onnx.ModelProto) -> str | None:
         return None
     if len(readers) != 1 or readers[0].op_type != "QuantizeLinear" or len(gr.consumers(wdq.output[0])) != 1:
         return None
-    w, out_q = gr.const(wdq.input[0]), readers[0]
-    wparams = [gr.const(i) for i in wdq.input[1:3]]
-    bparams = [gr.const(i) for i in bdq.input[:3]]
-    out_scale = gr.const(out_q.input[1])
-    if w is None or w.shape[1:] != (3, 3, 3) or any(v is None for v in wparams + bparams) or out_scale is None or out_scale.size != 1:
+    out_q = readers[0]
+    # weight, its scale and zero point; the bias, its scale and zero point; the output's scale
+    values = [gr.const(i) for i in list(wdq.input) + list(bdq.input) + [out_q.input[1]]]
+    if len(wdq.input) != 3 or len(bdq.input) != 3 or any(v is None for v in values):
         return None
-    if any(v.size > 1 for v in wparams) and _attr(wdq, "axis", 1) != 0:
+    w, wscale, wzp, bq, bscale, bzp, out_scale = (np.asarray(v) for v in values)
+    if w.shape[1:] != (3, 3, 3) or out_scale.size != 1 or ((wscale.ndim or wzp.ndim) and _attr(wdq, "axis", 1) != 0):
         return None
     # the pixels' width must split into blocks of 4 (it is the model input width, a multiple of 32)
     shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model, data_prop=True).graph.value_info}
@@ -342,13 +344,15 @@ def stem(model: onnx.ModelProto) -> str | None:
                 if 0 <= kx <= 2:
                     w2[p * o : (p + 1) * o, 3 * d : 3 * d + 3, :, bx] = w[:, :, :, kx]
     name = conv.name.strip("/").replace("/", "_")
-    twice = [np.tile(v, 2) if v.size > 1 else v for v in wparams + bparams[1:]]
+    def twice(v: np.ndarray) -> np.ndarray:  # per-channel (1-D) values, for both phases
+        return np.tile(v, 2) if v.ndim == 1 else v
+
     wdq.input[0] = gr.set_const(f"{name}_stem_weight_q", w2)
-    wdq.input[1] = gr.set_const(f"{name}_stem_weight_scale", twice[0])
-    wdq.input[2] = gr.set_const(f"{name}_stem_weight_zp", twice[1])
-    bdq.input[0] = gr.set_const(f"{name}_stem_bias_q", np.tile(bparams[0], 2))
-    bdq.input[1] = gr.set_const(f"{name}_stem_bias_scale", twice[2])
-    bdq.input[2] = gr.set_const(f"{name}_stem_bias_zp", twice[3])
+    wdq.input[1] = gr.set_const(f"{name}_stem_weight_scale", twice(wscale))
+    wdq.input[2] = gr.set_const(f"{name}_stem_weight_zp", twice(wzp))
+    bdq.input[0] = gr.set_const(f"{name}_stem_bias_q", twice(bq))
+    bdq.input[1] = gr.set_const(f"{name}_stem_bias_scale", twice(bscale))
+    bdq.input[2] = gr.set_const(f"{name}_stem_bias_zp", twice(bzp))
     _set_ints(conv, "kernel_shape", [3, 2])
     _set_ints(conv, "strides", [2, 1])
     _set_ints(conv, "pads", [1, 1, 1, 0])  # one block (4 zero-point pixels) on the left
