@@ -5,16 +5,14 @@
 
 Order of work: decide which rows can run here (rows.py) -> load the benchmark frames (frames.py) ->
 for each row, make its exported file (variants.py, cached) and measure it in its own process
-(worker.py) -> compare every row's labels with the reference row (PyTorch FP32) and the dataset's
+(worker.py, driven by session.py; with --rounds R the rows stay loaded and their timed runs are
+interleaved in R rounds) -> compare every row's labels with the reference row (PyTorch FP32) and the dataset's
 labels -> statistics (stats.py) -> report (report.py).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,8 +23,9 @@ from roadseg.runtime.backends import ENGINE_SUFFIXES
 from roadseg.runtime.errors import RoadsegError, UsageError
 
 from . import rows as rowreg
+from .session import InProcess, Worker, rounds
 from .stats import speedup, summarize, throughput_fps
-from .worker import Job, job_dict
+from .worker import Job
 
 
 @dataclass
@@ -46,6 +45,7 @@ class BenchConfig:
     e2e_frames: int | None = None  # default: frames
     eval_limit: int | None = None  # accuracy frames (default: the whole val split / 16 unlabelled)
     cache: str | None = None  # exported files (default: <roadseg cache>/bench)
+    rounds: int = 1  # timed runs interleaved across the rows in this many rounds (session.py)
     isolate: bool = True  # each row in its own process (peak memory per row, crash isolation)
     progress: bool = True
     row_timeout_s: float = 3600.0
@@ -59,6 +59,8 @@ class BenchConfig:
             raise UsageError(f"--batch {self.batch}: give a batch of at least 1")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads}: give at least 1 thread")
+        if not 1 <= self.rounds <= self.frames:
+            raise UsageError(f"--rounds {self.rounds}: give 1 to --frames ({self.frames}) rounds")
 
 
 @dataclass
@@ -116,34 +118,6 @@ def _device(row: rowreg.Row, cuda_reason: str | None) -> str:
     return "cpu" if row.backend == "ort-cpu" else "cuda"
 
 
-class _Runner:
-    """Runs jobs in a fresh interpreter (or in this one when not isolated)."""
-
-    def __init__(self, work: Path, isolate: bool, timeout_s: float) -> None:
-        self.work, self.isolate, self.timeout_s = work, isolate, timeout_s
-
-    def __call__(self, job: Job) -> dict:
-        if not self.isolate:
-            from .worker import run
-
-            try:
-                return run(job)
-            except Exception as e:  # noqa: BLE001 - the row fails, the benchmark goes on
-                return {"error": str(e) if isinstance(e, RoadsegError) else f"{type(e).__name__}: {e}"}
-        job_file, result_file = self.work / f"{job.row}.job.json", self.work / f"{job.row}.result.json"
-        job_file.write_text(json.dumps(job_dict(job)))
-        result_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "roadseg.benchmarks.worker", str(job_file), str(result_file)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {self.timeout_s:.0f} s"}
-        if result_file.is_file():
-            return json.loads(result_file.read_text())
-        tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        return {"error": f"worker exited with code {proc.returncode}: {tail[0][:300]}"}
-
-
 def run_bench(cfg: BenchConfig) -> dict:
     """Run the benchmark described by `cfg`, write the report folder, return results.json's content."""
     from roadseg.runtime.atomic import check_writable
@@ -178,8 +152,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         if any(reasons[n] is None and rowreg.ROWS[n].kind != "torch" for n in names):
             variants = Variants(checkpoint, cfg.imgsz, frame_size, cfg.batch,  # type: ignore[arg-type]
                                 Path(cfg.cache) if cfg.cache else _default_cache(), calib, cfg.data)  # fmt: skip
-        runner = _Runner(work, cfg.isolate, cfg.row_timeout_s)
         results: list[RowResult] = []
+        loaded: list[tuple[RowResult, InProcess | Worker, Path]] = []  # rows waiting for their rounds
         labels_files: dict[str, Path] = {}
         from tqdm import tqdm
 
@@ -228,12 +202,18 @@ def run_bench(cfg: BenchConfig) -> dict:
                       backend_options=options, compile=row.compile, cuda=res.device == "cuda" and row.kind == "torch",
                       warmup=cfg.warmup, iters=cfg.frames, batch=cfg.batch, batch_model=batch_model,
                       e2e_source=e2e_source, e2e_frames=e2e_frames, work=str(work / "e2e"), threads=cfg.threads)  # fmt: skip
-            got = runner(job)
-            if "error" in got:
-                res.status, res.reason = "failed", got["error"]
-                continue
-            _fill(res, got, cfg.batch)
-            labels_files[name] = labels_file
+            row_session = InProcess(job) if not cfg.isolate else Worker(job, work, cfg.row_timeout_s)
+            loaded.append((res, row_session, labels_file))
+            if cfg.rounds == 1:  # one row at a time: only one model loaded
+                row_session.time(cfg.frames)
+                _finish(*loaded.pop(), cfg.batch, labels_files)
+        for i, count in enumerate(rounds(cfg.frames, cfg.rounds) if loaded else []):
+            bar.set_postfix_str(f"round {i + 1}/{cfg.rounds}")
+            for _, row_session, _ in loaded:
+                row_session.time(count)
+        for item in loaded:
+            bar.set_postfix_str(f"{item[0].name}: end to end")
+            _finish(*item, cfg.batch, labels_files)
         bar.close()
         _accuracy(results, labels_files, bench_frames.masks, card)
         ref = next((r for r in results if r.name == rowreg.REFERENCE and r.ok), None)
@@ -275,6 +255,16 @@ def run_bench(cfg: BenchConfig) -> dict:
         return doc
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _finish(res: RowResult, row_session: InProcess | Worker, labels_file: Path, batch: int,
+            labels_files: dict[str, Path]) -> None:  # fmt: skip
+    got = row_session.finish()
+    if "error" in got:
+        res.status, res.reason = "failed", got["error"]
+        return
+    _fill(res, got, batch)
+    labels_files[res.name] = labels_file
 
 
 def _fill(res: RowResult, got: dict, batch: int) -> None:

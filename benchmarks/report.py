@@ -71,7 +71,8 @@ def to_markdown(doc: dict) -> str:
            "latencies from two reports compare only as far as their reference times agree).", ""]
           if env.get("cpu_reference_ms") else []),
         f"Model-only latency at batch 1: median of {cfg['frames']} runs after {cfg['warmup']} warm-up runs "
-        f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}.",
+        + (f"in {cfg['rounds']} rounds interleaved across the rows " if cfg.get("rounds", 1) > 1 else "")
+        + f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}.",
         "",
         f"| Row | Median ms | p90 ms | p99 ms | Std ms | Speed-up | FPS (batch {batch}) | End-to-end FPS | E2E / model "
         f"| Agreement % | mIoU % | Peak RSS MB | GPU MB | Build s | Load s |",

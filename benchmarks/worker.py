@@ -1,16 +1,21 @@
-"""One benchmark row, measured in a process of its own: `python -m roadseg.benchmarks.worker JOB RESULT`.
+"""One benchmark row, measured in a process of its own:
+`python -m roadseg.benchmarks.worker JOB RESULT REPLY_FD`, driven by the harness (session.py).
 
 A fresh process per row makes peak RSS (and GPU memory) the row's own, keeps one row's state (torch's
 thread pools, a CUDA context, TensorRT's allocator) out of the next row's numbers, and turns a crash
 in a native library into one failed row instead of a lost benchmark.
 
-Steps, in order: open the model and run the first frame (load_s: time to first labels, which
-includes torch.compile's compilation and ONNX Runtime's TensorRT engine build); the accuracy pass
-over every benchmark frame (labels saved for the harness to compare with the reference); warm-up;
-model-only latency at batch 1 (`time.perf_counter` around each call, which returns host labels
-after the device is synchronised; inputs rotate among several frames; garbage collection paused);
-throughput at --batch; end to end through the runtime pipeline (decode, infer, overlay, encode);
-peak memory.
+Steps, in order (RowSession): open the model and run the first frame (load_s: time to first labels,
+which includes torch.compile's compilation and ONNX Runtime's TensorRT engine build); the accuracy
+pass over every benchmark frame (labels saved for the harness to compare with the reference);
+warm-up; model-only latency at batch 1, in as many rounds as the harness asks for
+(`time.perf_counter` around each call, which returns host labels after the device is synchronised;
+inputs rotate among several frames; garbage collection paused); then throughput at --batch; end to
+end through the runtime pipeline (decode, infer, overlay, encode); peak memory.
+
+Protocol: the worker writes `ready` to REPLY_FD once warm, then answers `time N` on stdin with `ok`
+after N timed calls, and `finish` with `done` after writing RESULT (also written, with the error,
+when anything fails). Replies go to their own pipe, not stdout, which native libraries write to.
 """
 
 from __future__ import annotations
@@ -203,38 +208,79 @@ def _e2e(job: Job, runner: Any) -> dict:
     }  # fmt: skip
 
 
+REWARM = 2  # untimed calls before each later round: another row ran in between
+
+
+class RowSession:
+    """One row's model, loaded, checked for accuracy and warmed up; timed in rounds (`time`), so
+    the harness can interleave rows; `finish` measures the rest and closes it."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.frames = np.load(job.frames)
+        self.timing = [np.ascontiguousarray(f[None]) for f in self.frames[:TIMING_FRAMES]]
+        self.out: dict[str, Any] = {"row": job.row}
+        self.samples: list[float] = []
+        t0 = time.perf_counter()
+        self.runner: Any = open_runner(job)
+        try:
+            self.runner.infer(self.timing[0])  # first labels: lazy compilation / engine builds happen here
+            self.out["load_s"] = time.perf_counter() - t0
+            self.out["providers"] = list(getattr(self.runner, "providers", []) or [])
+            labels = np.stack([np.asarray(self.runner.infer(np.ascontiguousarray(f[None])))[0] for f in self.frames])
+            np.save(job.labels_out, labels.astype(np.uint8))
+            for i in range(job.warmup):
+                self.runner.infer(self.timing[i % len(self.timing)])
+        except BaseException:
+            self.close()
+            raise
+
+    def time(self, count: int) -> None:
+        if self.samples:
+            for i in range(REWARM):
+                self.runner.infer(self.timing[i % len(self.timing)])
+        self.samples += time_calls(self.runner.infer, self.timing, count)
+
+    def finish(self) -> dict:
+        """Throughput, end to end and memory; closes the model; the row's dict for results.json."""
+        job, out = self.job, self.out
+        try:
+            out["latency_samples_ms"] = self.samples
+            out["batch"] = job.batch
+            if job.batch > 1:
+                out["batch_samples_ms"] = _batched(job, self.runner, self.frames)
+            if job.e2e_source:
+                out["e2e"] = _e2e(job, self.runner)
+            gpu_row = job.cuda or (job.backend or "").startswith(("ort-cuda", "ort-trt", "trt"))
+            out["gpu_memory_mb"] = gpu_memory_mb() if gpu_row else None
+        finally:
+            self.close()
+        out["peak_rss_mb"] = peak_rss_mb()
+        return out
+
+    def close(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.close()
+
+
 def run(job: Job) -> dict:
-    """Measure one row; a dict for results.json (labels go to job.labels_out)."""
-    frames = np.load(job.frames)
-    timing = [np.ascontiguousarray(f[None]) for f in frames[:TIMING_FRAMES]]
-    out: dict[str, Any] = {"row": job.row}
-
-    t0 = time.perf_counter()
-    runner = open_runner(job)
+    """Measure one row in one round; a dict for results.json (labels go to job.labels_out)."""
+    session = RowSession(job)
     try:
-        runner.infer(timing[0])  # first labels: lazy compilation / engine builds happen here
-        out["load_s"] = time.perf_counter() - t0
-        out["providers"] = list(getattr(runner, "providers", []) or [])
-
-        labels = np.stack([np.asarray(runner.infer(np.ascontiguousarray(f[None])))[0] for f in frames])
-        np.save(job.labels_out, labels.astype(np.uint8))
-
-        for i in range(job.warmup):
-            runner.infer(timing[i % len(timing)])
-        out["latency_samples_ms"] = time_calls(runner.infer, timing, job.iters)
-
-        out["batch"] = job.batch
-        if job.batch > 1:
-            out["batch_samples_ms"] = _batched(job, runner, frames)
-        if job.e2e_source:
-            out["e2e"] = _e2e(job, runner)
-        out["gpu_memory_mb"] = (
-            gpu_memory_mb() if (job.cuda or (job.backend or "").startswith(("ort-cuda", "ort-trt", "trt"))) else None
-        )
+        session.time(job.iters)
+        return session.finish()
     finally:
-        runner.close()
-    out["peak_rss_mb"] = peak_rss_mb()
-    return out
+        session.close()
+
+
+def error_dict(job: Job, e: BaseException) -> dict:
+    """A failed row's result: the error in one line (a RoadsegError's own message), and where."""
+    from roadseg.runtime.errors import RoadsegError
+
+    text = str(e).strip()
+    reason = str(e) if isinstance(e, RoadsegError) else f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+    return {"row": job.row, "error": reason, "traceback": traceback.format_exc(limit=8)}
 
 
 def _batched(job: Job, runner: Any, frames: np.ndarray) -> list[float]:
@@ -256,22 +302,31 @@ def _batched(job: Job, runner: Any, frames: np.ndarray) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        sys.stderr.write("usage: python -m roadseg.benchmarks.worker JOB.json RESULT.json\n")
+    if len(args) != 3:
+        sys.stderr.write("usage: python -m roadseg.benchmarks.worker JOB.json RESULT.json REPLY_FD\n")
         return 2
     job = Job.from_dict(json.loads(Path(args[0]).read_text()))
-    try:
-        result = run(job)
-    except Exception as e:  # noqa: BLE001 - reported as this row's failure
-        from roadseg.runtime.errors import RoadsegError
-
-        reason = (
-            str(e)
-            if isinstance(e, RoadsegError)
-            else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        )
-        result = {"row": job.row, "error": reason, "traceback": traceback.format_exc(limit=8)}
-    Path(args[1]).write_text(json.dumps(result, default=float))
+    with os.fdopen(int(args[2]), "w", buffering=1) as reply:
+        session = None
+        try:
+            session = RowSession(job)
+            reply.write("ready\n")
+            result = {"row": job.row, "error": "the harness closed the worker before it finished"}
+            for line in sys.stdin:
+                cmd = line.split()
+                if cmd[:1] == ["time"] and len(cmd) == 2:
+                    session.time(int(cmd[1]))
+                    reply.write("ok\n")
+                elif cmd == ["finish"]:
+                    result = session.finish()
+                    break
+        except Exception as e:  # noqa: BLE001 - reported as this row's failure
+            result = error_dict(job, e)
+        finally:
+            if session is not None:
+                session.close()
+        Path(args[1]).write_text(json.dumps(result, default=float))
+        reply.write("done\n")
     return 0
 
 

@@ -400,6 +400,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for the throughput column (default 1)")
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
     p.add_argument("--warmup", type=_nonnegative, default=10, metavar="N", help="warm-up runs before timing (default 10)")
+    p.add_argument("--rounds", type=_positive, default=1, metavar="R",
+                   help="time the rows in R interleaved rounds, every row's model loaded meanwhile, so a machine whose "
+                   "speed drifts slows all rows alike (default 1: one row after another)")  # fmt: skip
     p.add_argument("--source", metavar="SRC", help="end-to-end source: video, image folder, camera, URL (default: the synthetic clip)")
     p.add_argument("--data", metavar="DIR", help="labelled dataset root (val split: mIoU) or a folder of frames (agreement only)")
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames (default: --data, else --source, else synthetic scenes)")
@@ -414,7 +417,7 @@ def _cmd_bench(a) -> int:
 
     cfg = BenchConfig(
         model=a.model, backends=a.backends, imgsz=tuple(a.imgsz) if a.imgsz else None,
-        frame_size=tuple(a.frame_size) if a.frame_size else None, batch=a.batch, frames=a.frames, warmup=a.warmup,
+        frame_size=tuple(a.frame_size) if a.frame_size else None, batch=a.batch, frames=a.frames, warmup=a.warmup, rounds=a.rounds,
         source=a.source, data=a.data, calib=a.calib, report=a.report, threads=a.threads, progress=not a.quiet,
     )  # fmt: skip
     doc = run_bench(cfg)

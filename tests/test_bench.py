@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from roadseg.benchmarks import rows
+from roadseg.benchmarks.harness import BenchConfig
 from roadseg.benchmarks.stats import speedup, summarize, throughput_fps
 from roadseg.runtime.errors import UsageError
 
@@ -113,8 +114,9 @@ def test_unavailable_rows_carry_the_backend_reason():
 
 @pytest.fixture(scope="module")
 def bench(tiny_checkpoint, tmp_path_factory):
-    """One real run: torch + ort-cpu-fp32, each in its own worker process, on a labelled synthetic
-    dataset (mIoU), plus the GPU rows this machine lacks (listed as skipped)."""
+    """One real run: torch + ort-cpu-fp32, each in its own worker process, timed in 2 interleaved
+    rounds, on a labelled synthetic dataset (mIoU), plus the GPU rows this machine lacks (listed as
+    skipped). test_cli_bench runs the default: one round, one row after another."""
     from roadseg.benchmarks.harness import BenchConfig, run_bench
     from roadseg.runtime.synthetic import make_dataset
 
@@ -124,7 +126,7 @@ def bench(tiny_checkpoint, tmp_path_factory):
     cfg = BenchConfig(
         model=str(tiny_checkpoint), backends=",".join(TWO_ROWS + missing), frame_size=(72, 96), frames=FRAMES,
         warmup=WARMUP, data=str(data), report=str(root / "report"), threads=1, cache=str(root / "cache"),
-        progress=False,
+        progress=False, rounds=2,
     )  # fmt: skip
     doc = run_bench(cfg)
     return doc, root / "report", missing
@@ -211,6 +213,7 @@ def test_csv_and_markdown(bench):
     assert float(torch_line["latency_median_ms"]) == pytest.approx(doc["rows"][0]["latency_ms"]["median"])
     md = (report / "results.md").read_text()
     assert "| Row | Median ms |" in md and "| read | infer | overlay | write |" in md
+    assert f"median of {FRAMES} runs after {WARMUP} warm-up runs in 2 rounds interleaved across the rows" in md
     assert f"CPU reference: {doc['environment']['cpu_reference_ms']:.2f} ms" in md
     table = [ln for ln in md.splitlines() if ln.startswith("| torch |") or ln.startswith("| ort-cpu-fp32 |")]
     assert len(table) == 4  # latency table and end-to-end table
@@ -240,13 +243,85 @@ def test_a_row_that_cannot_be_made_fails_with_its_reason(tiny_checkpoint, tmp_pa
     assert "(failed): could not make the fp32 onnx: boom: no graph" in (tmp_path / "r" / "results.md").read_text()
 
 
+def test_rounds_split_the_timed_runs():
+    from roadseg.benchmarks.session import rounds
+
+    assert rounds(10, 3) == [4, 3, 3] and rounds(5, 1) == [5] and rounds(4, 4) == [1, 1, 1, 1]
+    with pytest.raises(UsageError, match="--rounds 6: give 1 to --frames"):
+        BenchConfig(frames=5, rounds=6).check()
+
+
+def test_rounds_interleave_the_rows(tiny_checkpoint, tmp_path, monkeypatch):
+    """In process: with 3 rounds every row is loaded first, then timed round by round (torch,
+    ort, torch, ort, ...), each row getting all its runs; with 1 round, row after row."""
+    from roadseg.benchmarks import worker
+    from roadseg.benchmarks.harness import run_bench
+
+    calls: list[tuple[str, int]] = []
+    timed = worker.RowSession.time
+
+    def spy(self, count):
+        calls.append((self.job.row, count))
+        timed(self, count)
+
+    monkeypatch.setattr(worker.RowSession, "time", spy)
+    for n_rounds, expected in ((3, [2, 2, 1]), (1, [5])):
+        calls.clear()
+        cfg = BenchConfig(model=str(tiny_checkpoint), backends=",".join(TWO_ROWS), frame_size=(72, 96), frames=5,
+                          warmup=0, report=str(tmp_path / f"r{n_rounds}"), threads=1, cache=str(tmp_path / "c"),
+                          isolate=False, progress=False, rounds=n_rounds)  # fmt: skip
+        doc = run_bench(cfg)
+        if n_rounds == 3:
+            assert calls == [(row, k) for k in expected for row in TWO_ROWS]
+        else:
+            assert calls == [(row, k) for row in TWO_ROWS for k in expected]
+        assert all(r["status"] == "ok" and r["latency_ms"]["n"] == 5 for r in doc["rows"])
+
+
+def test_a_worker_that_dies_between_rounds_fails_its_row_only(tiny_onnx, tmp_path):
+    """The worker process is killed after its first round: its row says how it ended; a worker
+    whose model cannot open says why; neither raises."""
+    from roadseg.benchmarks.session import Worker
+    from roadseg.benchmarks.worker import Job
+
+    frames = tmp_path / "frames.npy"
+    np.save(frames, np.zeros((2, 72, 96, 3), np.uint8))
+
+    def job(model: str, row: str) -> Job:
+        return Job(row=row, kind="onnx", precision="fp32", model=model, frames=str(frames),
+                   labels_out=str(tmp_path / f"{row}.npy"), frame_size=(72, 96), backend="ort-cpu", warmup=0,
+                   iters=2, e2e_source=None, threads=1)  # fmt: skip
+
+    w = Worker(job(str(tiny_onnx), "alive"), tmp_path, timeout_s=120)
+    w.time(1)
+    assert w.error is None
+    w.proc.kill()
+    w.time(1)
+    got = w.finish()
+    assert "worker exited with code -9" in got["error"]
+    missing = Worker(job(str(tmp_path / "nothing.onnx"), "missing"), tmp_path, timeout_s=120)
+    missing.time(1)
+    got = missing.finish()
+    assert "nothing.onnx" in got["error"] and "\n" not in got["error"]
+
+
 def test_cli_bench_exits_1_when_no_row_was_measured(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     """A table of failed rows is a failed benchmark: exit 1 (it used to be 0), after the report.
     Every measurement (the worker run) is made to fail, the reference row's included."""
     from roadseg.benchmarks import harness
     from roadseg.cli import main
 
-    monkeypatch.setattr(harness._Runner, "__call__", lambda self, job: {"error": "boom: no frames"})
+    class Broken:
+        def __init__(self, *args):
+            pass
+
+        def time(self, count):
+            pass
+
+        def finish(self):
+            return {"error": "boom: no frames"}
+
+    monkeypatch.setattr(harness, "Worker", Broken)
     code = main(["bench", str(tiny_checkpoint), "--backends", "torch", "--frames", "2", "--warmup", "0",
                  "--report", str(tmp_path / "r"), "--threads", "1", "--quiet"])  # fmt: skip
     cap = capsys.readouterr()
