@@ -48,7 +48,7 @@ class BenchConfig:
     rounds: int = 1  # timed runs interleaved across the rows in this many rounds (session.py)
     isolate: bool = True  # each row in its own process (peak memory per row, crash isolation)
     progress: bool = True
-    row_timeout_s: float = 3600.0
+    row_timeout_s: float = 3600.0  # each wait on a worker: loading, one round, finishing
 
     def check(self) -> None:
         if self.frames < 1:
@@ -142,6 +142,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     cuda_reason = rowreg.torch_cuda()
 
     work = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir))
+    loaded: list[tuple[RowResult, InProcess | Worker, Path]] = []  # rows waiting for their rounds
     try:
         bench_frames = framesrc.load(card, frame_size, cfg.data, cfg.source, cfg.eval_limit)  # type: ignore[arg-type]
         frames_file, _ = bench_frames.save(work)
@@ -153,7 +154,6 @@ def run_bench(cfg: BenchConfig) -> dict:
             variants = Variants(checkpoint, cfg.imgsz, frame_size, cfg.batch,  # type: ignore[arg-type]
                                 Path(cfg.cache) if cfg.cache else _default_cache(), calib, cfg.data)  # fmt: skip
         results: list[RowResult] = []
-        loaded: list[tuple[RowResult, InProcess | Worker, Path]] = []  # rows waiting for their rounds
         labels_files: dict[str, Path] = {}
         from tqdm import tqdm
 
@@ -211,9 +211,9 @@ def run_bench(cfg: BenchConfig) -> dict:
             bar.set_postfix_str(f"round {i + 1}/{cfg.rounds}")
             for _, row_session, _ in loaded:
                 row_session.time(count)
-        for item in loaded:
-            bar.set_postfix_str(f"{item[0].name}: end to end")
-            _finish(*item, cfg.batch, labels_files)
+        while loaded:
+            bar.set_postfix_str(f"{loaded[0][0].name}: end to end")
+            _finish(*loaded.pop(0), cfg.batch, labels_files)
         bar.close()
         _accuracy(results, labels_files, bench_frames.masks, card)
         ref = next((r for r in results if r.name == rowreg.REFERENCE and r.ok), None)
@@ -254,6 +254,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         report.write(out_dir, doc)
         return doc
     finally:
+        for _, row_session, _ in loaded:  # an error or Ctrl-C left models loaded
+            row_session.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

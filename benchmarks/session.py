@@ -40,8 +40,7 @@ class InProcess:
             self.session.time(count)
         except Exception as e:  # noqa: BLE001
             self.error = error_dict(self.job, e)["error"]
-            self.session.close()
-            self.session = None
+            self.close()
 
     def finish(self) -> dict:
         if self.session is None:
@@ -50,11 +49,18 @@ class InProcess:
             return self.session.finish()
         except Exception as e:  # noqa: BLE001
             return {"error": error_dict(self.job, e)["error"]}
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
 
 class Worker:
-    """The row in a worker process of its own, driven line by line (worker.py's protocol); every wait
-    for a reply is bounded by `timeout_s`."""
+    """The row in a worker process of its own, driven line by line (worker.py's protocol); each wait
+    for a reply (loading, every round, finishing) is bounded by `timeout_s`."""
 
     def __init__(self, job: Job, work: Path, timeout_s: float) -> None:
         self.timeout_s, self.error = timeout_s, None
@@ -62,16 +68,21 @@ class Worker:
         self.log = work / f"{job.row}.log"
         job_file.write_text(json.dumps(job_dict(job)))
         self.result_file.unlink(missing_ok=True)
+        self.proc: subprocess.Popen | None = None
         read_fd, write_fd = os.pipe()
-        with open(self.log, "w") as log:
-            cmd = [sys.executable, "-m", "roadseg.benchmarks.worker", str(job_file), str(self.result_file), str(write_fd)]
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,), text=True)
-        os.close(write_fd)
         self.replies = os.fdopen(read_fd)
+        try:
+            with open(self.log, "w") as log:
+                cmd = [sys.executable, "-m", "roadseg.benchmarks.worker", str(job_file), str(self.result_file), str(write_fd)]
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,), text=True)
+        except OSError as e:
+            self.error = f"could not start the worker: {e}"
+        finally:
+            os.close(write_fd)
         self._expect("ready")
 
     def _expect(self, word: str) -> None:
-        if self.error is not None:
+        if self.error is not None or self.proc is None:
             return
         ready, _, _ = select.select([self.replies], [], [], self.timeout_s)
         line = self.replies.readline().strip() if ready else None
@@ -84,19 +95,22 @@ class Worker:
             self.error = self._outcome().get("error") or f"worker replied {line!r} instead of {word!r}"
 
     def _outcome(self) -> dict:
+        assert self.proc is not None
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if self.result_file.is_file():
+        try:
             return json.loads(self.result_file.read_text())
+        except (OSError, ValueError):  # none, or half-written by a worker that died
+            pass
         lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()] if self.log.is_file() else []
         return {"error": f"worker exited with code {self.proc.returncode}: {(lines[-1:] or ['no output'])[0][:300]}"}
 
     def _send(self, line: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
         try:
-            assert self.proc.stdin is not None
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
         except OSError:  # it died: _expect reads why
@@ -118,11 +132,16 @@ class Worker:
             self.close()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
+        """Ends the worker (killed if still running) and closes its pipes; safe to call twice."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            if self.proc.stdin is not None:
+                try:
+                    self.proc.stdin.close()
+                except OSError:  # a command still buffered for a worker that died
+                    pass
         self.replies.close()
 
 

@@ -140,13 +140,14 @@ def open_runner(job: Job, model: str | None = None) -> Any:
     return open_backend(model or job.model, job.backend or "auto", **opts)
 
 
-def time_calls(run: Any, inputs: list[np.ndarray], count: int) -> list[float]:
-    """Milliseconds of `count` calls of run(x), x rotating over `inputs`; garbage collection paused."""
+def time_calls(run: Any, inputs: list[np.ndarray], count: int, start: int = 0) -> list[float]:
+    """Milliseconds of `count` calls of run(x), x rotating over `inputs` from `start`; garbage
+    collection paused."""
     samples = []
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for i in range(count):
+        for i in range(start, start + count):
             x = inputs[i % len(inputs)]
             t0 = time.perf_counter()
             run(x)
@@ -208,7 +209,7 @@ def _e2e(job: Job, runner: Any) -> dict:
     }  # fmt: skip
 
 
-REWARM = 2  # untimed calls before each later round: another row ran in between
+REWARM = 2  # untimed calls before each round: other rows may have loaded or run in between
 
 
 class RowSession:
@@ -236,10 +237,10 @@ class RowSession:
             raise
 
     def time(self, count: int) -> None:
-        if self.samples:
-            for i in range(REWARM):
-                self.runner.infer(self.timing[i % len(self.timing)])
-        self.samples += time_calls(self.runner.infer, self.timing, count)
+        for i in range(REWARM):
+            self.runner.infer(self.timing[i % len(self.timing)])
+        # the rotation carries on across rounds, so every frame is timed as often as in one round
+        self.samples += time_calls(self.runner.infer, self.timing, count, start=len(self.samples))
 
     def finish(self) -> dict:
         """Throughput, end to end and memory; closes the model; the row's dict for results.json."""
@@ -306,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m roadseg.benchmarks.worker JOB.json RESULT.json REPLY_FD\n")
         return 2
     job = Job.from_dict(json.loads(Path(args[0]).read_text()))
-    with os.fdopen(int(args[2]), "w", buffering=1) as reply:
+    reply_fd = int(args[2])
+    os.set_inheritable(reply_fd, False)  # not into the processes the end-to-end run may start
+    with os.fdopen(reply_fd, "w", buffering=1) as reply:
         session = None
         try:
             session = RowSession(job)

@@ -172,7 +172,7 @@ def _nhwc_size(gr: _Graph, like: onnx.NodeProto, resize: onnx.NodeProto) -> onnx
     size = like.input[which]
     while len(resize.input) <= which:
         resize.input.append("")
-    gather = helper.make_node("Gather", [size, order], [f"{size}_nhwc"], name=f"{resize.name}_nhwc_size", axis=0)
+    gather = helper.make_node("Gather", [size, order], [f"{resize.name}_nhwc_size"], name=f"{resize.name}_nhwc_size", axis=0)
     resize.input[which] = gather.output[0]
     return gather
 
@@ -326,7 +326,20 @@ def stem(model: onnx.ModelProto) -> str | None:
     if len(wdq.input) != 3 or len(bdq.input) != 3 or any(v is None for v in values):
         return None
     w, wscale, wzp, bq, bscale, bzp, out_scale = (np.asarray(v) for v in values)
-    if w.shape[1:] != (3, 3, 3) or out_scale.size != 1 or ((wscale.ndim or wzp.ndim) and _attr(wdq, "axis", 1) != 0):
+    o = w.shape[0]
+    per_tensor_or_channel = all(v.size == 1 or v.shape == (o,) for v in (wscale, wzp, bq, bscale, bzp))
+    if (
+        w.shape[1:] != (3, 3, 3)
+        or bq.shape != (o,)
+        or not per_tensor_or_channel
+        or np.any(wzp != 0)  # the added weights are zeros: symmetric weights only (pixels writes them)
+        or out_scale.size != 1
+        or ((wscale.ndim or wzp.ndim) and _attr(wdq, "axis", 1) != 0)
+        or len(gr.consumers(bdq.output[0])) != 1
+    ):
+        return None
+    pixel_params = [gr.const(i) for i in dq.input[1:]]
+    if len(pixel_params) != 2 or any(v is None or v.size != 1 for v in pixel_params):  # one scale for all pixels
         return None
     # the pixels' width must split into blocks of 4 (it is the model input width, a multiple of 32)
     shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model, data_prop=True).graph.value_info}
@@ -335,7 +348,6 @@ def stem(model: onnx.ModelProto) -> str | None:
         return None
     # Output column j = 2m + p (phase p) reads pixel columns 2j-1..2j+1 = 4m+2p-1..4m+2p+1, which
     # lie in 4-pixel blocks m-1 and m: a 2-wide kernel over blocks, 2 x O outputs (phase, channel).
-    o = w.shape[0]
     w2 = np.zeros((2 * o, 12, 3, 2), w.dtype)
     for p in range(2):
         for bx in range(2):
@@ -344,8 +356,8 @@ def stem(model: onnx.ModelProto) -> str | None:
                 if 0 <= kx <= 2:
                     w2[p * o : (p + 1) * o, 3 * d : 3 * d + 3, :, bx] = w[:, :, :, kx]
     name = conv.name.strip("/").replace("/", "_")
-    def twice(v: np.ndarray) -> np.ndarray:  # per-channel (1-D) values, for both phases
-        return np.tile(v, 2) if v.ndim == 1 else v
+    def twice(v: np.ndarray) -> np.ndarray:  # per-channel values, for both phases
+        return np.tile(v, 2) if v.shape == (o,) else v
 
     wdq.input[0] = gr.set_const(f"{name}_stem_weight_q", w2)
     wdq.input[1] = gr.set_const(f"{name}_stem_weight_scale", twice(wscale))
@@ -371,7 +383,7 @@ def stem(model: onnx.ModelProto) -> str | None:
         helper.make_node("Transpose", [f"{q}_nhwc"], [q], name=f"{conv.name}_columns_nchw", perm=[0, 3, 1, 2]),
     ]  # fmt: skip
     gr.g.node.extend(nodes)
-    gr.forget_shapes(dq.input[0], dq.output[0], conv.output[0], q)
+    gr.forget_shapes(dq.input[0], dq.output[0], wdq.output[0], bdq.output[0], conv.output[0], q)
     gr.finish()
     return "stem"
 

@@ -243,6 +243,16 @@ def test_a_row_that_cannot_be_made_fails_with_its_reason(tiny_checkpoint, tmp_pa
     assert "(failed): could not make the fp32 onnx: boom: no graph" in (tmp_path / "r" / "results.md").read_text()
 
 
+def test_time_calls_rotates_the_inputs_across_rounds():
+    from roadseg.benchmarks.worker import time_calls
+
+    seen: list[int] = []
+    inputs = [np.array(i) for i in range(3)]
+    time_calls(lambda x: seen.append(int(x)), inputs, 2)
+    time_calls(lambda x: seen.append(int(x)), inputs, 3, start=2)
+    assert seen == [0, 1, 2, 0, 1]  # as one round of 5
+
+
 def test_rounds_split_the_timed_runs():
     from roadseg.benchmarks.session import rounds
 
@@ -296,9 +306,12 @@ def test_a_worker_that_dies_between_rounds_fails_its_row_only(tiny_onnx, tmp_pat
     w.time(1)
     assert w.error is None
     w.proc.kill()
+    w.proc.wait()  # gone before the next command: writing it fails (EPIPE), which must not raise
     w.time(1)
     got = w.finish()
     assert "worker exited with code -9" in got["error"]
+    slow = Worker(job(str(tiny_onnx), "slow"), tmp_path, timeout_s=0.01)  # cannot load in 10 ms
+    assert slow.finish() == {"error": "timed out after 0 s"} and slow.proc.poll() is not None
     missing = Worker(job(str(tmp_path / "nothing.onnx"), "missing"), tmp_path, timeout_s=120)
     missing.time(1)
     got = missing.finish()

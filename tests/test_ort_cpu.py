@@ -159,8 +159,9 @@ def test_stem_blocks_the_first_convolution(u8_graph):
     ort_cpu.pixels(m)
     conv = next(n for n in m.graph.node if n.op_type == "Conv")
     q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and conv.output[0] in n.input).output[0]
-    blocked = copy.deepcopy(m)
+    blocked = onnx.shape_inference.infer_shapes(m)  # recorded shapes that stem changes must go
     assert ort_cpu.stem(blocked) == "stem"
+    onnx.checker.check_model(blocked, full_check=True)
     nodes = {o: n for n in blocked.graph.node for o in n.output}
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in blocked.graph.initializer}
     conv = next(n for n in blocked.graph.node if n.op_type == "Conv")
@@ -244,8 +245,8 @@ def _node(m: onnx.ModelProto, op: str, prefix: str = "") -> onnx.NodeProto:
 
 def test_rewrites_refuse_graphs_they_would_break(u8_graph):
     """A pre-processing chain with an op pixels does not know, tied weights (channels would pad
-    one reader's weights for both), a first convolution of stride 1 (stem), and an ArgMax that
-    keeps its axis (nhwc would move it): each rewrite returns None and leaves the graph as it was."""
+    one reader's weights for both), a first convolution of stride 1 or with asymmetric weights
+    (stem), and an ArgMax that keeps its axis (nhwc would move it): each rewrite returns None and leaves the graph as it was."""
     model, _, _ = u8_graph
     m = copy.deepcopy(model)
     tr = _node(m, "Transpose", "/pre/")
@@ -272,6 +273,14 @@ def test_rewrites_refuse_graphs_they_would_break(u8_graph):
             a.ints[0] = 1  # stem blocks stride-2 convolutions only
     saved = m.SerializeToString()
     assert ort_cpu.stem(m) is None and m.SerializeToString() == saved
+
+    m = copy.deepcopy(model)
+    ort_cpu.pixels(m)
+    inits = {i.name: i for i in m.graph.initializer}
+    zp = inits[next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == _node(m, "Conv").input[1]).input[2]]
+    zp.CopyFrom(onnx.numpy_helper.from_array(np.ones_like(onnx.numpy_helper.to_array(zp)), zp.name))
+    saved = m.SerializeToString()
+    assert ort_cpu.stem(m) is None and m.SerializeToString() == saved  # the added weights would not be zeros
 
     m = copy.deepcopy(model)
     for a in _node(m, "ArgMax").attribute:
