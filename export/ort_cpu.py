@@ -28,6 +28,12 @@ None, leaving the graph alone, on anything else.
   low-resolution logits first): ONNX Runtime's bilinear Resize and ArgMax are faster over NHWC
   (measured 2.9 against 3.7 ms for 11 classes, 96x128 to 360x480).
 
+"Exact" holds on CPUs with VNNI (this one: AVX512-VNNI). On AVX2 without VNNI, ONNX Runtime's
+u8 x s8 kernels add pairs of products in 16 bits with saturation (VPMADDUBSW; its quantisation
+docs suggest reduce_range or U8U8 where that costs accuracy), so a different pairing (stem's and
+channels' reordered and zero inputs) can round differently where a pair saturates, as can the u8
+graph itself against FP32. The accuracy gate measures the graph on the CPU that exports it.
+
 Measured on the default model (DDRNet-23-slim, 384x512 input, 480x360 frames, 2 threads, timed
 in alternation, 8 x 30 runs): 22.0 -> 18.4 ms for pixels, channels and nhwc, val mIoU 0.7239 ->
 0.7237; stem then saved 1.2-1.3 ms more (2 x 20 x 30 runs: 20.0 -> 18.8 and 21.3 -> 19.9 ms).
