@@ -45,6 +45,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from roadseg.runtime.model import ORT_CPU_KEY
+
 from .graph import INPUT_NAME, PRE_PREFIX
 from .precision import toposort
 
@@ -465,5 +467,12 @@ REWRITES = {"pixels": pixels, "stem": stem, "channels": channels, "nhwc": nhwc}
 
 
 def tune(model: onnx.ModelProto) -> list[str]:
-    """Applies every rewrite that fits `model` (a u8 INT8 graph), in place; says which ran."""
-    return [done for rewrite in REWRITES.values() if (done := rewrite(model))]
+    """Applies every rewrite that fits `model` (a u8 INT8 graph), in place; says which ran, also in
+    the graph's metadata (ORT_CPU_KEY), where the runtime reads it to keep the graph off GPUs."""
+    done = [note for rewrite in REWRITES.values() if (note := rewrite(model))]
+    if done:
+        keep = [p for p in model.metadata_props if p.key != ORT_CPU_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(keep)
+        model.metadata_props.add(key=ORT_CPU_KEY, value=", ".join(done))
+    return done

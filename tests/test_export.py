@@ -18,8 +18,12 @@ import torch.nn.functional as F
 
 from roadseg.export.command import ExportOptions, export
 from roadseg.export.graph import FramesToLabels
+from roadseg.runtime import backends
+from roadseg.runtime.backends import resolve_backend
+from roadseg.runtime.backends.ort import OrtBackend
 from roadseg.runtime.card import CARD_KEY, ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.model import ORT_CPU_KEY
 from roadseg.runtime.synthetic import make_dataset, make_scene
 from roadseg.train.checkpoint import load_model
 
@@ -340,7 +344,7 @@ def test_unlabelled_frames_are_read_as_the_runtime_reads_them(tmp_path):
         unlabelled(tmp_path / "empty", None, 4)
 
 
-def test_int8_activation_types(tiny_export, labelled):
+def test_int8_activation_types(tiny_export, labelled, monkeypatch):
     """u8 (default for ONNX): asymmetric uint8 activations, ONNX Runtime's fast CPU path; s8:
     symmetric int8 (zero point 0), the only form TensorRT consumes. A u8 file given to the engine
     or TensorRT-Triton path is refused before any TensorRT call, as is an --int8-activations that
@@ -362,6 +366,21 @@ def test_int8_activation_types(tiny_export, labelled):
     rewrites = json.loads(Path(f"{u8_path}.json").read_text())["ort_cpu_rewrites"]
     assert rewrites[0].startswith("pixels") and rewrites[-1] == "nhwc"
     assert "ort_cpu_rewrites" not in json.loads(Path(f"{s8_path}.json").read_text())
+    assert {p.key: p.value for p in u8_model.metadata_props}[ORT_CPU_KEY] == ", ".join(rewrites)
+    assert ORT_CPU_KEY not in {p.key for p in s8_model.metadata_props}
+    # so the runtime keeps the rewritten graph off GPU providers (before looking for them), not the s8 one
+    for provider in ("cuda", "trt"):
+        with pytest.raises(UsageError, match=rf"{u8_path.name}: this INT8 graph was rewritten for ONNX Runtime's CPU kernels \(pixels"):
+            OrtBackend(u8_path, provider=provider)
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    with monkeypatch.context() as mp:  # auto on a GPU machine goes straight to the CPU for it
+        mp.setattr(backends, "_ort_providers", lambda: gpu)
+        assert resolve_backend(u8_path) == ["ort-cpu"]
+        assert resolve_backend(s8_path) == ["ort-trt", "ort-cuda", "ort-cpu"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RoadsegError) as e:
+            OrtBackend(s8_path, provider="cuda").close()  # refused for the missing provider, not for its form
+        assert "rewritten" not in str(e.value)
     assert not [n for n in u8_model.graph.node if n.op_type == "Cast" and "frames" in n.input]
     assert [n for n in s8_model.graph.node if n.name.startswith("/pre/") and n.op_type == "Conv"]
     assert int8_activations(ExportOptions(model="m", to="engine")) == "s8"

@@ -171,7 +171,18 @@ def resolve_backend(model: str | os.PathLike, backend: str = "auto") -> list[str
     if is_engine(model):
         return ["trt"]
     have = _ort_providers()
-    return [name for name in AUTO_ORDER if _EP[name] in have] or ["ort-cpu"]
+    names = [name for name in AUTO_ORDER if _EP[name] in have] or ["ort-cpu"]
+    return ["ort-cpu"] if names != ["ort-cpu"] and _cpu_form(model) else names
+
+
+def _cpu_form(model: str | os.PathLike) -> bool:
+    """An INT8 graph rewritten for ONNX Runtime's CPU kernels (the GPU providers refuse it)."""
+    from ..model import ORT_CPU_KEY, inspect_model
+
+    try:
+        return bool(inspect_model(model).metadata.get(ORT_CPU_KEY))
+    except RoadsegError:  # opening it says what is wrong
+        return False
 
 
 def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Backend:

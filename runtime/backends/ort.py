@@ -23,7 +23,7 @@ import numpy as np
 
 from ..card import ModelCard
 from ..errors import MissingDependencyError, RoadsegError, UsageError
-from ..model import ModelInfo, check_onnx_file, describe_session, open_session
+from ..model import ORT_CPU_KEY, ModelInfo, check_onnx_file, describe_session, inspect_model, open_session
 from .base import TensorSpec, batch_chunks, check_frames, fit_frames
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
@@ -65,6 +65,18 @@ def _graph_opt_level(ort: Any, name: str) -> Any:
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
     return levels[name]
+
+
+def _refuse_cpu_form(path: Path, name: str) -> None:
+    """A u8 INT8 graph rewritten for ONNX Runtime's CPU kernels (export/ort_cpu.py) has channels-last
+    and uint8 Resizes that ONNX Runtime's CUDA kernels do not implement as the CPU ones do (its CUDA
+    linear Resize expects the outer two axes unscaled), and TensorRT takes symmetric INT8 only."""
+    rewrites = inspect_model(path).metadata.get(ORT_CPU_KEY)
+    if rewrites:
+        raise UsageError(
+            f"{path}: this INT8 graph was rewritten for ONNX Runtime's CPU kernels ({rewrites}) and is not for {name}; "
+            "run it with --backend ort-cpu, or export one for the GPU with --int8-activations s8"
+        )
 
 
 def _flag(value: bool | None) -> str:
@@ -110,6 +122,8 @@ class OrtBackend:
         self.path = check_onnx_file(path)
         self.provider = provider
         self.name = f"ort-{provider}"
+        if provider != "cpu":
+            _refuse_cpu_form(self.path, self.name)
         self.device_id = device_id
         ep = PROVIDERS[provider]
         try:
@@ -139,8 +153,6 @@ class OrtBackend:
                     f"{cache}: cannot create the TensorRT engine cache folder ({e.strerror}); pass another one"
                 ) from None
             if trt_int8 is None:  # the card says how the graph was exported: Q/DQ graphs need INT8 enabled
-                from ..model import inspect_model
-
                 trt_int8 = inspect_model(self.path).precision == "int8"
             self._trt_options = {
                 "device_id": device_id,
