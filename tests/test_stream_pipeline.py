@@ -128,6 +128,9 @@ def test_overlay_colours_blend_legend_and_hud():
     color = colorize(labels, lut)
     assert color[0, 1].tolist() == CAMVID_PALETTE[3][::-1]  # RGB palette -> BGR
     assert color[1, 1].tolist() == [0, 0, 0]  # the ignore index: black
+    many = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)
+    assert np.array_equal(colorize(many, lut), lut[many])  # every label value, an odd-sized frame
+    assert np.array_equal(colorize(many[:, ::2], lut), lut[many[:, ::2]])  # and a strided view
     frame = np.full((2, 2, 3), 200, np.uint8)
     assert np.array_equal(blend(frame, color, 0.0), frame) and np.array_equal(blend(frame, color, 1.0), color)
     assert blend(frame, color, 0.5)[0, 0].tolist() == [164, 164, 164]
