@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from roadseg.runtime.atomic import atomic_path
 
 FILES = ("results.json", "results.csv", "results.md", "results.png")
@@ -126,14 +128,18 @@ def plot(doc: dict, target: Path) -> None:
     labelled = doc["frames"].get("labelled")
     key, label = ("miou", "mIoU (%)") if labelled else ("agreement", f"label agreement with {doc['reference']} (%)")
     pts: list[tuple[str, float, float]] = []
+    spread: list[tuple[float, float]] = []  # (median - p10, p90 - median) of each point's samples
     for r in doc["rows"]:
         x, y = (r.get("latency_ms") or {}).get("median"), r.get(key)
         if r["status"] == "ok" and x is not None and y is not None and math.isfinite(x):
             pts.append((r["name"], float(x), 100.0 * float(y)))
+            samples = np.asarray(r.get("latency_samples_ms") or [x], dtype=float)
+            lo, hi = np.percentile(samples, [10, 90])
+            spread.append((max(0.0, float(x) - lo), max(0.0, hi - float(x))))
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     if pts:
         xs = [p[1] for p in pts]
-        ax.scatter(xs, [p[2] for p in pts], s=40, zorder=3)
+        ax.errorbar(xs, [p[2] for p in pts], xerr=np.array(spread).T, fmt="o", ms=6, capsize=3, zorder=3)
         # labels alternate above and below in latency order, so neighbours do not print over each other
         for i, (n, x, y) in enumerate(sorted(pts, key=lambda p: p[1])):
             ax.annotate(n, (x, y), textcoords="offset points", xytext=(5, 5 if i % 2 == 0 else -12), fontsize=8)
@@ -150,7 +156,7 @@ def plot(doc: dict, target: Path) -> None:
     else:
         ax.text(0.5, 0.5, "no measured rows", ha="center", va="center", transform=ax.transAxes)
     env = doc["environment"]
-    ax.set_xlabel("model-only latency, median (ms, batch 1)")
+    ax.set_xlabel("model-only latency, median (ms, batch 1); bars: 10th to 90th percentile")
     ax.set_ylabel(label)
     ax.set_title(f"{doc['model']['name']} at {doc['frames']['size'][0]}x{doc['frames']['size'][1]} "
                  f"on {env.get('gpu') or env.get('cpu')}", fontsize=9)  # fmt: skip
