@@ -265,16 +265,6 @@ class RowSession:
             runner.close()
 
 
-def run(job: Job) -> dict:
-    """Measure one row in one round; a dict for results.json (labels go to job.labels_out)."""
-    session = RowSession(job)
-    try:
-        session.time(job.iters)
-        return session.finish()
-    finally:
-        session.close()
-
-
 def error_dict(job: Job, e: BaseException) -> dict:
     """A failed row's result: the error in one line (a RoadsegError's own message), and where."""
     from roadseg.runtime.errors import RoadsegError
