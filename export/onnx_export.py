@@ -44,7 +44,11 @@ class GraphSpec:
 
 def set_metadata(model: onnx.ModelProto, card: ModelCard, spec: GraphSpec) -> None:
     """Write (or replace) the card and the graph spec in metadata_props."""
-    values = {CARD_KEY: card.replace(precision=spec.precision).to_json(), EXPORT_KEY: json.dumps(spec.to_dict())}
+    set_props(model, {CARD_KEY: card.replace(precision=spec.precision).to_json(), EXPORT_KEY: json.dumps(spec.to_dict())})
+
+
+def set_props(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    """Write (or replace) these keys in metadata_props, keeping the others."""
     keep = [p for p in model.metadata_props if p.key not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)

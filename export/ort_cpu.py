@@ -48,6 +48,7 @@ from onnx import helper, numpy_helper
 from roadseg.runtime.model import ORT_CPU_KEY
 
 from .graph import INPUT_NAME, PRE_PREFIX
+from .onnx_export import set_props
 from .precision import toposort
 
 PAD_MULTIPLE, PAD_MIN_CHANNELS = 4, 8
@@ -136,7 +137,7 @@ def _requantize_conv(gr: _Graph, conv: onnx.NodeProto, wdq: onnx.NodeProto, w: n
     wdq.input[0] = gr.set_const(f"{name}_pixels_weight_q", q)
     wdq.input[1] = gr.set_const(f"{name}_pixels_weight_scale", scale.astype(np.float32))
     wdq.input[2] = gr.set_const(f"{name}_pixels_weight_zp", np.zeros(len(w), np.int8))
-    _set_axis(wdq, 0)
+    _set_attr(wdq, "axis", 0)
     bscale = (scale * x_scale).astype(np.float32)
     bq = np.round(bias / bscale.astype(np.float64)).astype(np.int32)
     bdq = helper.make_node("DequantizeLinear", [gr.set_const(f"{name}_pixels_bias_q", bq), gr.set_const(f"{name}_pixels_bias_scale", bscale),
@@ -149,12 +150,13 @@ def _requantize_conv(gr: _Graph, conv: onnx.NodeProto, wdq: onnx.NodeProto, w: n
         conv.input.append(bdq.output[0])
 
 
-def _set_axis(node: onnx.NodeProto, axis: int) -> None:
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    """Sets attribute `name`, replacing the one of that name."""
     for a in node.attribute:
-        if a.name == "axis":
-            a.i = axis
-            return
-    node.attribute.append(helper.make_attribute("axis", axis))
+        if a.name == name:
+            node.attribute.remove(a)
+            break
+    node.attribute.append(helper.make_attribute(name, value))
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -290,14 +292,6 @@ def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
     return list(_attr(node, name, default))
 
 
-def _set_ints(node: onnx.NodeProto, name: str, values: list[int]) -> None:
-    for a in node.attribute:
-        if a.name == name:
-            node.attribute.remove(a)
-            break
-    node.attribute.append(helper.make_attribute(name, values))
-
-
 def stem(model: onnx.ModelProto) -> str | None:
     """Runs the first convolution (3x3, stride 2, on the 3-channel pixels) over 12 channels: see
     the module docstring. Reads what pixels wrote; None on anything else."""
@@ -373,9 +367,9 @@ def stem(model: onnx.ModelProto) -> str | None:
     bdq.input[0] = gr.set_const(f"{name}_stem_bias_q", twice(bq))
     bdq.input[1] = gr.set_const(f"{name}_stem_bias_scale", twice(bscale))
     bdq.input[2] = gr.set_const(f"{name}_stem_bias_zp", twice(bzp))
-    _set_ints(conv, "kernel_shape", [3, 2])
-    _set_ints(conv, "strides", [2, 1])
-    _set_ints(conv, "pads", [1, 1, 1, 0])  # one block (4 zero-point pixels) on the left
+    _set_attr(conv, "kernel_shape", [3, 2])
+    _set_attr(conv, "strides", [2, 1])
+    _set_attr(conv, "pads", [1, 1, 1, 0])  # one block (4 zero-point pixels) on the left
     # pixels [N,H,W,3] -> [N,H,W/4,12], a free reshape; the (phase, channel) outputs
     # [N,H/2,W/4,2O] -> [N,H/2,W/2,O], free too channels-last, where ONNX Runtime keeps them
     blocks = helper.make_node("Reshape", [tr.input[0], gr.set_const(f"{PRE_PREFIX}pixel_blocks_shape", np.array([0, 0, -1, 12], np.int64))],
@@ -471,8 +465,5 @@ def tune(model: onnx.ModelProto) -> list[str]:
     the graph's metadata (ORT_CPU_KEY), where the runtime reads it to keep the graph off GPUs."""
     done = [note for rewrite in REWRITES.values() if (note := rewrite(model))]
     if done:
-        keep = [p for p in model.metadata_props if p.key != ORT_CPU_KEY]
-        del model.metadata_props[:]
-        model.metadata_props.extend(keep)
-        model.metadata_props.add(key=ORT_CPU_KEY, value=", ".join(done))
+        set_props(model, {ORT_CPU_KEY: ", ".join(done)})
     return done
