@@ -67,14 +67,14 @@ def _graph_opt_level(ort: Any, name: str) -> Any:
     return levels[name]
 
 
-def _refuse_cpu_form(path: Path, name: str) -> None:
+def _refuse_cpu_form(info: ModelInfo, name: str) -> None:
     """A u8 INT8 graph rewritten for ONNX Runtime's CPU kernels (export/ort_cpu.py) has channels-last
     and uint8 Resizes that ONNX Runtime's CUDA kernels do not implement as the CPU ones do (its CUDA
     linear Resize expects the outer two axes unscaled), and TensorRT takes symmetric INT8 only."""
-    rewrites = inspect_model(path).metadata.get(ORT_CPU_KEY)
+    rewrites = info.metadata.get(ORT_CPU_KEY)
     if rewrites:
         raise UsageError(
-            f"{path}: this INT8 graph was rewritten for ONNX Runtime's CPU kernels ({rewrites}) and is not for {name}; "
+            f"{info.path}: this INT8 graph was rewritten for ONNX Runtime's CPU kernels ({rewrites}) and is not for {name}; "
             "run it with --backend ort-cpu, or export one for the GPU with --int8-activations s8"
         )
 
@@ -122,8 +122,10 @@ class OrtBackend:
         self.path = check_onnx_file(path)
         self.provider = provider
         self.name = f"ort-{provider}"
-        if provider != "cpu":
-            _refuse_cpu_form(self.path, self.name)
+        # GPU providers: what the file is (read once, on the CPU) decides whether it may run there
+        gpu_info = inspect_model(self.path) if provider != "cpu" else None
+        if gpu_info is not None:
+            _refuse_cpu_form(gpu_info, self.name)
         self.device_id = device_id
         ep = PROVIDERS[provider]
         try:
@@ -153,7 +155,8 @@ class OrtBackend:
                     f"{cache}: cannot create the TensorRT engine cache folder ({e.strerror}); pass another one"
                 ) from None
             if trt_int8 is None:  # the card says how the graph was exported: Q/DQ graphs need INT8 enabled
-                trt_int8 = inspect_model(self.path).precision == "int8"
+                assert gpu_info is not None
+                trt_int8 = gpu_info.precision == "int8"
             self._trt_options = {
                 "device_id": device_id,
                 "trt_fp16_enable": _flag(trt_fp16),
