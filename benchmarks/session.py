@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .worker import Job, RowSession, error_dict, job_dict
+from .worker import Job, RowSession, error_line, job_dict
 
 
 class InProcess:
@@ -30,8 +30,7 @@ class InProcess:
         try:
             self.session = RowSession(job)
         except Exception as e:  # noqa: BLE001 - the row fails, the benchmark goes on
-            self.error = error_dict(job, e)["error"]
-        self.job = job
+            self.error = error_line(e)
 
     def time(self, count: int) -> None:
         if self.session is None:
@@ -39,7 +38,7 @@ class InProcess:
         try:
             self.session.time(count)
         except Exception as e:  # noqa: BLE001
-            self.error = error_dict(self.job, e)["error"]
+            self.error = error_line(e)
             self.close()
 
     def finish(self) -> dict:
@@ -48,7 +47,7 @@ class InProcess:
         try:
             return self.session.finish()
         except Exception as e:  # noqa: BLE001
-            return {"error": error_dict(self.job, e)["error"]}
+            return {"error": error_line(e)}
         finally:
             self.close()
 

@@ -265,13 +265,12 @@ class RowSession:
             runner.close()
 
 
-def error_dict(job: Job, e: BaseException) -> dict:
-    """A failed row's result: the error in one line (a RoadsegError's own message), and where."""
+def error_line(e: BaseException) -> str:
+    """A failed row's reason in one line: a RoadsegError's own message, else the type and first line."""
     from roadseg.runtime.errors import RoadsegError
 
     text = str(e).strip()
-    reason = str(e) if isinstance(e, RoadsegError) else f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-    return {"row": job.row, "error": reason, "traceback": traceback.format_exc(limit=8)}
+    return str(e) if isinstance(e, RoadsegError) else f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _batched(job: Job, runner: Any, frames: np.ndarray) -> list[float]:
@@ -314,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                     result = session.finish()
                     break
         except Exception as e:  # noqa: BLE001 - reported as this row's failure
-            result = error_dict(job, e)
+            result = {"row": job.row, "error": error_line(e), "traceback": traceback.format_exc(limit=8)}
         finally:
             if session is not None:
                 session.close()
