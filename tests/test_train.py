@@ -382,7 +382,9 @@ def test_tiny_model_learns_synthetic_scenes(synth, tmp_path):
 
 
 def test_seeded_training_is_reproducible_and_resumes(synth, tmp_path, capsys):
-    common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False, seed=5)
+    # pinned to the CPU: bit-for-bit reproducibility is what is tested (CUDA kernels may not be deterministic)
+    common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False, seed=5,
+                  device="cpu")  # fmt: skip
     a = train(TrainConfig(out=str(tmp_path / "a"), epochs=2, **common))
     b = train(TrainConfig(out=str(tmp_path / "b"), epochs=2, stop_after=1, **common))
     capsys.readouterr()
@@ -406,7 +408,8 @@ def test_seeded_training_is_reproducible_and_resumes(synth, tmp_path, capsys):
 def test_ema_is_what_is_saved_and_resumes_exactly(synth, tmp_path):
     """--ema: the saved weights are the moving average (not the raw weights, which resume from
     train_state), and a stopped-and-resumed EMA run ends bit-identical to an uninterrupted one."""
-    common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False, seed=5, ema=0.9)
+    common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False, seed=5, ema=0.9,
+                  device="cpu")  # fmt: skip
     train(TrainConfig(out=str(tmp_path / "a"), epochs=2, **common))
     train(TrainConfig(out=str(tmp_path / "b"), epochs=2, stop_after=1, **common))
     train(TrainConfig(out=str(tmp_path / "b"), epochs=2, resume=True, **common))
@@ -419,6 +422,58 @@ def test_ema_is_what_is_saved_and_resumes_exactly(synth, tmp_path):
     train(TrainConfig(out=str(tmp_path / "c"), epochs=2, **{**common, "ema": None}))
     plain = load_raw(tmp_path / "c" / "last.pt")
     assert torch.allclose(plain["state_dict"][w], raw[w], atol=1e-5), "--ema changed the training trajectory"
+
+
+def _fake_gpus(monkeypatch, count: int) -> None:
+    """Stand-ins for a CUDA machine with `count` GPUs (current device 0)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+def test_cuda_device_specs_resolve_to_one_gpu_index(monkeypatch):
+    """--device auto, cuda and cuda:N all name one GPU by index, as torch.cuda.set_device and NCCL
+    need (a bare 'cuda' made set_device raise, so --device cuda never trained); under torchrun each
+    rank takes cuda:LOCAL_RANK."""
+    from torch.cuda._utils import _get_device_index  # what torch.cuda.set_device does with its argument
+
+    _fake_gpus(monkeypatch, 2)
+    got = {spec: trainer.resolve_device(spec) for spec in ("auto", "cuda", "cuda:0", "cuda:1", "cpu")}
+    assert got == {"auto": "cuda:0", "cuda": "cuda:0", "cuda:0": "cuda:0", "cuda:1": "cuda:1", "cpu": "cpu"}
+    for dev in got.values():
+        if dev != "cpu":
+            assert _get_device_index(dev, optional=False) == int(dev[-1])
+    assert [trainer.resolve_device(s, local_rank=r, world=2) for s in ("auto", "cuda") for r in (0, 1)] == [
+        "cuda:0", "cuda:1", "cuda:0", "cuda:1"]  # fmt: skip
+    with pytest.raises(RoadsegError, match=r"there are 2 CUDA device\(s\) here"):
+        trainer.resolve_device("cuda:2")
+    with pytest.raises(RoadsegError, match="LOCAL_RANK; use --device cuda"):
+        trainer.resolve_device("cuda:0", local_rank=1, world=2)  # every rank on one GPU: NCCL refuses
+    with pytest.raises(RoadsegError, match=r"--nproc_per_node 2"):
+        trainer.resolve_device("auto", local_rank=2, world=3)
+    _fake_gpus(monkeypatch, 0)
+    assert trainer.resolve_device("auto") == "cpu"
+    with pytest.raises(RoadsegError, match="no CUDA device"):
+        trainer.resolve_device("cuda")
+
+
+def test_training_binds_the_resolved_gpu(synth, tmp_path, monkeypatch):
+    """train() hands torch.cuda.set_device an indexed device (checked as the real one checks it),
+    before anything else touches the GPU; the fake stops the run there."""
+    from torch.cuda._utils import _get_device_index
+
+    _fake_gpus(monkeypatch, 1)
+    bound = []
+
+    def set_device(dev):
+        bound.append(_get_device_index(dev, optional=False))  # raises on a bare "cuda", as set_device did
+        raise RuntimeError("stop: no real GPU here")
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    for spec in ("cuda", "auto", "cuda:0"):
+        with pytest.raises(RuntimeError, match="no real GPU"):
+            train(TrainConfig(model="fcn", data=str(synth), out=str(tmp_path / "g"), epochs=1, device=spec, progress=False))
+    assert bound == [0, 0, 0]
 
 
 def _native_bf16(monkeypatch, native: bool) -> None:
@@ -452,7 +507,7 @@ def test_cpu_bf16_training_runs_convs_in_bf16_and_learns_like_fp32(synth, tmp_pa
 
     monkeypatch.setattr(trainer, "build", spying_build)
     common = dict(model="fcn", data=str(synth), batch=8, crop=(96, 128), model_kwargs={"width": 8}, progress=False,
-                  seed=5, epochs=3, val_every=3)  # fmt: skip
+                  seed=5, epochs=3, val_every=3, device="cpu")  # fmt: skip
     losses = {}
     for on in (True, False):
         amp[0] = on
@@ -581,10 +636,11 @@ def test_cli_models_lists_zoo():
 
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(synth, tmp_path):
+    """torchrun with two CPU processes (gloo); pinned to the CPU, so it runs the same on a GPU machine."""
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", "-m", "roadseg",
          "train", "--model", "fcn", "--model-kwargs", '{"width": 8}', "--data", str(synth), "--epochs", "1", "--batch", "4",
-         "--crop", "96", "128", "--quiet", "--out", str(tmp_path / "ddp")],
+         "--crop", "96", "128", "--quiet", "--device", "cpu", "--out", str(tmp_path / "ddp")],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]

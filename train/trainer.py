@@ -172,19 +172,38 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     raise RoadsegError(f"unknown optimizer '{cfg.optimizer}'; use sgd or adamw")
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> str:
-    """auto | cpu | cuda | cuda:N -> a device string torch accepts here, or one clear error."""
+def resolve_device(spec: str, local_rank: int = 0, world: int = 1) -> str:
+    """auto | cpu | cuda | cuda:N -> "cpu" or "cuda:N", or one clear error.
+
+    CUDA devices always come back with an index: torch.cuda.set_device and NCCL need one, and a
+    bare "cuda" made set_device raise. Under torchrun (world > 1) each process takes the GPU of
+    its LOCAL_RANK, so `auto` and `cuda` mean cuda:LOCAL_RANK there and a fixed cuda:N (every rank
+    on one GPU, which NCCL refuses) is an error."""
     if spec == "auto":
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        spec = "cuda"
     try:
         dev = torch.device(spec)
     except RuntimeError:
         raise RoadsegError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RoadsegError(f"--device {spec}: this PyTorch has no CUDA device; use --device cpu or install a CUDA build of torch")
     if dev.type not in ("cpu", "cuda"):
         raise RoadsegError(f"--device {spec!r}: roadseg trains on cpu or cuda")
-    return str(dev)
+    if dev.type == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise RoadsegError(f"--device {spec}: this PyTorch has no CUDA device; use --device cpu or install a CUDA build of torch")
+    count = torch.cuda.device_count()
+    if world > 1 and dev.index is not None:
+        raise RoadsegError(f"--device {spec}: under torchrun each process takes the GPU of its LOCAL_RANK; "
+                           "use --device cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)")  # fmt: skip
+    index = dev.index if dev.index is not None else (local_rank if world > 1 else torch.cuda.current_device())
+    if index >= count:
+        if world > 1:
+            raise RoadsegError(f"torchrun started a process with LOCAL_RANK {index} but {count} GPU(s) are visible; "
+                               f"start at most {count} per machine (--nproc_per_node {count})")  # fmt: skip
+        raise RoadsegError(f"--device {spec}: there are {count} CUDA device(s) here (cuda:0 to cuda:{count - 1})")
+    return f"cuda:{index}"
 
 
 def _seed_all(seed: int) -> None:
@@ -212,11 +231,11 @@ def _check_out(out: Path, cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the best checkpoint (last.pt when no validation split)."""
     world, rank, local = _distributed()
-    device = resolve_device(cfg.device, local)
+    device = resolve_device(cfg.device, local, world)
+    if device.startswith("cuda"):  # before NCCL starts, so its communicator binds this rank's GPU
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
     main_proc = rank == 0
     out = Path(cfg.out).expanduser()
     if main_proc:
