@@ -279,6 +279,27 @@ def test_bad_checkpoints_exit_1_with_one_line_and_write_nothing(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output folder, no temporaries
 
 
+def test_refused_checkpoint_names_what_it_needs_whatever_torch_says(tmp_path, monkeypatch):
+    """The global a refused pickle needs is read from the file, not parsed out of torch.load's
+    message, whose wording changes between PyTorch versions."""
+    import pickle
+
+    import torch
+
+    from roadseg.runtime.errors import RoadsegError
+    from roadseg.train.checkpoint import load_raw
+
+    torch.save({"state_dict": {}, "model": {}, "card": {}, "x": _Payload(str(tmp_path / "pwned"))}, tmp_path / "p.pt")
+
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError("Weights only load failed (this PyTorch's own wording)")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(RoadsegError, match="refused to load: it needs io.open"):
+        load_raw(tmp_path / "p.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
 @pytest.mark.parametrize(
     "flag,target,words",
     [("--json", "folder", "is a folder; give a file name"), ("--confusion", "file", "is a file; give a folder")],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -89,6 +88,15 @@ def strip(ckpt: dict, half: bool = True) -> dict:
     return out
 
 
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals a refused checkpoint would import, read from its pickle opcodes without running
+    them (the text of torch.load's refusal differs between PyTorch versions)."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - a damaged pickle: say only that it holds objects
+        return []
+
+
 def load_raw(path: str | os.PathLike) -> dict:
     """torch.load with weights_only=True and every failure turned into one clear RoadsegError."""
     p = resolve(path)
@@ -99,8 +107,11 @@ def load_raw(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        what = f"it needs {found.group(1)}" if found else "it holds pickled objects"
+        needs = _unsafe_globals(p)
+        named = [g for g in needs if g in str(e)]  # the one torch stopped at, however this version words it
+        first = named[:1] or needs[:1]
+        more = f" (and {len(needs) - 1} more)" if len(needs) > 1 else ""
+        what = f"it needs {first[0]}{more}" if first else "it holds pickled objects"
         raise RoadsegError(
             f"{p}: refused to load: {what}, pickled objects beyond tensors and plain values; roadseg loads only "
             "weights-only checkpoints (a pickle can run code): re-save the weights with `roadseg train` or make_checkpoint"
