@@ -1,6 +1,7 @@
 """What a benchmark ran on: CPU, GPU, driver, CUDA, library versions, git sha and date.
 
-Every probe is optional: a missing library or tool gives None, never an error.
+Every probe is optional: a missing library or tool gives None, and a probe that fails gives None
+with its error under "probe_errors", never a lost report.
 """
 
 from __future__ import annotations
@@ -78,18 +79,12 @@ def git_sha() -> str | None:
 REFERENCE_SHAPE = (1, 32, 90, 120)  # a 3x3, 32->32 convolution on this: ~0.2 GFLOP, a few ms on a 2-core CPU
 
 
-def cpu_reference_ms(threads: int | None = None, runs: int = 200) -> float | None:
-    """Median ms of a fixed ONNX Runtime workload (one 3x3 convolution, seeded weights) on the CPU
-    with the bench's thread count. Shared and cloud machines change speed from day to day (CPU
-    steal, boost clocks, neighbours): two reports' latencies compare only as far as their
-    reference times agree. None without onnxruntime."""
-    try:
-        import numpy as np
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-    except ImportError:
-        return None
-    import time
+def reference_model():
+    """The fixed workload: one 3x3, 32->32 convolution with seeded weights, opset 17, at the oldest
+    IR version that carries opset 17 (not the onnx package's newest, which an older ONNX Runtime
+    refuses: onnx 1.23 writes IR 14, ONNX Runtime 1.31 reads up to 13)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     c = REFERENCE_SHAPE[1]
@@ -99,12 +94,29 @@ def cpu_reference_ms(threads: int | None = None, runs: int = 200) -> float | Non
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(REFERENCE_SHAPE))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(REFERENCE_SHAPE))], [weight],
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opsets = [helper.make_opsetid("", 17)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+
+
+def cpu_reference_ms(threads: int | None = None, runs: int = 200) -> float | None:
+    """Median ms of a fixed ONNX Runtime workload (`reference_model`) on the CPU with the bench's
+    thread count. Shared and cloud machines change speed from day to day (CPU steal, boost clocks,
+    neighbours): two reports' latencies compare only as far as their reference times agree.
+    None without onnxruntime or onnx."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+
+        model = reference_model()
+    except ImportError:
+        return None
+    import time
+
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    x = rng.standard_normal(REFERENCE_SHAPE).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal(REFERENCE_SHAPE).astype(np.float32)
     for _ in range(5):
         sess.run(None, {"x": x})
     times = []
@@ -115,15 +127,36 @@ def cpu_reference_ms(threads: int | None = None, runs: int = 200) -> float | Non
     return round(float(np.median(times)), 3)
 
 
+def _dotted_cudnn(v: int | None) -> str | None:
+    """cuDNN's version integer as text: 91002 -> 9.10.2 (cuDNN 9: major*10000 + minor*100 + patch),
+    8902 -> 8.9.2 (cuDNN 8: major*1000 + minor*100 + patch)."""
+    if not v:
+        return None
+    major, rest = divmod(int(v), 10000 if v >= 10000 else 1000)
+    minor, patch = divmod(rest, 100)
+    return f"{major}.{minor}.{patch}"
+
+
+def _probe(errors: dict[str, str], name: str, fn, *args):
+    """fn(*args), or None with the error kept in `errors`: one probe never costs the whole report."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - any library's failure; the report says which probe and why
+        errors[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        return None
+
+
 def collect(threads: int | None = None) -> dict:
     """The environment block of results.json."""
     from roadseg import __version__
 
-    torch_version = torch_cuda = None
+    torch_version = torch_cuda = cudnn = None
     try:
         import torch
 
         torch_version, torch_cuda = torch.__version__, torch.version.cuda
+        if torch_cuda is not None and torch.backends.cudnn.is_available():
+            cudnn = _dotted_cudnn(torch.backends.cudnn.version())
     except ImportError:
         pass
     try:
@@ -133,7 +166,8 @@ def collect(threads: int | None = None) -> dict:
     except ImportError:
         ort_version, providers = None, []
     tensorrt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13")
-    g = gpu()
+    errors: dict[str, str] = {}
+    g = _probe(errors, "gpu", gpu) or {}
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
@@ -148,6 +182,7 @@ def collect(threads: int | None = None) -> dict:
         "driver": g.get("driver"),
         "cuda": g.get("cuda") or torch_cuda,
         "torch_cuda": torch_cuda,
+        "cudnn": cudnn,
         "tensorrt": tensorrt,
         "onnxruntime": ort_version,
         "onnxruntime_providers": providers,
@@ -156,5 +191,6 @@ def collect(threads: int | None = None) -> dict:
         "numpy": _version("numpy"),
         "roadseg": __version__,
         "git_sha": git_sha(),
-        "cpu_reference_ms": cpu_reference_ms(threads),
+        "cpu_reference_ms": _probe(errors, "cpu_reference_ms", cpu_reference_ms, threads),
+        "probe_errors": errors,
     }

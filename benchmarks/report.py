@@ -60,7 +60,8 @@ def to_markdown(doc: dict) -> str:
     env, cfg, fr, model = doc["environment"], doc["config"], doc["frames"], doc["model"]
     labelled = fr.get("labelled")
     batch = cfg.get("batch", 1)
-    gpu = f"{env['gpu']} (driver {env.get('driver')}, CUDA {env.get('cuda')})" if env.get("gpu") else "no GPU"
+    gpu = (f"{env['gpu']} (driver {env.get('driver')}, CUDA {env.get('cuda')}"
+           + (f", cuDNN {env['cudnn']}" if env.get("cudnn") else "") + ")") if env.get("gpu") else "no GPU"  # fmt: skip
     versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "onnxruntime", "tensorrt", "roadseg") if env.get(k))
     h, w = fr["size"]
     lines = [
@@ -72,6 +73,8 @@ def to_markdown(doc: dict) -> str:
         *([f"CPU reference: {env['cpu_reference_ms']:.2f} ms (one fixed 3x3 convolution in ONNX Runtime at these threads; "
            "latencies from two reports compare only as far as their reference times agree).", ""]
           if env.get("cpu_reference_ms") else []),
+        *([f"Probes that failed (their fields are empty): {'; '.join(f'{k}: {v}' for k, v in env['probe_errors'].items())}.", ""]
+          if env.get("probe_errors") else []),
         f"Model-only latency at batch 1: median of {cfg['frames']} runs after {cfg['warmup']} warm-up runs "
         + (f"in {cfg['rounds']} rounds interleaved across the rows " if cfg.get("rounds", 1) > 1 else "")
         + f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}.",

@@ -85,6 +85,39 @@ def test_speedup_and_throughput():
     assert throughput_fps(1, []) is None
 
 
+# -- environment -------------------------------------------------------------------------------
+
+
+def test_reference_graph_carries_the_oldest_ir_for_its_opset():
+    """The CPU-reference graph is built by hand: it must not take the onnx package's newest IR
+    version (onnx 1.23 wrote IR 14, which ONNX Runtime 1.31 refuses, and `roadseg bench` crashed)."""
+    import onnx
+    import onnxruntime as ort
+
+    from roadseg.benchmarks.environment import reference_model
+
+    m = reference_model()
+    assert m.ir_version == onnx.helper.find_min_ir_version_for(m.opset_import) < onnx.IR_VERSION
+    onnx.checker.check_model(m)
+    ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_a_failing_probe_costs_only_its_own_field(monkeypatch):
+    from roadseg.benchmarks import environment
+
+    def broken(*args):
+        raise RuntimeError("Unsupported model IR version: 14, max supported IR version: 13\nmore")
+
+    monkeypatch.setattr(environment, "cpu_reference_ms", broken)
+    monkeypatch.setattr(environment, "gpu", broken)
+    env = environment.collect(1)
+    assert env["cpu_reference_ms"] is None and env["gpu"] is None and env["cpu_cores"] >= 1
+    assert env["probe_errors"] == {
+        "cpu_reference_ms": "RuntimeError: Unsupported model IR version: 14, max supported IR version: 13",
+        "gpu": "RuntimeError: Unsupported model IR version: 14, max supported IR version: 13",
+    }
+
+
 # -- rows --------------------------------------------------------------------------------------
 
 
