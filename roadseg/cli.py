@@ -466,9 +466,24 @@ def _check_urls(args: argparse.Namespace) -> None:
             raise UsageError(f"{label} {value}: is a URL; roadseg reads it from a local file or folder only: download it first")
 
 
+def _log_to_stderr(command: str, verbose: bool):
+    """The "roadseg" logger's lines (backend auto's choice; with --verbose, what third-party
+    libraries said) on stderr as `roadseg COMMAND: ...`, for the length of one command."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"roadseg {command}: %(message)s"))
+    logger = logging.getLogger("roadseg")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    return logger, handler, old
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logger, handler, level = _log_to_stderr(args.command, bool(getattr(args, "verbose", False)))
     try:
         _check_urls(args)
         return int(args.func(args) or 0)
@@ -478,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"roadseg {args.command}: interrupted\n")
         return 130
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ failure is one RoadsegError that names the file and the fix.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import re
 import warnings
@@ -145,13 +148,29 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
     return (text[0] if text else type(e).__name__)[:limit]
 
 
+def ort_log_severity() -> int:
+    """ONNX Runtime's log level for roadseg's sessions: its errors become roadseg's own one-line
+    errors, so it logs nothing (4, fatal only) unless the "roadseg" logger is at DEBUG (`--verbose`),
+    where its warnings show too (2)."""
+    return 2 if logging.getLogger("roadseg").isEnabledFor(logging.DEBUG) else 4
+
+
 def open_session(path: Path, providers: list, options: Any = None) -> Any:
-    """onnxruntime.InferenceSession with every parse failure turned into one RoadsegError."""
+    """onnxruntime.InferenceSession with every parse failure turned into one RoadsegError, and with
+    ONNX Runtime's own output held back: a provider that cannot start makes it log error lines on
+    stderr and print an "EP Error ... Falling back" banner on stdout before it retries on others
+    (callers check get_providers()). Held-back output goes to the "roadseg" logger at DEBUG."""
     import onnxruntime as ort
 
+    level = ort_log_severity()
+    ort.set_default_logger_severity(level)  # provider start-up logs through ONNX Runtime's default logger
+    if options is None:
+        options = ort.SessionOptions()
+    options.log_severity_level = level
+    banner = io.StringIO()
     try:
-        with warnings.catch_warnings():  # "provider not available" warnings: callers check get_providers()
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(banner):
+            warnings.simplefilter("ignore", UserWarning)  # "provider not available": callers check get_providers()
             return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # noqa: BLE001 - ORT raises pybind types (InvalidProtobuf, Fail, InvalidGraph, ...)
         msg = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", _first_line(e, 400))[:200]
@@ -160,6 +179,9 @@ def open_session(path: Path, providers: list, options: Any = None) -> Any:
         raise RoadsegError(
             f"{path}: ONNX Runtime cannot load this model ({msg}); export it again with `roadseg export`"
         ) from None
+    finally:
+        if banner.getvalue().strip():
+            logging.getLogger("roadseg").debug("onnxruntime (%s): %s", path.name, banner.getvalue().strip())
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -246,7 +268,6 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only reading: do not optimise
-    so.log_severity_level = 3
     so.intra_op_num_threads = 1
     session = open_session(p, ["CPUExecutionProvider"], so)
     try:

@@ -13,6 +13,7 @@ Building all of it takes a few seconds on one CPU thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,3 +185,28 @@ def run_until_masks(model: Path, folder: Path, n: int, timeout: float):
         p.kill()
         raise
     return p
+
+
+@pytest.fixture
+def noisy_onnxruntime(monkeypatch):
+    """ONNX Runtime as onnxruntime-gpu behaves where a listed provider cannot start: an "EP Error"
+    banner printed on stdout, error lines on stderr (only when its log level lets them through),
+    then the session silently runs on the providers that remain."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+    severity = {"default": 2}
+    monkeypatch.setattr(ort, "set_default_logger_severity", lambda level: severity.update(default=level))
+
+    def session(path, sess_options=None, providers=None, **kw):
+        names = [p if isinstance(p, str) else p[0] for p in providers or []]
+        if names and names[0] != "CPUExecutionProvider":
+            print("*************** EP Error ***************")
+            print(f"EP Error ... when using {names}\nFalling back to ['CPUExecutionProvider'] and retrying.")
+            if severity["default"] <= 3:
+                os.write(2, b"[E:onnxruntime:Default, provider_bridge_ort.cc] Failed to load library\n")
+        return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])  # fmt: skip

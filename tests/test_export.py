@@ -374,7 +374,8 @@ def test_int8_activation_types(tiny_export, labelled, monkeypatch):
             OrtBackend(u8_path, provider=provider)
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     with monkeypatch.context() as mp:  # auto on a GPU machine goes straight to the CPU for it
-        mp.setattr(backends, "_ort_providers", lambda: gpu)
+        mp.setattr(backends.probe, "ort_providers", lambda: gpu)
+        mp.setattr(backends.probe, "gpu_reason", lambda name: None)  # as if they can start
         assert resolve_backend(u8_path) == ["ort-cpu"]
         assert resolve_backend(s8_path) == ["ort-trt", "ort-cuda", "ort-cpu"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():

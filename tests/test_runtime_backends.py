@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from roadseg.runtime import defaults
-from roadseg.runtime.backends import BACKENDS, available_backends, open_backend, resolve_backend
+from roadseg.runtime.backends import BACKENDS, available_backends, open_backend, probe, resolve_backend
 from roadseg.runtime.backends.base import Backend
 from roadseg.runtime.backends.ort import OrtBackend
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, CARD_KEY, ModelCard
@@ -339,8 +339,49 @@ def test_provider_that_silently_falls_back_is_refused(tiny_onnx, monkeypatch):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA provider installed: cannot fake its failure")
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(MissingDependencyError, match="backend ort-cuda: (no NVIDIA driver|this onnxruntime lists)"):
+        OrtBackend(tiny_onnx, provider="cuda")  # the probe: refused before ONNX Runtime is asked
+    monkeypatch.setattr(probe, "gpu_reason", lambda name: None)  # the probe passes, the session still falls back
     with pytest.raises(MissingDependencyError, match="fell back to CPUExecutionProvider"):
         OrtBackend(tiny_onnx, provider="cuda")
+
+
+def test_auto_probes_listed_gpu_providers_and_says_what_it_chose(tiny_onnx, noisy_onnxruntime, monkeypatch, capfd, caplog):
+    """onnxruntime-gpu on a machine that cannot run it (no driver here): auto never asks ONNX
+    Runtime for the GPU providers, one log line names the choice and why, and nothing of ONNX
+    Runtime's reaches stdout or stderr; a named GPU backend is one error, also silent."""
+    monkeypatch.setattr(probe, "cuda_devices", lambda: None)  # no driver, whatever this machine has
+    assert resolve_backend(tiny_onnx) == ["ort-cpu"]
+    with caplog.at_level("WARNING", logger="roadseg"):
+        with open_backend(tiny_onnx, threads=1) as b:
+            assert b.name == "ort-cpu"
+    assert [r.getMessage() for r in caplog.records] == [
+        "backend auto chose ort-cpu (skipped ort-trt: no NVIDIA driver (libcuda) on this machine; "
+        "ort-cuda: no NVIDIA driver (libcuda) on this machine)"
+    ]
+    for name in ("ort-cuda", "ort-trt"):
+        with pytest.raises(MissingDependencyError, match=rf"^backend {name}: no NVIDIA driver \(libcuda\)"):
+            open_backend(tiny_onnx, name)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_onnxruntime_output_is_held_back_unless_verbose(tiny_onnx, noisy_onnxruntime, monkeypatch, capfd, caplog):
+    """Where the probe passes but the provider still fails (a wrong cuDNN, say), ONNX Runtime's
+    banner and error lines stay off stdout and stderr; at DEBUG (`--verbose`) the banner is logged."""
+    monkeypatch.setattr(probe, "gpu_reason", lambda name: None)
+    with pytest.raises(MissingDependencyError, match="fell back to CPUExecutionProvider"):
+        OrtBackend(tiny_onnx, provider="cuda")
+    with caplog.at_level("WARNING", logger="roadseg"):
+        with open_backend(tiny_onnx, threads=1) as b:
+            assert b.name == "ort-cpu"
+    assert "skipped ort-trt: backend ort-trt: ONNX Runtime could not start TensorrtExecutionProvider" in caplog.text
+    assert capfd.readouterr() == ("", "")
+    with caplog.at_level("DEBUG", logger="roadseg"):
+        with pytest.raises(MissingDependencyError):
+            OrtBackend(tiny_onnx, provider="cuda")
+    assert "EP Error" in caplog.text and "Falling back" in caplog.text
+    assert capfd.readouterr().out == ""
 
 
 # -- registry and open_backend --------------------------------------------------------------------
@@ -372,6 +413,7 @@ def test_auto_skips_a_gpu_provider_that_cannot_start(tiny_onnx, monkeypatch, tmp
         "get_available_providers",
         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
     )
+    monkeypatch.setattr(probe, "gpu_reason", lambda name: None)  # as if driver, device and libraries were there
     assert resolve_backend(tiny_onnx) == ["ort-trt", "ort-cuda", "ort-cpu"]
     b = open_backend(tiny_onnx, "auto", threads=1)
     try:
@@ -384,13 +426,9 @@ def test_auto_skips_a_gpu_provider_that_cannot_start(tiny_onnx, monkeypatch, tmp
 def test_auto_falls_through_any_error_of_a_gpu_provider_but_not_of_the_last(tiny_onnx, monkeypatch, caplog):
     """A GPU provider that fails with any RoadsegError (not only a missing library) is skipped,
     with a log line; the last one's error (CPU) is raised."""
-    import roadseg.runtime.backends as backends
-
-    real = backends.resolve_backend
-    monkeypatch.setattr(  # as if onnxruntime-gpu listed both GPU providers here
-        backends, "resolve_backend",
-        lambda model, backend="auto": ["ort-trt", "ort-cuda", "ort-cpu"] if backend == "auto" else real(model, backend),
-    )  # fmt: skip
+    # as if onnxruntime-gpu listed both GPU providers here and the probe passed them
+    monkeypatch.setattr(probe, "ort_providers", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(probe, "gpu_reason", lambda name: None)
     tried = []
 
     def failing(name, exc):
@@ -408,7 +446,7 @@ def test_auto_falls_through_any_error_of_a_gpu_provider_but_not_of_the_last(tiny
         assert b.name == "ort-cpu" and tried == ["ort-trt", "ort-cuda"]
     finally:
         b.close()
-    assert "skipping ort-trt: TensorRT EP: engine build failed" in caplog.text and "skipping ort-cuda" in caplog.text
+    assert caplog.messages == ["backend auto chose ort-cpu (skipped ort-trt: TensorRT EP: engine build failed; ort-cuda: no cuDNN)"]
     monkeypatch.setitem(BACKENDS, "ort-cpu", failing("ort-cpu", RoadsegError("cpu failed")))
     with pytest.raises(RoadsegError, match="cpu failed"):
         open_backend(tiny_onnx, "auto", threads=1)
@@ -473,7 +511,7 @@ def test_segmenter_stream_delegates_to_the_pipeline(tiny_onnx, monkeypatch):
         yield f, backend.infer(f), {"infer": 0.001}
 
     monkeypatch.setitem(sys.modules, "roadseg.runtime.pipeline", types.SimpleNamespace(iterate=iterate))
-    with Segmenter(tiny_onnx, threads=1) as seg:
+    with Segmenter(tiny_onnx, backend="ort-cpu", threads=1) as seg:  # pinned: delegation is tested, not auto
         out = list(seg.stream("synthetic", max_frames=1))
     assert calls == [("ort-cpu", "synthetic", {"max_frames": 1})]
     assert len(out) == 1 and out[0][1].shape == (72, 96)

@@ -122,6 +122,24 @@ def test_usage_errors_exit_2_with_one_line(args, pattern, tiny_onnx, capsys):
     assert len(err.strip().splitlines()) == 1 and re.search(re.escape(pattern), err), err
 
 
+def test_auto_with_unusable_gpu_providers_is_quiet_but_for_one_line(tiny_onnx, noisy_onnxruntime, monkeypatch, capfd):
+    """onnxruntime-gpu on a machine without a driver: `run --backend auto` streams on ort-cpu with
+    one line on stderr that says so, and no ONNX Runtime banner or error line anywhere; a named GPU
+    backend is one error line, exit 1."""
+    from roadseg.runtime.backends import probe
+
+    monkeypatch.setattr(probe, "cuda_devices", lambda: None)
+    rc = main(["run", str(tiny_onnx), "--source", "synthetic:2"])
+    out, err = capfd.readouterr()
+    assert rc == 0 and "EP Error" not in out and out.splitlines()[0].endswith("-> ort-cpu"), out
+    assert err.splitlines() == ["roadseg run: backend auto chose ort-cpu (skipped ort-trt: no NVIDIA driver (libcuda) on "
+                                "this machine; ort-cuda: no NVIDIA driver (libcuda) on this machine)"]  # fmt: skip
+    rc = main(["run", str(tiny_onnx), "--source", "synthetic:2", "--backend", "ort-cuda"])
+    out, err = capfd.readouterr()
+    assert rc == 1 and out == "" and err.splitlines() == [
+        "roadseg run: error: backend ort-cuda: no NVIDIA driver (libcuda) on this machine; here use --backend ort-cpu (or auto)"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "kind,pattern,code",
     [
@@ -152,7 +170,8 @@ def test_errors_exit_with_one_line_before_any_frame(kind, pattern, code, tmp_pat
         model = tmp_path / "nope.onnx"
     elif kind == "missing-source":
         source = str(tmp_path / "nope.mp4")
-    rc, out, err = run_cli(["run", model, "--source", source, *extra], capsys)
+    # pinned to ort-cpu: on a GPU machine auto may add its one line about the providers it skipped
+    rc, out, err = run_cli(["run", model, "--source", source, "--backend", "ort-cpu", *extra], capsys)
     assert rc == code and out == "", out  # nothing streamed, no summary
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("roadseg run: error:") and pattern in lines[0], err

@@ -12,7 +12,6 @@ that cannot start is an error that says what to install, never a silent fallback
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import logging
 import os
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import MissingDependencyError, RoadsegError, UsageError
+from . import probe
 from .base import Backend, TensorSpec
 
 __all__ = ["BACKENDS", "Backend", "TensorSpec", "available_backends", "open_backend", "resolve_backend"]
@@ -59,7 +59,7 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
     "trt": _trt,
 }
 AUTO_ORDER = ("ort-trt", "ort-cuda", "ort-cpu")  # best first, for ONNX models
-_EP = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}
+
 
 
 def is_engine(model: str | os.PathLike) -> bool:
@@ -71,56 +71,25 @@ def _check_name(backend: str) -> None:
         raise UsageError(f"unknown backend '{backend}'; choose one of: auto, {', '.join(BACKENDS)}")
 
 
-def _ort_providers() -> list[str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return []
-    return list(ort.get_available_providers())
-
-
-def _loads_any(names: tuple[str, ...]) -> bool:
-    """Whether any of these shared libraries loads here (how drivers and TensorRT are found)."""
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            continue
-    return False
-
-
-def _has_cuda_driver() -> bool:
-    return _loads_any(("libcuda.so.1", "libcuda.so", "nvcuda.dll"))
-
-
-def _has_nvinfer() -> bool:
-    if importlib.util.find_spec("tensorrt") is not None or importlib.util.find_spec("tensorrt_libs") is not None:
-        return True
-    return _loads_any(("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so", "nvinfer.dll", "nvinfer_10.dll"))
-
-
 def _reasons_without_model() -> dict[str, str | None]:
     from .ort import install_hint
 
-    have = _ort_providers()
+    have = probe.ort_providers()
     out: dict[str, str | None] = {}
     out["ort-cpu"] = None if "CPUExecutionProvider" in have else "onnxruntime is not installed (`pip install roadseg`)"
-    driver = _has_cuda_driver()
     for name in ("ort-cuda", "ort-trt"):
-        if _EP[name] not in have:
-            out[name] = f"onnxruntime has no {_EP[name]} here; {install_hint(name.removeprefix('ort-'))}"
-        elif not driver:
-            out[name] = "no NVIDIA driver (libcuda) on this machine"
-        elif name == "ort-trt" and not _has_nvinfer():
-            out[name] = "TensorRT libraries (libnvinfer) not found; `pip install tensorrt`"
+        if probe.EP[name] not in have:
+            out[name] = f"onnxruntime has no {probe.EP[name]} here; {install_hint(name.removeprefix('ort-'))}"
         else:
-            out[name] = None
+            out[name] = probe.gpu_reason(name)
     missing = [m for m in ("tensorrt", "pycuda") if importlib.util.find_spec(m) is None]
+    devices = probe.cuda_devices() if not missing else None
     if missing:
         out["trt"] = f"{' and '.join(missing)} not installed; `pip install roadseg[gpu]`"
-    elif not driver:
+    elif devices is None:
         out["trt"] = "no NVIDIA driver (libcuda) on this machine"
+    elif devices == 0:
+        out["trt"] = "the NVIDIA driver shows no CUDA device"
     elif importlib.util.find_spec("roadseg.runtime.backends.tensorrt") is None:
         out["trt"] = "this roadseg has no native TensorRT backend"
     else:
@@ -166,13 +135,20 @@ def _open(name: str, model: str | os.PathLike, opts: dict) -> Backend:
 def resolve_backend(model: str | os.PathLike, backend: str = "auto") -> list[str]:
     """The backend names `open_backend` tries for `model`, in order (one unless `auto`)."""
     _check_name(backend)
-    if backend != "auto":
-        return [backend]
+    return [backend] if backend != "auto" else _auto(model)[0]
+
+
+def _auto(model: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
+    """auto's candidates for `model`, best first, and why each better one that onnxruntime lists
+    is left out (checked before any session opens: see probe.py). ONNX models end with ort-cpu."""
     if is_engine(model):
-        return ["trt"]
-    have = _ort_providers()
-    names = [name for name in AUTO_ORDER if _EP[name] in have] or ["ort-cpu"]
-    return ["ort-cpu"] if names != ["ort-cpu"] and _cpu_form(model) else names
+        return ["trt"], {}
+    have = probe.ort_providers()
+    listed = [name for name in AUTO_ORDER[:-1] if probe.EP[name] in have]
+    if listed and _cpu_form(model):
+        return ["ort-cpu"], dict.fromkeys(listed, "this INT8 graph is rewritten for ONNX Runtime's CPU kernels")
+    skipped = {name: why for name in listed if (why := probe.gpu_reason(name))}
+    return [name for name in listed if name not in skipped] + ["ort-cpu"], skipped
 
 
 def _cpu_form(model: str | os.PathLike) -> bool:
@@ -189,8 +165,10 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     """Open `model` (an .onnx, an .engine, or `default`) on `backend`.
 
     auto: "trt" for .engine files, else the best ONNX Runtime provider that starts here (TensorRT EP
-    > CUDA EP > CPU; a GPU provider that is listed but cannot start, or fails with any other
-    RoadsegError, is skipped with a log line; an error of the last one, CPU, is raised).
+    > CUDA EP > CPU). Providers that onnxruntime lists are first checked without opening a session
+    (probe.py: driver, device, libraries); one that fails that check, or fails to open with any
+    RoadsegError, is skipped, and one warning line on the "roadseg" logger names the choice and
+    each skip; an error of the last one, CPU, is raised.
     A named backend that cannot start raises MissingDependencyError saying what to install.
     Options (None values are ignored): threads, graph_opt, device_id, trt_fp16, trt_int8,
     trt_cache_dir for ONNX Runtime; ONNX Runtime-only options are not passed to "trt"."""
@@ -202,12 +180,23 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     if backend != "auto" and (backend == "trt") != is_engine(path):
         need = "a TensorRT .engine (`roadseg export MODEL --to engine`)" if backend == "trt" else "an .onnx model"
         raise UsageError(f"{path}: --backend {backend} needs {need}; use --backend auto to pick by file type")
-    names = resolve_backend(path, backend)
-    for name in names[:-1]:  # auto only: try the better providers, fall through on any that fails to start
+    if backend != "auto":
+        return _open(backend, path, opts)
+    names, skipped = _auto(path)
+    for i, name in enumerate(names):
         try:
-            return _open(name, path, opts)
-        except MissingDependencyError as e:
-            log.info("backend auto: skipping %s: %s", name, e)
-        except RoadsegError as e:  # e.g. a GPU provider that fails on this model or device: the next one may not
-            log.warning("backend auto: skipping %s: %s", name, e)
-    return _open(names[-1], path, opts)  # the last one (CPU) raises what stops it
+            chosen = _open(name, path, opts)
+        except RoadsegError as e:  # a GPU provider that fails on this model or device: the next one may not
+            if i == len(names) - 1:  # the last one (CPU): its error is the answer
+                raise
+            skipped[name] = str(e)
+            continue
+        _say_choice(name, skipped)
+        return chosen
+    raise AssertionError("unreachable: _auto always ends with a candidate")
+
+
+def _say_choice(name: str, skipped: dict[str, str]) -> None:
+    """One line when auto passed over a provider that onnxruntime lists (nothing to say otherwise)."""
+    if skipped:
+        log.warning("backend auto chose %s (skipped %s)", name, "; ".join(f"{n}: {why}" for n, why in skipped.items()))

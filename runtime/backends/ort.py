@@ -24,6 +24,7 @@ import numpy as np
 from ..card import ModelCard
 from ..errors import MissingDependencyError, RoadsegError, UsageError
 from ..model import ORT_CPU_KEY, ModelInfo, check_onnx_file, describe_session, inspect_model, open_session
+from . import probe
 from .base import TensorSpec, batch_chunks, check_frames, fit_frames
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
@@ -138,10 +139,12 @@ class OrtBackend:
                 f"backend {self.name}: this onnxruntime ({ort.__version__}) has no {ep} (it has {', '.join(have)}); "
                 f"{install_hint(provider)}"
             )
+        why = probe.gpu_reason(self.name) if provider != "cpu" else None
+        if why is not None:  # checked before ONNX Runtime tries it (and falls back on its own)
+            raise MissingDependencyError(f"backend {self.name}: {why}; here use --backend ort-cpu (or auto)")
 
         so = ort.SessionOptions()
         so.graph_optimization_level = _graph_opt_level(ort, graph_opt)
-        so.log_severity_level = 3  # provider fallbacks are checked below, not logged
         if threads is not None:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
