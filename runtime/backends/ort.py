@@ -30,10 +30,10 @@ from .base import TensorSpec, batch_chunks, check_frames, fit_frames
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GRAPH_OPT = ("disable", "basic", "extended", "all")
 INSTALL_HINT = {
-    "cuda": "install the GPU build of ONNX Runtime: `pip install roadseg[gpu]` (onnxruntime-gpu) "
-    "with a matching CUDA 12 and cuDNN 9",
+    "cuda": "install the GPU build of ONNX Runtime: `pip install roadseg[gpu]` (onnxruntime-gpu) with the CUDA and "
+    "cuDNN 9 it was built for (onnxruntime-gpu 1.31: CUDA 13)",
     "trt": "install the GPU build of ONNX Runtime and TensorRT: `pip install roadseg[gpu]` (onnxruntime-gpu and tensorrt) "
-    "with a matching CUDA 12, cuDNN 9 and TensorRT 10 (libnvinfer on the library path)",
+    "with the CUDA and cuDNN 9 it was built for (onnxruntime-gpu 1.31: CUDA 13) and TensorRT 10 (libnvinfer on the library path)",
 }
 BOTH_WHEELS_HINT = ("onnxruntime and onnxruntime-gpu are both installed and share one `onnxruntime` module, so the CPU "
                     "build can win: `pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")  # fmt: skip
