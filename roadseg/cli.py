@@ -245,6 +245,8 @@ def _add_run(sub) -> None:
     drop.add_argument("--no-drop", dest="live", action="store_false", help="never drop frames, even from a camera or URL")
     p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op; default: its own)")
     p.add_argument("--allow-plugins", action="store_true", help="trt: load engines that need plugin libraries or embed host code (only engines you built; see SECURITY.md)")
+    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False, default=None,
+                   help="ort-cuda: run without replaying a captured CUDA graph (default: on for fixed-shape graphs)")
     p.add_argument("--read-timeout", type=_positive_float, default=10.0, metavar="S", help="watchdog on a read that hangs, seconds (default 10)")
     p.add_argument("--reconnects", type=_nonnegative, default=5, metavar="N", help="reconnect attempts for a lost camera or stream (default 5)")
     p.add_argument("--verbose", action="store_true", help="print the stats table every few seconds")
@@ -309,7 +311,8 @@ def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frame
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     check_outputs(source, save, save_masks)  # fail on a bad output before opening anything (the model may export first)
-    opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None}
+    opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
+            "cuda_graph": getattr(a, "cuda_graph", None)}
     backend = open_backend(model, a.backend, **opts)
     if callable(kw.get("source_options")):
         kw["source_options"] = kw["source_options"](backend)

@@ -28,8 +28,8 @@ log = logging.getLogger("roadseg")
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # TensorRT plans; the one list (runtime/model.py still has a copy)
 # options only ONNX Runtime understands: not passed to the native TensorRT backend
-ORT_OPTIONS = frozenset({"provider", "threads", "graph_opt", "trt_fp16", "trt_int8", "trt_cache_dir"})
-TRT_OPTIONS = frozenset({"allow_plugins", "cuda_graph"})  # native TensorRT backend only
+ORT_OPTIONS = frozenset({"provider", "threads", "graph_opt", "trt_fp16", "trt_int8", "trt_cache_dir", "nhwc"})
+TRT_OPTIONS = frozenset({"allow_plugins"})  # native TensorRT backend only (both take cuda_graph)
 
 
 def _ort(provider: str) -> Callable[..., Backend]:

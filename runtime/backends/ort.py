@@ -99,6 +99,14 @@ class OrtBackend:
     trt_fp16 / trt_int8: the TensorRT EP's reduced-precision flags; trt_int8=None enables INT8 when the
       model is an INT8 (Q/DQ) export. trt_cache_dir: the TensorRT EP's engine (and timing) cache
       folder, so engines are built once per model and shape; None uses the roadseg cache folder.
+    cuda_graph (cuda): replay each run as one CUDA graph. At batch 1 a network of this size is
+      bound by kernel launches, not arithmetic, and a graph launches them all at once. Needs a
+      fixed-shape graph (fixed batch and frame size) whose every node runs on CUDA; None: on where
+      the graph's shape is fixed. A session that cannot capture is opened again without, and
+      `graph` says why.
+    nhwc (cuda): ONNX Runtime's channels-last CUDA kernels (its `prefer_nhwc`): FP16 tensor-core
+      convolutions take NHWC, and NCHW FP16 pays for layout transposes around each one; None: on
+      for FP16 graphs.
     """
 
     def __init__(
@@ -111,6 +119,8 @@ class OrtBackend:
         trt_fp16: bool = False,
         trt_int8: bool | None = None,
         trt_cache_dir: str | os.PathLike | None = None,
+        cuda_graph: bool | None = None,
+        nhwc: bool | None = None,
     ) -> None:
         if provider not in PROVIDERS:
             raise UsageError(f"ONNX Runtime provider '{provider}': choose one of {', '.join(PROVIDERS)}")
@@ -170,10 +180,33 @@ class OrtBackend:
                 "trt_timing_cache_path": str(cache),
             }
             providers.append((ep, self._trt_options))
+        cuda_options: dict[str, Any] = {"device_id": device_id}
+        self.graph = "off"  # the CUDA graph: "captured" once replaying, else "off" or why not
+        want_graph = False
+        if provider == "cuda":
+            assert gpu_info is not None
+            fixed = gpu_info.frame_size is not None and gpu_info.batch is not None
+            want_graph = fixed if cuda_graph is None else bool(cuda_graph)
+            if want_graph and not fixed:
+                raise UsageError(f"{self.path}: a CUDA graph needs a fixed-shape graph (this one takes any batch or frame size); "
+                                 "export one with --frame-size and --batch, or drop --cuda-graph")  # fmt: skip
+            if nhwc if nhwc is not None else gpu_info.precision == "fp16":
+                cuda_options["prefer_nhwc"] = "1"
+            if not fixed:
+                self.graph = "off: the graph's batch or frame size is not fixed"
         if provider in ("trt", "cuda"):
-            providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
+            providers.append(("CUDAExecutionProvider", cuda_options))
         providers.append("CPUExecutionProvider")  # nodes a GPU provider cannot run; checked below
-        self.session = open_session(self.path, providers, so)
+        self.session = None
+        if want_graph:
+            try:
+                self.session = open_session(self.path, [("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"}),
+                                                        "CPUExecutionProvider"], so)  # fmt: skip
+            except RoadsegError as e:  # e.g. a node ONNX Runtime places on the CPU: no capture possible
+                self.graph = f"off: ONNX Runtime could not capture it ({e})"
+                want_graph = False
+        if self.session is None:
+            self.session = open_session(self.path, providers, so)
         got = self.session.get_providers()
         if not got or got[0] != ep:
             self.session = None
@@ -188,7 +221,9 @@ class OrtBackend:
         self._in = self.info.inputs[0]
         self._out = self.info.outputs[0]
         self._binding: Any = None
+        self._in_value: Any = None  # CUDA graph: the input and output live at fixed device addresses
         self._out_value: Any = None
+        self._graph_runs = 0 if want_graph else -1  # -1: no graph; else bound runs so far (capture on the first)
         self._device = "cuda"  # where bound outputs live (GPU providers only)
         # the IO binding and its output buffer are shared state: one bound run at a time, and close()
         # waits for it (CPU sessions are run unbound, and ONNX Runtime's run() is thread-safe)
@@ -270,6 +305,8 @@ class OrtBackend:
         Called with self._lock held."""
         import onnxruntime as ort
 
+        if self._graph_runs >= 0:
+            return self._run_graph(x)
         b = self._binding
         b.bind_cpu_input(self._in.name, x)
         shape = tuple(x.shape[:3])
@@ -284,3 +321,27 @@ class OrtBackend:
         self.session.run_with_iobinding(b)
         return b.copy_outputs_to_cpu()[0]
 
+    def _run_graph(self, x: np.ndarray) -> np.ndarray:
+        """CUDA graph: the frames are copied into the one bound device input, the captured graph
+        is replayed, the labels copied back. ONNX Runtime captures on the first run (a regular run)
+        and replays from the second. Called with self._lock held."""
+        import onnxruntime as ort
+
+        if self._in_value is None:
+            self._in_value = ort.OrtValue.ortvalue_from_numpy(x, self._device, self.device_id)
+            self._out_value = ort.OrtValue.ortvalue_from_shape_and_type(tuple(x.shape[:3]), np.uint8, self._device, self.device_id)
+            self._binding.bind_ortvalue_input(self._in.name, self._in_value)
+            self._binding.bind_ortvalue_output(self._out.name, self._out_value)
+        else:
+            self._in_value.update_inplace(x)
+        try:
+            self.session.run_with_iobinding(self._binding)
+        except Exception as e:  # noqa: BLE001 - ORT raises pybind types; the capture is what is new here
+            if self._graph_runs > 0:
+                raise
+            raise RoadsegError(f"{self.path}: ONNX Runtime could not capture a CUDA graph ({str(e).splitlines()[0][:200]}); "
+                               "run with --no-cuda-graph") from None  # fmt: skip
+        self._graph_runs += 1
+        if self._graph_runs == 2:
+            self.graph = "captured"
+        return self._binding.copy_outputs_to_cpu()[0]
