@@ -49,6 +49,7 @@ class BenchConfig:
     isolate: bool = True  # each row in its own process (peak memory per row, crash isolation)
     progress: bool = True
     row_timeout_s: float = 3600.0  # each wait on a worker: loading, one round, finishing
+    cuda_graph: bool = True  # GPU rows replay CUDA graphs where they can (worker.TorchRunner, ort-cuda)
 
     def check(self) -> None:
         if self.frames < 1:
@@ -86,6 +87,7 @@ class RowResult:
     agreement: float | None = None
     miou: float | None = None
     speedup: float | None = None
+    graph: str | None = None  # GPU rows: "captured" (replayed a CUDA graph), or "off" and why; None on the CPU
     notes: list[str] = field(default_factory=list)
     latency_samples_ms: list[float] = field(default_factory=list)  # the raw timed runs, in order
 
@@ -197,9 +199,12 @@ def run_bench(cfg: BenchConfig) -> dict:
             options: dict = {}
             if row.backend == "ort-trt":
                 options = {"trt_fp16": row.precision == "fp16", "trt_cache_dir": str(variants.folder / "ort-trt")}  # type: ignore[union-attr]
+            elif row.backend == "ort-cuda":
+                options = {"cuda_graph": cfg.cuda_graph}
             job = Job(row=name, kind=row.kind, precision=row.precision, model=model, frames=str(frames_file),
                       labels_out=str(labels_file), frame_size=frame_size, imgsz=cfg.imgsz, backend=row.backend,  # type: ignore[arg-type]
                       backend_options=options, compile=row.compile, cuda=res.device == "cuda" and row.kind == "torch",
+                      cuda_graph=cfg.cuda_graph,
                       warmup=cfg.warmup, iters=cfg.frames, batch=cfg.batch, batch_model=batch_model,
                       e2e_source=e2e_source, e2e_frames=e2e_frames, work=str(work / "e2e"), threads=cfg.threads)  # fmt: skip
             row_session = InProcess(job) if not cfg.isolate else Worker(job, work, cfg.row_timeout_s)
@@ -287,6 +292,9 @@ def _fill(res: RowResult, got: dict, batch: int) -> None:
         median = lat.get("median")
         if res.e2e_fps and median and median > 0:
             res.e2e_vs_model = res.e2e_fps / (1000.0 / median)
+    res.graph = got.get("graph")
+    if res.graph:
+        res.notes.append(f"CUDA graph: {res.graph}")
     providers = got.get("providers") or []
     if providers and providers != ["CPUExecutionProvider"]:
         res.notes.append("providers: " + ", ".join(providers))

@@ -24,7 +24,7 @@ CSV_COLUMNS = [
     "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
     "latency_min_ms", "latency_max_ms", "latency_n", "batch", "throughput_fps", "e2e_fps", "e2e_vs_model",
     *[f"e2e_{s}_median_ms" for s in STAGES], "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
-    "agreement", "miou", "speedup", "notes",
+    "agreement", "miou", "speedup", "graph", "notes",
 ]  # fmt: skip
 
 

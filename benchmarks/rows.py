@@ -1,8 +1,9 @@
 """The rows of a benchmark: a plain dict registry, name -> Row, and why a row cannot run here.
 
-A row is one way of running the model: PyTorch eager (the FP32 reference), torch.compile, ONNX
-Runtime on a provider with a precision variant of the exported graph, or a native TensorRT engine
-built from that variant. Availability is decided before anything is exported or opened, from what is
+A row is one way of running the model: PyTorch eager (the FP32 reference), PyTorch FP16 on CUDA
+(FP16 weights, channels-last, a CUDA graph), torch.compile (on CUDA with CUDA graphs), ONNX Runtime
+on a provider with a precision variant of the exported graph, or a native TensorRT engine built
+from that variant. Availability is decided before anything is exported or opened, from what is
 installed (`roadseg.runtime.backends.available_backends`); a row that then fails while it runs is
 reported as failed with the error, never silently dropped.
 """

@@ -54,7 +54,8 @@ class Job:
     backend: str | None = None
     backend_options: dict = field(default_factory=dict)
     compile: bool = False
-    cuda: bool = False  # torch rows: run on CUDA (FP16 rows use autocast)
+    cuda: bool = False  # torch rows: run on CUDA (FP16 rows: FP16 weights, channels-last)
+    cuda_graph: bool = True  # GPU rows: replay CUDA graphs (torch-fp16, torch-compile's reduce-overhead, ort-cuda)
     warmup: int = 10
     iters: int = 100
     batch: int = 1
@@ -72,9 +73,32 @@ class Job:
         return cls(**d)
 
 
+def _half_net(net: Any) -> Any:
+    """The network in FP16 and channels-last (the layout FP16 tensor-core convolutions take), fed
+    by the FP32 pre-processing, as the FP16 ONNX graph keeps pre-processing in FP32. (torch is
+    imported here, not at the top: ONNX rows' workers never load it.)"""
+    import torch
+
+    class HalfNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net.half().to(memory_format=torch.channels_last)
+
+        def forward(self, x, *size):
+            return self.net(x.to(torch.half, memory_format=torch.channels_last), *size)
+
+    return HalfNet()
+
+
 class TorchRunner:
-    """PyTorch eager (or torch.compile) running the exact exported computation (FramesToLabels), with
-    the Backend protocol, so the runtime pipeline streams through it like any backend."""
+    """PyTorch running the exact exported computation (FramesToLabels), with the Backend protocol,
+    so the runtime pipeline streams through it like any backend.
+
+    torch: eager FP32, the reference. torch-fp16 (CUDA): FP16 weights in channels-last layout,
+    replayed as one CUDA graph per input shape (at batch 1 this network is bound by kernel
+    launches, and autocast adds a cast kernel in front of most layers: it ran slower than FP32).
+    torch-compile: torch.compile, on CUDA in mode "reduce-overhead" (CUDA graphs made by torch).
+    `graph` says how a GPU row ran, for the report."""
 
     def __init__(self, job: Job) -> None:
         import torch
@@ -86,7 +110,8 @@ class TorchRunner:
             torch.set_num_threads(job.threads)
         self.torch = torch
         self.device = torch.device("cuda" if job.cuda else "cpu")
-        if self.device.type == "cuda":  # the FP32 reference is plain FP32: no TF32 matmuls/convolutions
+        cuda = self.device.type == "cuda"
+        if cuda:  # the FP32 reference is plain FP32: no TF32 matmuls/convolutions
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cudnn.benchmark = True
@@ -95,10 +120,17 @@ class TorchRunner:
             card = card.replace(input_size=list(job.imgsz))
         self.card = card.replace(precision=job.precision)
         self.name = job.row
-        self.fp16 = job.precision == "fp16"
+        self.fp16 = job.precision == "fp16" and cuda
+        net = _half_net(net) if self.fp16 else net
         module: Any = FramesToLabels(net, card, tuple(job.frame_size)).eval().to(self.device)
+        self.graph: str | None = None if not cuda else "off"
+        self._graphs: dict[tuple, tuple] = {}  # input shape -> (CUDA graph, its input, its output)
+        self._graphed = self.fp16 and job.cuda_graph
         if job.compile:
-            module = torch.compile(module)
+            mode = "reduce-overhead" if cuda and job.cuda_graph else None
+            module = torch.compile(module, mode=mode)
+            if mode:
+                self.graph = "reduce-overhead (CUDA graphs made by torch.compile)"
         self.module = module
         h, w = job.frame_size
         self.frame_size = (int(h), int(w))
@@ -117,16 +149,47 @@ class TorchRunner:
         torch = self.torch
         single = frames.ndim == 3
         batch, restore = fit_frames(frames[None] if single else frames, self.frame_size)  # as every backend does
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=self.fp16 and self.device.type == "cuda"):
-            y = self.module(x)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        out = restore(y.cpu().numpy())
+        batch = np.ascontiguousarray(batch)
+        if self._graphed:
+            out = restore(self._replay(batch))
+        else:
+            x = torch.from_numpy(batch).to(self.device)
+            with torch.no_grad():
+                y = self.module(x)
+            out = restore(y.cpu().numpy())  # .cpu() waits for the device
         return out[0] if single else out
+
+    def _replay(self, batch: np.ndarray) -> np.ndarray:
+        """One CUDA graph per input shape, captured after a few eager runs on a side stream (so
+        cuDNN has chosen its algorithms and the allocator its pool); frames are copied into the
+        graph's input through pinned memory, labels copied out of its output."""
+        torch = self.torch
+        key = batch.shape
+        if key not in self._graphs:
+            host = torch.empty(key, dtype=torch.uint8).pin_memory()
+            x = torch.empty(key, dtype=torch.uint8, device=self.device)
+            host.numpy()[...] = batch
+            x.copy_(host)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.no_grad(), torch.cuda.stream(side):
+                for _ in range(3):
+                    self.module(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(graph):
+                y = self.module(x)
+            self._graphs[key] = (graph, host, x, y)
+            self.graph = "captured"
+        graph, host, x, y = self._graphs[key]
+        host.numpy()[...] = batch
+        x.copy_(host, non_blocking=True)
+        graph.replay()
+        return y.cpu().numpy()
 
     def close(self) -> None:
         self.module = None
+        self._graphs.clear()
 
 
 def open_runner(job: Job, model: str | None = None) -> Any:
@@ -252,6 +315,7 @@ class RowSession:
                 out["batch_samples_ms"] = _batched(job, self.runner, self.frames)
             if job.e2e_source:
                 out["e2e"] = _e2e(job, self.runner)
+            out["graph"] = getattr(self.runner, "graph", None)  # after timing: "captured" once replayed
             gpu_row = job.cuda or (job.backend or "").startswith(("ort-cuda", "ort-trt", "trt"))
             out["gpu_memory_mb"] = gpu_memory_mb() if gpu_row else None
         finally:

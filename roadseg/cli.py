@@ -411,6 +411,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames (default: --data, else --source, else synthetic scenes)")
     p.add_argument("--report", default="runs/bench", metavar="DIR", help="report folder (default runs/bench)")
     p.add_argument("--threads", type=_positive, metavar="N", help="inference threads for ONNX Runtime and PyTorch (default: their own)")
+    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                   help="GPU rows without CUDA graphs (default: torch-fp16, torch-compile and ort-cuda rows replay them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
 
@@ -422,6 +424,7 @@ def _cmd_bench(a) -> int:
         model=a.model, backends=a.backends, imgsz=tuple(a.imgsz) if a.imgsz else None,
         frame_size=tuple(a.frame_size) if a.frame_size else None, batch=a.batch, frames=a.frames, warmup=a.warmup, rounds=a.rounds,
         source=a.source, data=a.data, calib=a.calib, report=a.report, threads=a.threads, progress=not a.quiet,
+        cuda_graph=a.cuda_graph,
     )  # fmt: skip
     doc = run_bench(cfg)
     from pathlib import Path

@@ -38,7 +38,7 @@ ENV_KEYS = {
 ROW_KEYS = {
     "name", "status", "reason", "kind", "backend", "precision", "device", "artifact", "latency_ms", "batch",
     "throughput_fps", "e2e_fps", "e2e_vs_model", "e2e", "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
-    "agreement", "miou", "speedup", "notes", "latency_samples_ms",
+    "agreement", "miou", "speedup", "graph", "notes", "latency_samples_ms",
 }  # fmt: skip
 LATENCY_KEYS = {"n", "median", "p90", "p99", "mean", "std", "min", "max"}
 
@@ -425,3 +425,30 @@ def test_variant_cache_follows_the_export_code(tiny_checkpoint, tmp_path, monkey
     assert folder() == first
     monkeypatch.setattr(variants, "_export_code", lambda: "changed")
     assert folder() != first
+
+
+# -- GPU rows (run where torch sees CUDA; skipped elsewhere) ----------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(rows.torch_cuda() is not None, reason="needs PyTorch with a CUDA device")
+def test_torch_fp16_row_replays_a_cuda_graph_of_each_calls_frames(tiny_checkpoint):
+    """torch-fp16 on CUDA: FP16 channels-last weights replayed as a CUDA graph, one per input shape;
+    each call returns the labels of its own frames (the graph reads the copied-in frames), within
+    FP16 rounding of the FP32 reference."""
+    from roadseg.benchmarks.worker import Job, TorchRunner
+    from roadseg.runtime.synthetic import make_scene
+
+    def runner(precision: str) -> TorchRunner:
+        return TorchRunner(Job(row="r", kind="torch", precision=precision, model=str(tiny_checkpoint), frames="",
+                               labels_out="", frame_size=(72, 96), cuda=True))  # fmt: skip
+
+    frames = np.stack([make_scene(seed=s, size=(72, 96))[0] for s in range(4)])
+    ref, fp16 = runner("fp32"), runner("fp16")
+    want = np.stack([ref.infer(f) for f in frames])
+    assert len(np.unique(want)) > 2 and not (want[0] == want[1]).all()
+    for _ in range(2):  # the second pass replays the graph captured in the first
+        got = np.stack([fp16.infer(f) for f in frames])
+        assert fp16.graph == "captured" and (got == want).mean() >= 0.99
+    np.testing.assert_array_equal(fp16.infer(frames), got)  # a batch of 4: its own graph, same labels
+    assert len(fp16._graphs) == 2 and ref.graph == "off"

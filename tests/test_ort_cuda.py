@@ -189,3 +189,25 @@ def test_open_backend_passes_cuda_graph_to_ort(tiny_onnx, fake_cuda):
     with open_backend(tiny_onnx, "ort-cuda", cuda_graph=False) as b:
         assert b.graph == "off"
     assert "enable_cuda_graph" not in fake_cuda.created[-1]
+
+
+def _real_cuda_ep() -> bool:
+    return "CUDAExecutionProvider" in _REAL_PROVIDERS and probe.gpu_reason("ort-cuda") is None
+
+
+_REAL_PROVIDERS = ort.get_available_providers()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _real_cuda_ep(), reason="needs onnxruntime-gpu and an NVIDIA GPU")
+def test_real_cuda_ep_graph_matches_the_cpu(tiny_onnx):
+    """On a GPU: the captured graph replays with each call's frames, and labels agree with the CPU."""
+    from roadseg.runtime.synthetic import make_scene
+
+    frames = np.stack([make_scene(seed=s, size=TINY_FRAME_SIZE)[0] for s in range(4)])
+    want = _cpu_labels(tiny_onnx, frames)
+    with OrtBackend(tiny_onnx, provider="cuda") as b:
+        for _ in range(2):
+            got = np.stack([b.infer(f) for f in frames])
+            assert (got == want).mean() >= 0.999
+        assert b.graph == "captured", b.graph

@@ -181,7 +181,7 @@ class OrtBackend:
             }
             providers.append((ep, self._trt_options))
         cuda_options: dict[str, Any] = {"device_id": device_id}
-        self.graph = "off"  # the CUDA graph: "captured" once replaying, else "off" or why not
+        self.graph: str | None = "off" if provider == "cuda" else None  # "captured" once replaying, else why not
         want_graph = False
         if provider == "cuda":
             assert gpu_info is not None
