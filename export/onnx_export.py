@@ -102,7 +102,7 @@ def _export(module: nn.Module, dummy: torch.Tensor, path: Path, spec: GraphSpec)
             axes = {in_name: {0: "N", 1: "H", 2: "W"}, out_name: {0: "N", 1: "H", 2: "W"}}
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, but it is the one whose
-        # graphs the FP16 converter and the INT8 quantiser handle cleanly (see README, Export)
+        # graphs the FP16 converter and the INT8 quantiser handle cleanly (docs/EXPORT.md)
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, (dummy,), str(path), input_names=[in_name], output_names=[out_name], opset_version=OPSET,
