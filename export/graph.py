@@ -21,8 +21,6 @@ from torch import nn
 from roadseg.runtime.card import ModelCard
 from roadseg.train.models.blocks import resize
 
-INPUT_NAME, OUTPUT_NAME = "frames", "labels"
-RAW_INPUT_NAME, RAW_OUTPUT_NAME = "input", "logits"
 PRE_PREFIX, POST_PREFIX = "/pre/", "/post/"
 
 

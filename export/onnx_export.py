@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from roadseg.runtime.atomic import atomic_path
-from roadseg.runtime.card import CARD_KEY, ModelCard
+from roadseg.runtime.card import CARD_KEY, INPUT_NAME, OUTPUT_NAME, RAW_INPUT_NAME, RAW_OUTPUT_NAME, ModelCard
 from roadseg.runtime.errors import RoadsegError
+from roadseg.runtime.model import EXPORT_KEY
 
-from .graph import INPUT_NAME, OUTPUT_NAME, RAW_INPUT_NAME, RAW_OUTPUT_NAME, FramesToLabels
+from .graph import FramesToLabels
 
 OPSET = 17
-EXPORT_KEY = "roadseg_export"  # how the graph was made: raw, frame size, batch, dynamic, precision
 
 
 @dataclass

@@ -41,9 +41,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from roadseg.runtime.card import INPUT_NAME
 from roadseg.runtime.model import ORT_CPU_KEY
 
-from .graph import INPUT_NAME, PRE_PREFIX
+from .graph import PRE_PREFIX
 from .onnx_export import set_props
 from .precision import toposort
 
