@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from roadseg.runtime.atomic import atomic_path
+from roadseg.runtime.stats import PIPELINE_STAGES
 
 FILES = ("results.json", "results.csv", "results.md", "results.png")
-STAGES = ("read", "infer", "overlay", "write")
 
 CSV_COLUMNS = [
     "name", "status", "reason", "kind", "backend", "precision", "device", "artifact",
     "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
     "latency_min_ms", "latency_max_ms", "latency_n", "batch", "throughput_fps", "e2e_fps", "e2e_vs_model",
-    *[f"e2e_{s}_median_ms" for s in STAGES], "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
+    *[f"e2e_{s}_median_ms" for s in PIPELINE_STAGES], "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
     "agreement", "miou", "speedup", "graph", "notes",
 ]  # fmt: skip
 
@@ -41,7 +41,7 @@ def flat(row: dict) -> dict:
     for k in ("median", "p90", "p99", "mean", "std", "min", "max"):
         out[f"latency_{k}_ms"] = lat.get(k)
     out["latency_n"] = lat.get("n")
-    for s in STAGES:
+    for s in PIPELINE_STAGES:
         out[f"e2e_{s}_median_ms"] = stages.get(s)
     out["notes"] = "; ".join(row.get("notes") or [])
     return {k: out.get(k) for k in CSV_COLUMNS}
@@ -102,14 +102,14 @@ def to_markdown(doc: dict) -> str:
             f"End to end through the runtime pipeline on `{src}` (decode, infer, overlay, encode to video): "
             "per-stage medians in ms.",
             "",
-            "| Row | Frames | FPS | " + " | ".join(STAGES) + " |",
-            "|---|---:|---:|" + "---:|" * len(STAGES),
+            "| Row | Frames | FPS | " + " | ".join(PIPELINE_STAGES) + " |",
+            "|---|---:|---:|" + "---:|" * len(PIPELINE_STAGES),
         ]
         for r in stage_rows:
             e = r["e2e"]
             st = e.get("stage_median_ms") or {}
             lines.append(f"| {r['name']} | {e.get('frames')} | {_num(e.get('fps'), 1)} | "
-                         + " | ".join(_num(st.get(s)) for s in STAGES) + " |")  # fmt: skip
+                         + " | ".join(_num(st.get(s)) for s in PIPELINE_STAGES) + " |")  # fmt: skip
     missing = [r for r in doc["rows"] if r["status"] != "ok"]
     if missing:
         lines += ["", "Not measured here:", ""]

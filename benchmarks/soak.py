@@ -21,7 +21,7 @@ nothing else running, and these two tell that noise apart from a slow-down.
 
 It writes benchmarks/results/soak-<machine>.json and .png (RSS and FPS over frames), prints the
 verdict and exits 0 (pass), 1 (a check failed) or 130 (stopped by Ctrl-C: partial results kept,
-verdict "incomplete"). The synthetic clip loops after 1,800 frames (runtime.sources), so every
+verdict "incomplete"). The synthetic clip loops after 1,800 frames (runtime/readers.py), so every
 frame is drawn the same way from start to end.
 """
 

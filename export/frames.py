@@ -64,7 +64,7 @@ def unlabelled(src: str | Path, size: tuple[int, int] | None, count: int) -> lis
 
 
 def _video_frames(path: Path, size: tuple[int, int] | None, count: int) -> list[np.ndarray]:
-    from roadseg.runtime.sources import CaptureReader
+    from roadseg.runtime.readers import CaptureReader
 
     reader = CaptureReader(str(path), "file")
     reader.open()  # a RoadsegError naming the file when OpenCV cannot open it as a video

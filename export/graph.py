@@ -21,16 +21,14 @@ from torch import nn
 from roadseg.runtime.card import ModelCard
 from roadseg.train.models.blocks import resize
 
-INPUT_NAME, OUTPUT_NAME = "frames", "labels"
-RAW_INPUT_NAME, RAW_OUTPUT_NAME = "input", "logits"
 PRE_PREFIX, POST_PREFIX = "/pre/", "/post/"
 
 
 class Preprocess(nn.Module):
     """Cast, NCHW, resize to the card's input size, and colour order + mean/std as one 1x1
-    convolution (weight [3,3,1,1]: a channel permutation scaled by 1/(255 std), bias -mean/std).
-    Replacing the separate Slice, Mul and Add nodes by it (run at the frame's resolution) took the
-    INT8 default graph from 33.0 to 27.8 ms on this 2-core CPU (416x576 input, timed in alternation).
+    convolution (weight [3,3,1,1]: a channel permutation scaled by 1/(255 std), bias -mean/std):
+    one node where separate Slice, Mul and Add nodes each made a pass over the frame
+    (docs/EXPORT.md has what it saved).
 
     The normalisation runs at the smaller of the frame and the model input: an affine map per
     channel commutes with bilinear resizing (its weights sum to 1), so the order changes only

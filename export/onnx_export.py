@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from roadseg.runtime.atomic import atomic_path
-from roadseg.runtime.card import CARD_KEY, ModelCard
+from roadseg.runtime.card import CARD_KEY, INPUT_NAME, OUTPUT_NAME, RAW_INPUT_NAME, RAW_OUTPUT_NAME, ModelCard
 from roadseg.runtime.errors import RoadsegError
+from roadseg.runtime.model import EXPORT_KEY
 
-from .graph import INPUT_NAME, OUTPUT_NAME, RAW_INPUT_NAME, RAW_OUTPUT_NAME, FramesToLabels
+from .graph import FramesToLabels
 
 OPSET = 17
-EXPORT_KEY = "roadseg_export"  # how the graph was made: raw, frame size, batch, dynamic, precision
 
 
 @dataclass
@@ -102,7 +102,7 @@ def _export(module: nn.Module, dummy: torch.Tensor, path: Path, spec: GraphSpec)
             axes = {in_name: {0: "N", 1: "H", 2: "W"}, out_name: {0: "N", 1: "H", 2: "W"}}
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, but it is the one whose
-        # graphs the FP16 converter and the INT8 quantiser handle cleanly (see README, Export)
+        # graphs the FP16 converter and the INT8 quantiser handle cleanly (docs/EXPORT.md)
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, (dummy,), str(path), input_names=[in_name], output_names=[out_name], opset_version=OPSET,

@@ -13,30 +13,26 @@ None, leaving the graph alone, on anything else.
   rounded to the quantisation grid (half a level low on average, added back in the bias); (3) the
   folded weights are quantised again. On the default model the first convolution's output moves
   by under half a quantisation level on average away from the border.
-- stem: MLAS has no fast path for a convolution over 3 input channels (the default model's 3x3
-  stride-2 stem: 2.1 ms of a 20 ms graph). Seen channels-last, 4 neighbouring pixels of a row are
-  12 contiguous values, so a free Reshape makes a 12-channel image a quarter as wide; a 3x2
-  convolution over it with stride (2, 1) and two outputs per block (output columns 2m and 2m+1)
-  computes the same integer sums, and a free Reshape puts the columns back. Exact; 0.6 ms.
-- channels: MLAS's QLinearConv is fast only when the input channels are a multiple of 4 (measured:
-  3x3 convolution at 96x128 with 32 outputs, 43 input channels 1.39 ms, 44 0.73 ms, 48 0.67 ms).
-  Convolutions with at least 8 input channels and a count that is not a multiple of 4 get zero
-  input channels: a uint8 Pad with the zero point, and zero weights. Images (3 channels) are left
-  alone: ONNX Runtime's Pad on the innermost axis of a 384x512x3 image costs 2.8 ms, more than the
-  convolution saves (0.8 ms).
+- stem: MLAS has no fast path for a convolution over 3 input channels, so the default model's 3x3
+  stride-2 stem was a tenth of its INT8 graph's time. Seen channels-last, 4 neighbouring pixels of
+  a row are 12 contiguous values, so a free Reshape makes a 12-channel image a quarter as wide; a
+  3x2 convolution over it with stride (2, 1) and two outputs per block (output columns 2m and
+  2m+1) computes the same integer sums, and a free Reshape puts the columns back. Exact, and 12
+  channels take MLAS's fast kernels.
+- channels: MLAS's QLinearConv is fast only when the input channels are a multiple of 4 (43 input
+  channels take about twice as long as 44). Convolutions with at least 8 input channels and a
+  count that is not a multiple of 4 get zero input channels: a uint8 Pad with the zero point, and
+  zero weights. Images (3 channels) are left alone: ONNX Runtime's Pad on the innermost axis of a
+  whole image costs more than the convolution would save (stem handles that convolution instead).
 - nhwc: the logits' final upsampling and ArgMax run channels-last (a Transpose of the small
-  low-resolution logits first): ONNX Runtime's bilinear Resize and ArgMax are faster over NHWC
-  (measured 2.9 against 3.7 ms for 11 classes, 96x128 to 360x480).
+  low-resolution logits first): ONNX Runtime's bilinear Resize and ArgMax are faster over NHWC.
 
 "Exact" holds on CPUs with VNNI (this one: AVX512-VNNI). On AVX2 without VNNI, ONNX Runtime's
 u8 x s8 kernels add pairs of products in 16 bits with saturation (VPMADDUBSW; its quantisation
 docs suggest reduce_range or U8U8 where that costs accuracy), so a different pairing (stem's and
 channels' reordered and zero inputs) can round differently where a pair saturates, as can the u8
 graph itself against FP32. The accuracy gate measures the graph on the CPU that exports it.
-
-Measured on the default model (DDRNet-23-slim, 384x512 input, 480x360 frames, 2 threads, timed
-in alternation, 8 x 30 runs): 22.0 -> 18.4 ms for pixels, channels and nhwc, val mIoU 0.7239 ->
-0.7237; stem then saved 1.2-1.3 ms more (2 x 20 x 30 runs: 20.0 -> 18.8 and 21.3 -> 19.9 ms).
+What each rewrite saved on the default model is in docs/EXPORT.md.
 """
 
 from __future__ import annotations
@@ -45,9 +41,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from roadseg.runtime.card import INPUT_NAME
 from roadseg.runtime.model import ORT_CPU_KEY
 
-from .graph import INPUT_NAME, PRE_PREFIX
+from .graph import PRE_PREFIX
 from .onnx_export import set_props
 from .precision import toposort
 
@@ -261,8 +258,8 @@ def pixels(model: onnx.ModelProto) -> str | None:
     if resize is not None and _resize_size(resize) is None:
         return None
     if resize is not None:
-        # ONNX Runtime's linear Resize on uint8 truncates (measured: mean -0.47 levels against the
-        # float resize): add back half a level, the mean of what truncation takes away
+        # ONNX Runtime's linear Resize on uint8 truncates where the float one rounds: add back half
+        # a level, the mean of what truncation takes away
         bias2 = bias2 + 0.5 * w2.sum((1, 2, 3))
     _requantize_conv(gr, conv, wdq, w2, bias2, 1.0)
     # uint8 frames [N,H,W,3] -> Resize (channels-last) -> NCHW -> DequantizeLinear; ONNX Runtime

@@ -5,9 +5,9 @@ same file runs on ONNX Runtime CPU for measurement and builds as a strongly type
   normalisation, ArgMax) and numerically sensitive op types stay FP32.
 - INT8: ONNX Runtime's static post-training quantisation, explicit Q/DQ, per-channel symmetric
   INT8 weights, calibrated on real frames; pre/post nodes and the logits stay FP32. Activations
-  are either asymmetric UINT8 ("u8": ONNX Runtime's fast x86 path, U8S8 VNNI kernels; measured
-  here 10 ms against 19 ms for s8 on DDRNet-23-slim) or symmetric INT8 ("s8": the only form
-  TensorRT consumes).
+  are either asymmetric UINT8 ("u8": ONNX Runtime's fast x86 path, U8S8 VNNI kernels, about
+  twice as fast as s8 there; docs/EXPORT.md) or symmetric INT8 ("s8": the only form TensorRT
+  consumes).
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from .errors import RoadsegError
 
 CARD_KEY = "roadseg"
+# the exported graph's tensors: frames uint8 [N,H,W,3] -> labels uint8 [N,H,W] (DESIGN: the ONNX
+# contract); a --raw graph's: normalised float NCHW -> logits
+INPUT_NAME, OUTPUT_NAME = "frames", "labels"
+RAW_INPUT_NAME, RAW_OUTPUT_NAME = "input", "logits"
 MAX_CLASSES = 256  # class maps are uint8
 MAX_SIDE = 16384  # largest model input side, pixels
 _STR_FIELDS = ("name", "arch", "color_order", "resize_mode", "input_name", "output_name", "precision", "dataset", "license")
@@ -45,8 +49,8 @@ class ModelCard:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on 0..1 pixels, in color_order
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     resize_mode: str = "bilinear"  # align_corners=False, for both the frame resize and logits
-    input_name: str = "frames"
-    output_name: str = "labels"
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
     precision: str = "fp32"
     dataset: str = ""
     license: str = ""

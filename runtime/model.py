@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends import ENGINE_SUFFIXES
 from .backends.base import TensorSpec
 from .card import CARD_KEY, ModelCard
 from .errors import RoadsegError
 
 EXPORT_KEY = "roadseg_export"  # how the graph was made: {"frame_size", "batch", "dynamic", "raw", "precision"}
 ORT_CPU_KEY = "roadseg_ort_cpu_rewrites"  # the rewrites export/ort_cpu.py made for ONNX Runtime's CPU kernels
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 LFS_MAGIC = b"version https://git-lfs"
 

@@ -14,6 +14,9 @@ to get `Frame`s (a BGR uint8 image with its index, capture timestamp and name).
   RoadsegError. A source that cannot be opened at all fails at once, in `open_source`.
 - Frames that are empty, tiny, gray, BGRA or 16-bit are converted to 8-bit BGR or skipped, and
   counted; they never stop the stream. Frames may change size mid-stream.
+
+This module is the supervision (capture thread, buffer, watchdog, reconnects) and the choice of
+source from a spec; the connection to each kind of source is a reader in readers.py.
 """
 
 from __future__ import annotations
@@ -28,16 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .errors import RoadsegError, UsageError
-from .images import list_images, read_image, to_bgr8
+from .images import list_images, to_bgr8
+from .readers import CaptureReader, ImageReader, IterReader, Reader, SyntheticReader
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 DEFAULT_BUFFER = 8  # frames a non-live source reads ahead
 SYNTHETIC_FRAMES = 120
-SYNTHETIC_LOOP = 1800  # one minute at 30 FPS
 
 
 @dataclass
@@ -47,155 +49,6 @@ class Frame:
     timestamp: float  # time.perf_counter() when it was captured
     name: str  # image stem for image folders, else f"{index:06d}"
     read_ms: float = 0.0  # time the capture thread spent reading and converting it
-
-
-# ---------------------------------------------------------------- readers: one connection each
-
-
-class Reader:
-    """One blocking connection to a source. `read()` -> (image, name or None), or None at the end
-    (end of file; for live sources, a lost connection)."""
-
-    fps: float = 0.0  # nominal frame rate, 0 when unknown
-
-    def open(self) -> None:  # raises RoadsegError when it cannot open
-        pass
-
-    def read(self) -> tuple[Any, str | None] | None:
-        raise NotImplementedError
-
-    def release(self) -> None:
-        pass
-
-
-def _open_capture(target: str | int, api: int, params: list[int]) -> Any:
-    """cv2.VideoCapture; a module-level seam so tests can put a fake camera behind it."""
-    return cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
-
-
-class CaptureReader(Reader):
-    """cv2.VideoCapture on a file, camera index or URL (FFmpeg backend for files and URLs)."""
-
-    def __init__(self, target: str | int, kind: str, timeout_s: float = 10.0):
-        self.target, self.kind, self.timeout_s = target, kind, timeout_s
-        self.cap: Any = None
-
-    def open(self) -> None:
-        if self.kind == "camera":
-            api, params = cv2.CAP_ANY, []
-        else:
-            ms = int(self.timeout_s * 1000)
-            api, params = cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        try:
-            cap = _open_capture(self.target, api, params)
-        except cv2.error as e:
-            raise RoadsegError(f"{self.target}: cannot open ({str(e).strip().splitlines()[-1]})") from None
-        if cap is None or not cap.isOpened():
-            if cap is not None:
-                cap.release()
-            raise RoadsegError(self._open_error())
-        self.cap = cap
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps = fps if 0.0 < fps <= 1000.0 else 0.0
-
-    def _open_error(self) -> str:
-        if self.kind == "camera":
-            return (
-                f"camera {self.target}: cannot open it (no such device, busy, or no permission); "
-                "check `ls /dev/video*` and that no other program uses it"
-            )
-        if self.kind == "url":
-            return f"{self.target}: cannot open the stream (unreachable, refused, or not a video stream); check the URL"
-        return f"{self.target}: cannot open as a video (empty, truncated or unsupported format)"
-
-    def read(self) -> tuple[Any, str | None] | None:
-        ok, image = self.cap.read()
-        return (image, None) if ok else None
-
-    def release(self) -> None:
-        if self.cap is not None:
-            self.cap.release()
-            self.cap = None
-
-
-class ImageReader(Reader):
-    """A sorted list of image files; a file that cannot be decoded is a bad frame, not the end."""
-
-    def __init__(self, paths: list[Path], fps: float = 30.0):
-        self.paths, self.fps = paths, fps
-        self.names = _unique_stems(paths)
-        self.i = 0
-
-    def read(self) -> tuple[Any, str | None] | None:
-        if self.i >= len(self.paths):
-            return None
-        path, name = self.paths[self.i], self.names[self.i]
-        self.i += 1
-        return read_image(path), name  # converted (and counted) by the source like any frame
-
-
-class IterReader(Reader):
-    """Frames from any iterable of arrays (or (array, name) pairs): the Python API's own source."""
-
-    def __init__(self, frames: Iterable[Any], fps: float = 0.0):
-        self.it = iter(frames)
-        self.fps = fps
-
-    def read(self) -> tuple[Any, str | None] | None:
-        try:
-            item = next(self.it)
-        except StopIteration:
-            return None
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str):
-            return item
-        return item, None
-
-
-class SyntheticReader(Reader):
-    """The generated driving clip; beyond SYNTHETIC_LOOP frames it loops (a world as long as a
-    100,000-frame soak would take seconds to build and slow every frame down)."""
-
-    def __init__(self, num_frames: int, size: tuple[int, int], seed: int, fps: float):
-        from .synthetic import SyntheticClip
-
-        self.clip = SyntheticClip(min(num_frames, SYNTHETIC_LOOP), size, seed, fps)
-        self.n = num_frames
-        self.fps = fps
-        self.i = 0
-
-    def read(self) -> tuple[Any, str | None] | None:
-        if self.i >= self.n:
-            return None
-        frame, _ = self.clip[self.i % len(self.clip)]
-        self.i += 1
-        return frame, None
-
-
-def _unique_stems(paths: list[Path]) -> list[str]:
-    """Mask names, one per image and never two alike (nor two that differ only in case): the image
-    stem; where stems collide, the path below the images' common folder with `__` for each `/`
-    (a/x.png, b/x.png -> a__x, b__x); where that still collides, plus the extension (x.jpg, x.png ->
-    x_jpg, x_png); any clash left gets a number (x_2)."""
-    stems = collections.Counter(p.stem for p in paths)
-    names = [p.stem for p in paths]
-    if any(n > 1 for n in stems.values()):
-        absolute = [p.absolute() for p in paths]
-        root = Path(os.path.commonpath([str(a.parent) for a in absolute]))
-        names = [
-            "__".join(a.relative_to(root).with_suffix("").parts) if stems[p.stem] > 1 else p.stem
-            for p, a in zip(paths, absolute)
-        ]
-        again = collections.Counter(names)
-        names = [f"{n}_{p.suffix.lstrip('.').lower()}" if again[n] > 1 else n for n, p in zip(names, paths)]
-    out: list[str] = []
-    taken: set[str] = set()
-    for n in names:
-        name, k = n, 2
-        while name.casefold() in taken:
-            name, k = f"{n}_{k}", k + 1
-        taken.add(name.casefold())
-        out.append(name)
-    return out
 
 
 # ---------------------------------------------------------------- the buffer between capture and inference
@@ -550,7 +403,7 @@ def open_source(
 
     spec: a video file; a camera index ("0") or /dev/videoN; an rtsp(s):// or http(s):// URL; a
     folder, glob or single image; "synthetic" or "synthetic:N" (the generated driving clip, N
-    frames of `size`, looping after SYNTHETIC_LOOP frames); or, from Python, any iterable of frames (numpy arrays or (array, name)).
+    frames of `size`, looping after readers.SYNTHETIC_LOOP frames); or, from Python, any iterable of frames (numpy arrays or (array, name)).
     live: None picks by kind (cameras and URLs are live); True keeps only the newest frame (a file
     is then played at its frame rate); False never drops (a stream then reads as fast as consumed).
     read_timeout: the watchdog bound, seconds, on a read or reopen that hangs (and FFmpeg's own

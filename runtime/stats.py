@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STAGES = ("read", "infer", "overlay", "write", "latency")  # latency: capture timestamp -> written
+PIPELINE_STAGES = ("read", "infer", "overlay", "write")  # the pipeline's threads' steps, in order
+STAGES = (*PIPELINE_STAGES, "latency")  # latency: capture timestamp -> written
 _LO_MS, _DECADES, _PER_DECADE = 1e-3, 8, 100  # histogram covers 1 us .. 100 s
 
 

@@ -123,7 +123,8 @@ def test_preprocess_is_resize_then_normalise(order, frame_size):
 
 def test_logits_never_materialised_at_model_size(tiny_onnx):
     """480x360-style frames into a different model size: the graph upsamples the logits once,
-    to the frame size; no 11-channel tensor at the model input size exists (it cost 4-5 ms at 576x416)."""
+    to the frame size; no 11-channel tensor at the model input size exists (a second full-size pass;
+    docs/EXPORT.md has its cost)."""
     model = onnx.shape_inference.infer_shapes(onnx.load(str(tiny_onnx)))
     shapes = [tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in model.graph.value_info]
     assert (1, 11, *TINY_FRAME_SIZE) in shapes  # the logits, at the frame size

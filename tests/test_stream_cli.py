@@ -231,7 +231,7 @@ def test_bracketed_file_names_and_home_relative_outputs(tmp_path, tiny_onnx, cap
 
 
 def test_lost_stream_exits_1_after_the_summary(tmp_path, tiny_onnx, capsys, monkeypatch):
-    from roadseg.runtime import sources
+    from roadseg.runtime import readers
 
     class Dead:
         def isOpened(self):  # noqa: N802
@@ -256,7 +256,7 @@ def test_lost_stream_exits_1_after_the_summary(tmp_path, tiny_onnx, capsys, monk
             return (True, np.zeros((72, 96, 3), np.uint8)) if self.n >= 0 else (False, None)
 
     caps = [Lost()]
-    monkeypatch.setattr(sources, "_open_capture", lambda *a: caps.pop(0) if caps else Dead())
+    monkeypatch.setattr(readers, "_open_capture", lambda *a: caps.pop(0) if caps else Dead())
     rc, out, err = run_cli(
         ["run", tiny_onnx, "--source", "0", "--no-drop", "--reconnects", "1", "--save", tmp_path / "o.avi"], capsys
     )

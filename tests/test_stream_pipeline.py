@@ -427,7 +427,7 @@ def test_unwritable_outputs_fail_before_the_first_frame(tmp_path):
 
 
 def test_source_errors_finalise_and_raise_with_the_summary(tmp_path, monkeypatch):
-    from roadseg.runtime import sources
+    from roadseg.runtime import readers
 
     class LostCamera:
         def __init__(self, n):
@@ -447,7 +447,7 @@ def test_source_errors_finalise_and_raise_with_the_summary(tmp_path, monkeypatch
             pass
 
     caps = [LostCamera(6)]
-    monkeypatch.setattr(sources, "_open_capture", lambda *a: caps.pop(0) if caps else LostCamera(0))
+    monkeypatch.setattr(readers, "_open_capture", lambda *a: caps.pop(0) if caps else LostCamera(0))
     with pytest.raises(RoadsegError, match="2 reconnect attempts failed") as e:
         run_stream(FakeBackend(), "0", save=tmp_path / "o.avi", live=False, log=None,
                    source_options={"reconnects": 2, "backoff": (0.01, 0.02)})  # fmt: skip

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from roadseg.runtime import sources
+from roadseg.runtime import readers
 from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.sources import FrameBuffer, open_source, to_bgr8
 
@@ -200,9 +200,9 @@ def test_images_with_the_same_stem_in_subfolders_get_distinct_names(tmp_path):
     assert sorted(names) == ["a__c__x", "a__x", "b__x_jpg", "b__x_png", "y", "z"]
     # whatever the collisions, the names are unique (case-insensitively: masks on any filesystem)
     paths = [Path(p) for p in ("a/x.png", "b/x.png", "a__x.png", "X.png", "x.PNG", "c/X.png", "x_2.png")]
-    got = sources._unique_stems(paths)
+    got = readers._unique_stems(paths)
     assert len({n.casefold() for n in got}) == len(paths)
-    assert sources._unique_stems([Path("q/x.png"), Path("q/y.png")]) == ["x", "y"]  # no collision: the stem
+    assert readers._unique_stems([Path("q/x.png"), Path("q/y.png")]) == ["x", "y"]  # no collision: the stem
 
 
 def test_synthetic_source_matches_the_clip():
@@ -297,7 +297,7 @@ def fake_cameras(monkeypatch):
         opened.append((target, api))
         return queue.pop(0) if queue else FakeCapture([], opened=False)
 
-    monkeypatch.setattr(sources, "_open_capture", fake_open)
+    monkeypatch.setattr(readers, "_open_capture", fake_open)
     yield queue, opened, unblock
     unblock.set()
 

@@ -23,8 +23,8 @@ from torch import nn
 # of the pixels in a class's sort.
 LOVASZ_TOL = 1e-3
 # The Lovász term is computed on every LOVASZ_STRIDE-th row and column, at a random phase per batch.
-# 1/16 of the pixels keeps its cost small (ddrnet23s epochs on the project's 2-core CPU: median
-# 87.5 s with the term, 88.4 s without). Ratios of pixel counts, which is all a Jaccard loss is,
+# 1/16 of the pixels keeps its cost small (an epoch takes no measurably longer with the term;
+# docs/TRAIN.md). Ratios of pixel counts, which is all a Jaccard loss is,
 # survive uniform subsampling; only roughly for a class a few pixels wide (a pole can fall between
 # the sampled columns at some phases).
 LOVASZ_STRIDE = 4
