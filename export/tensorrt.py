@@ -35,8 +35,18 @@ import onnx
 from roadseg import __version__
 from roadseg.runtime.atomic import atomic_path, check_writable
 from roadseg.runtime.card import ModelCard
-from roadseg.runtime.engine import AMPERE, EngineSidecar, now_iso, parse_compute_capability, write_sidecar
+from roadseg.runtime.engine import (
+    AMPERE,
+    EngineSidecar,
+    now_iso,
+    on_jetson,
+    parse_compute_capability,
+    platform_tag,
+    trt_version_tuple,
+    write_sidecar,
+)
 from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
+from roadseg.runtime.hashing import sha256_file
 
 from .onnx_export import GraphSpec
 
@@ -46,6 +56,7 @@ if TYPE_CHECKING:
     from .command import ExportOptions
 
 INSTALL_HINT = "TensorRT is not installed: pip install roadseg[gpu] on a machine with an NVIDIA GPU"
+MIN_TENSORRT = 10  # strongly typed networks and IProgressMonitor; TensorRT 8.x builds implicit-batch networks
 RAW_INPUT_NAME = "input"  # export/graph.py RAW_INPUT_NAME (not imported: graph.py imports torch)
 DEFAULT_MAX_SHAPE = (8, 1080, 1920)  # (N, H, W) the largest input a dynamic engine takes by default
 GIB = 1 << 30
@@ -63,7 +74,17 @@ def require_tensorrt() -> str:
         raise MissingDependencyError(f"{INSTALL_HINT} (importing tensorrt failed: {e})") from None
     if not hasattr(tensorrt, "Builder"):  # e.g. only type stubs installed: an empty namespace package
         raise MissingDependencyError(f"{INSTALL_HINT} (the installed 'tensorrt' has no builder)")
-    return str(tensorrt.__version__)
+    version = str(getattr(tensorrt, "__version__", "0"))
+    try:
+        major = trt_version_tuple(version)[0]
+    except RoadsegError:
+        major = 0
+    if major < MIN_TENSORRT:
+        raise MissingDependencyError(
+            f"TensorRT {version} is too old: roadseg builds engines with TensorRT {MIN_TENSORRT} or newer "
+            f"(pip install 'tensorrt>={MIN_TENSORRT}'; on a Jetson: JetPack 6.1 or newer, which brings TensorRT 10)"
+        )
+    return version
 
 
 # -- pure logic: profiles, paths, GPU description -----------------------------------------------
@@ -222,10 +243,6 @@ def gpu_info(device_id: int = 0) -> GpuInfo:
         if "unknown" not in (info.name, info.compute_capability, info.cuda_version):
             break
     return info
-
-
-def _on_jetson() -> bool:
-    return Path("/etc/nv_tegra_release").exists()
 
 
 # -- TensorRT ------------------------------------------------------------------------------------
@@ -456,7 +473,7 @@ def build_engine(
 
     gpu = gpu_info()
     if opts.hardware_compatible:
-        if _on_jetson():
+        if on_jetson():
             raise UsageError(
                 "--hardware-compatible is not supported by TensorRT on Jetson (JetPack); build without it on the device"
             )
@@ -468,7 +485,9 @@ def build_engine(
 
     what = str(src or opts.model)
     data = model.SerializeToString()
-    onnx_sha = hashlib.sha256(data).hexdigest()
+    # the source file's own bytes, so the sidecar matches `sha256sum model.onnx` (a proto serialised
+    # again may order its fields otherwise); a graph that is no file yet: the bytes onnx.save writes
+    onnx_sha = sha256_file(src) if src is not None and src.is_file() else hashlib.sha256(data).hexdigest()
     t0 = time.perf_counter()
     print(f"building a TensorRT {trt_version} engine ({spec.precision}, strongly typed) from {what} on "
           f"{gpu.name} (compute capability {gpu.compute_capability}): this takes a while")  # fmt: skip
@@ -525,6 +544,7 @@ def build_engine(
         created=now_iso(),
         source=str(src) if src is not None else str(opts.model),
         plugins=plugins,
+        platform=platform_tag(),
     )
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:

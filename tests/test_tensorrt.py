@@ -78,7 +78,6 @@ def test_sidecar_round_trip(engine):
 
 def test_verify_accepts_a_matching_engine(engine):
     assert verify_engine(engine, TRT_VERSION, "8.7").plan_sha256 == sha256_file(engine)
-    assert verify_engine(engine, "10.13.3.9", "8.7")  # same major.minor, other patch/build
 
 
 def _refused(engine, trt=TRT_VERSION, cc="8.7") -> str:
@@ -87,6 +86,14 @@ def _refused(engine, trt=TRT_VERSION, cc="8.7") -> str:
     msg = str(e.value)
     assert "\n" not in msg, "one line"
     assert str(engine) in msg
+    return msg
+
+
+def _refused_on(engine, platform: str) -> str:
+    with pytest.raises(RoadsegError) as e:
+        verify_engine(engine, TRT_VERSION, "8.7", platform=platform)
+    msg = str(e.value)
+    assert "\n" not in msg and str(engine) in msg
     return msg
 
 
@@ -127,15 +134,58 @@ def test_verify_refuses_another_tensorrt_version(engine):
     assert "built with TensorRT 10.13.0.35" in msg and "this machine has TensorRT 10.3.0.26" in msg
     _has_rebuild(msg)
     _refused(engine, trt="11.0.0.1")
+    # TensorRT refuses a plan from another patch or build of the same major.minor, so roadseg does too
+    for other in ("10.13.3.9", "10.13.0.34", "10.13.1.35"):
+        assert "exact TensorRT release" in _refused(engine, trt=other)
 
 
 def test_version_compatible_plan_runs_on_newer_tensorrt_only(engine):
     write_sidecar(engine, make_sidecar(engine, tensorrt_version="10.3.0.26", version_compatible=True))
     assert verify_engine(engine, TRT_VERSION, "8.7")
+    assert verify_engine(engine, "10.3.0.27", "8.7")
     assert verify_engine(engine, "11.1.0.2", "8.7")
     msg = _refused(engine, trt="10.1.0.27")
-    assert "version-compatible" in msg and "10.3 or newer" in msg
+    assert "version-compatible" in msg and "TensorRT 10 or 11" in msg
     _has_rebuild(msg)
+    _refused(engine, trt="10.3.0.25")  # an older build of the same release
+    _refused(engine, trt="12.0.0.1")  # one major forward at most
+    write_sidecar(engine, make_sidecar(engine, tensorrt_version="8.6.1.6", version_compatible=True))
+    assert "TensorRT 8 or 9" in _refused(engine, trt="11.1.0.2")
+
+
+def test_verify_refuses_another_platform(engine):
+    write_sidecar(engine, make_sidecar(engine, platform="linux-aarch64-jetson"))
+    assert verify_engine(engine, TRT_VERSION, "8.7", platform="linux-aarch64-jetson")
+    for here in ("linux-aarch64", "linux-x86_64", "windows-x86_64"):
+        msg = _refused_on(engine, here)
+        assert "built on linux-aarch64-jetson" in msg and f"this machine is {here}" in msg
+        _has_rebuild(msg)
+    write_sidecar(engine, make_sidecar(engine))  # an older sidecar without a platform: not compared
+    assert verify_engine(engine, TRT_VERSION, "8.7", platform="linux-x86_64")
+
+
+def test_hardware_compatible_plan_is_refused_on_jetson(engine):
+    """Hardware compatibility is not supported on JetPack: an Ampere+ plan must not pass on Orin (8.7)."""
+    for recorded in ("linux-aarch64", ""):  # built on an aarch64 server (SBSA), or not recorded
+        write_sidecar(engine, make_sidecar(engine, compute_capability="8.6", hardware_compatibility="ampere_plus",
+                                           platform=recorded))  # fmt: skip
+        msg = _refused_on(engine, "linux-aarch64-jetson")
+        assert ("not support on Jetson" in msg) if not recorded else ("built on linux-aarch64" in msg), msg
+        if not recorded:
+            assert "--hardware-compatible" not in msg.split("Rebuild it here without --hardware-compatible:")[1]
+    assert verify_engine(engine, TRT_VERSION, "8.7", platform="linux-aarch64")  # an Ampere+ server GPU: fine
+
+
+def test_platform_tag(monkeypatch):
+    from roadseg.runtime import engine as eng
+
+    monkeypatch.setattr(eng._platform, "system", lambda: "Linux")
+    monkeypatch.setattr(eng._platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(eng, "on_jetson", lambda: True)
+    assert eng.platform_tag() == "linux-aarch64-jetson"
+    monkeypatch.setattr(eng, "on_jetson", lambda: False)
+    monkeypatch.setattr(eng._platform, "machine", lambda: "AMD64")
+    assert eng.platform_tag() == "linux-x86_64"
 
 
 def test_verify_refuses_another_compute_capability(engine):
@@ -287,6 +337,20 @@ def test_missing_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
 
     with pytest.raises(MissingDependencyError, match=r"m\.engine: TensorRT is not installed"):
         TensorRTBackend(tmp_path / "m.engine")
+
+
+@pytest.mark.parametrize("version", ["8.6.1.6", "8.5.2.2", "9.3.0.1"])
+def test_tensorrt_older_than_10_is_refused(monkeypatch, version):
+    """TensorRT 8.x (JetPack 5) has no STRONGLY_TYPED flag: the network would be implicit-batch."""
+    from roadseg.export.tensorrt import require_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTRT(version=version).module)
+    with pytest.raises(MissingDependencyError) as e:
+        require_tensorrt()
+    msg = str(e.value)
+    assert "\n" not in msg and f"TensorRT {version} is too old" in msg and "tensorrt>=10" in msg and "JetPack 6.1" in msg
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTRT(version="10.3.0.26").module)
+    assert require_tensorrt() == "10.3.0.26"
 
 
 def test_stub_only_tensorrt_counts_as_missing(monkeypatch):
@@ -627,6 +691,56 @@ def fake_gpu(monkeypatch):
 # -- engine build with the fake TensorRT -------------------------------------------------------------
 
 
+def test_sidecar_onnx_hash_is_the_file_sha256(tmp_path, fakes, fake_gpu):
+    """onnx_sha256 must equal `sha256sum model.onnx`, also when serialising the loaded proto again
+    gives other bytes (fields in another order, as other writers may put them)."""
+    from roadseg.export.tensorrt import build_engine
+
+    fakes(FakeTRT())
+    m = tiny_model()
+    head = onnx.ModelProto()
+    head.CopyFrom(m)
+    head.ClearField("ir_version")
+    src = tmp_path / "m.onnx"
+    src.write_bytes(head.SerializeToString() + onnx.ModelProto(ir_version=m.ir_version).SerializeToString())
+    loaded = onnx.load(str(src))
+    assert loaded.SerializeToString() != src.read_bytes()
+    out = build_engine(loaded, CARD, GraphSpec((72, 96)), opts(output=str(tmp_path / "m.engine"),
+                                                                timing_cache=str(tmp_path / "c")), src)  # fmt: skip
+    assert read_sidecar(out).onnx_sha256 == sha256_file(src)
+
+
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """A plan (or any artefact) renamed into place before its bytes are on the disk can be empty
+    after a power loss: fsync the file, then rename, then fsync the folder."""
+    import os
+
+    from roadseg.runtime import atomic
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync file")
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append("rename")
+        real_replace(a, b)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    target = tmp_path / "m.engine"
+    with atomic.atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"plan")
+    assert target.read_bytes() == b"plan" and events == ["fsync file", "rename", "fsync dir"]
+    events.clear()
+    with atomic.atomic_path(tmp_path / "mask.png", sync=False) as tmp:  # per-frame writers opt out
+        tmp.write_bytes(b"png")
+    assert events == ["rename"]
+
+
 def test_build_writes_plan_then_sidecar(tmp_path, fakes, fake_gpu):
     from roadseg.export.tensorrt import GIB, build_engine
 
@@ -643,7 +757,8 @@ def test_build_writes_plan_then_sidecar(tmp_path, fakes, fake_gpu):
     sc = verify_engine(out, TRT_VERSION, "8.7")
     assert (sc.precision, sc.gpu_name, sc.compute_capability, sc.cuda_version) == ("fp16", "Fake Orin", "8.7", "12.6")
     assert sc.model_card().precision == "fp16" and sc.source == "models/tiny.onnx"
-    assert sc.onnx_sha256 == __import__("hashlib").sha256(tiny_model().SerializeToString()).hexdigest()
+    assert sc.platform == __import__("roadseg.runtime.engine").runtime.engine.platform_tag()
+    assert sc.onnx_sha256 == __import__("hashlib").sha256(tiny_model().SerializeToString()).hexdigest()  # no file
     assert sc.profiles[0]["min"] == [1, 72, 96, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "m.engine", "m.engine.json"]
 
