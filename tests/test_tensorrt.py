@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 import types
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -386,13 +388,42 @@ def fake_network_fn(frames: np.ndarray) -> np.ndarray:
 class FakeTRT:
     """Enough of the tensorrt module for export/tensorrt.py and runtime/backends/tensorrt.py."""
 
-    def __init__(self, input_shape=(1, 72, 96, 3), profile=None, version=TRT_VERSION, fail_build=False):
+    def __init__(self, input_shape=(1, 72, 96, 3), profile=None, version=TRT_VERSION, fail_build=False,
+                 output_dtype="UINT8", no_context=False):  # fmt: skip
         self.input_shape, self.profile = tuple(input_shape), profile
         self.log: list = []
         self.fail_build = fail_build
+        self.output_dtype = output_dtype
+        self.no_context = no_context  # create_execution_context returns None (out of GPU memory)
+        # (object, whether a valid CUDA context was current on the thread that freed it): TensorRT
+        # frees device memory when its runtime, engine and context objects go, and needs the context
+        self.freed: list[tuple[str, bool]] = []
         m = types.ModuleType("tensorrt")
         m.__version__ = version
         t = self
+
+        class DataType:  # the real enum; trt.nptype has no numpy type for BF16, FP8, INT4, FP4, E8M0
+            def __init__(self, name):
+                self.name = name
+
+            def __repr__(self):
+                return f"<DataType.{self.name}>"
+
+        for name in ("FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8", "BF16", "INT64", "INT4", "FP4"):
+            setattr(DataType, name, DataType(name))
+        numpy_of = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+                    "BOOL": np.bool_, "UINT8": np.uint8}  # fmt: skip
+
+        def nptype(dt):
+            if dt.name not in numpy_of:
+                raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+            return numpy_of[dt.name]
+
+        class Freed:
+            """Records, when collected, whether a valid CUDA context was current (FakeCuda.current)."""
+
+            def __del__(self):
+                t.freed.append((type(self).__name__, FakeCuda.current() is not None))
 
         class Logger:
             WARNING = "warning"
@@ -501,7 +532,7 @@ class FakeTRT:
                     mon.phase_finish("Building")
                 return None if t.fail_build else b"FAKEPLAN" + repr(config.pools).encode()
 
-        class Context:
+        class Context(Freed):
             def __init__(self, engine):
                 self.engine, self.shapes, self.addresses, self.runs = engine, {}, {}, 0
 
@@ -529,7 +560,7 @@ class FakeTRT:
                 self.runs += 1
                 return True
 
-        class Engine:
+        class Engine(Freed):
             num_io_tensors = 2
 
             def get_tensor_name(self, i):
@@ -543,7 +574,7 @@ class FakeTRT:
                 return Dims(shape if name == "frames" else shape[:3])
 
             def get_tensor_dtype(self, name):
-                return np.uint8
+                return getattr(DataType, "UINT8" if name == "frames" else t.output_dtype)
 
             def get_tensor_location(self, name):
                 return "device"
@@ -552,13 +583,16 @@ class FakeTRT:
                 return [Dims(s) for s in t.profile]
 
             def create_execution_context(self):
-                t.context = Context(self)
-                return t.context
+                if t.no_context:
+                    return None
+                context = Context(self)
+                t._context = weakref.ref(context)  # the fake keeps no TensorRT object alive
+                return context
 
-        class Runtime:
+        class Runtime(Freed):
             def __init__(self, logger):
                 self.engine_host_code_allowed = False
-                t.runtime = self
+                t._runtime = weakref.ref(self)
 
             def deserialize_cuda_engine(self, data):
                 t.log.append(("deserialize", len(data)))
@@ -580,6 +614,7 @@ class FakeTRT:
             Runtime,
         )
         m.init_libnvinfer_plugins = init_libnvinfer_plugins
+        m.DataType, m.nptype = DataType, nptype
         m.NetworkDefinitionCreationFlag = ns(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
         m.MemoryPoolType = ns(WORKSPACE="workspace")
         m.BuilderFlag = ns(VERSION_COMPATIBLE="version_compatible")
@@ -587,20 +622,34 @@ class FakeTRT:
         m.LayerType = ns(PLUGIN="plugin", PLUGIN_V2="plugin_v2", PLUGIN_V3="plugin_v3")
         m.TensorIOMode = ns(INPUT="in", OUTPUT="out")
         m.TensorLocation = ns(DEVICE="device", HOST="host")
-        m.nptype = lambda dt: dt
         self.module = m
 
 
+    @property
+    def runtime(self):
+        return self._runtime()
+
+    @property
+    def context(self):
+        return self._context()
+
+
 class FakeCuda:
-    """pycuda.driver: device memory is a dict address -> numpy uint8 array."""
+    """pycuda.driver: device memory is a dict address -> numpy uint8 array. Each thread has its own
+    context stack, as in CUDA, and Context.detach follows pycuda (src/cpp/cuda.hpp, context::detach):
+    a context current on the calling thread is destroyed and popped; one that is not current is
+    pushed, destroyed and popped only on the thread that created it; from any other thread it is
+    just marked invalid and leaks, with its device memory."""
 
     memory: dict[int, np.ndarray] = {}
+    active: FakeCuda | None = None
 
     def __init__(self, cc=(8, 7)):
         self.allocs = 0
-        self.stack: list = []
+        self.stacks: dict[int, list] = {}
         self.contexts: list = []
         self.copies = 0
+        FakeCuda.active = self
         d = types.ModuleType("pycuda.driver")
         f = self
 
@@ -622,9 +671,16 @@ class FakeCuda:
                 return ctx
 
         class Ctx:
-            detached = False
+            def __init__(self):
+                self.thread = threading.get_ident()
+                self.valid, self.destroyed, self.leaked = True, False, False
+
+            @property
+            def detached(self):
+                return self.destroyed
 
             def push(self):
+                assert self.valid, "push of an invalid context"
                 f.stack.append(self)
 
             def pop(self):
@@ -632,7 +688,16 @@ class FakeCuda:
                 f.stack.pop()
 
             def detach(self):
-                self.detached = True
+                if not self.valid:
+                    raise RuntimeError("context::detach failed: invalid context: cannot detach from invalid context")
+                if f.stack and f.stack[-1] is self:
+                    f.stack.pop()
+                    self.destroyed = True
+                elif self.thread == threading.get_ident():
+                    self.destroyed = True
+                else:
+                    self.leaked = True  # pycuda: out-of-thread context, silently left behind
+                self.valid = False
 
         class Alloc:
             def __init__(self, n):
@@ -661,10 +726,23 @@ class FakeCuda:
             host.reshape(-1).view(np.uint8)[:] = dev.buf[: host.nbytes]
 
         d.init = lambda: None
+        d.Context = Ctx
         d.Device, d.Stream, d.mem_alloc = Device, Stream, Alloc
         d.pagelocked_empty = lambda n, dtype: np.zeros(n, dtype)
         d.memcpy_htod_async, d.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
         self.module = d
+
+    @property
+    def stack(self) -> list:
+        """The calling thread's context stack."""
+        return self.stacks.setdefault(threading.get_ident(), [])
+
+    @classmethod
+    def current(cls) -> object | None:
+        """The valid context current on the calling thread, if any."""
+        f = cls.active
+        top = f.stack[-1] if f is not None and f.stack else None
+        return top if top is not None and top.valid else None
 
 
 @pytest.fixture
@@ -1045,6 +1123,147 @@ def test_backend_bad_frames_and_device(tmp_path, fakes):
     ):
         with pytest.raises(RoadsegError, match="frames must be uint8"):
             be.infer(bad)
+
+
+def test_backend_closed_on_another_thread_frees_its_context(tmp_path, fakes):
+    """A stream thread loads the engine (and creates the context); the main thread closes it."""
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, cuda = fakes(FakeTRT())
+    be = TensorRTBackend(fake_engine(tmp_path, trt))
+    x = frames_of(2, 72, 96)
+    worker = threading.Thread(target=be.infer, args=(x,))
+    worker.start()
+    worker.join()
+    (ctx,) = cuda.contexts
+    assert ctx.thread != threading.get_ident() and ctx.valid
+    be.close()
+    assert ctx.destroyed and not ctx.leaked, "detached out of its thread while not current: leaked"
+    assert all(not st for st in cuda.stacks.values()), "no context left current on any thread"
+    assert {name for name, _ in trt.freed} == {"Runtime", "Engine", "Context"} and all(ok for _, ok in trt.freed)
+
+
+@pytest.mark.parametrize("failure", ["no_context", "bf16_output"])
+def test_failed_load_frees_tensorrt_objects_before_the_context(tmp_path, fakes, failure):
+    """The exception of a failed load keeps its frames (and their runtime and engine) alive: they
+    must go while the context is still current, not when the traceback is dropped."""
+    import gc
+
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt_fake = FakeTRT(no_context=True) if failure == "no_context" else FakeTRT(output_dtype="BF16")
+    trt, cuda = fakes(trt_fake)
+    be = TensorRTBackend(fake_engine(tmp_path, trt))
+    with pytest.raises(RoadsegError) as e:
+        be.infer(frames_of(1, 72, 96))
+    kept = e  # what a caller's `except ... as e` or a logger holding the exception keeps
+    (ctx,) = cuda.contexts
+    assert ctx.destroyed and cuda.stack == []
+    assert {"Runtime", "Engine"} <= {name for name, _ in trt.freed}, "freed before the context went"
+    del kept, e
+    gc.collect()
+    assert trt.freed and all(ok for _, ok in trt.freed), trt.freed
+
+
+def test_backend_never_closed_is_released_with_its_context(tmp_path, fakes, monkeypatch):
+    import atexit
+    import gc
+
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    hooks: list = []
+    monkeypatch.setattr(atexit, "register", hooks.append)
+    monkeypatch.setattr(atexit, "unregister", hooks.remove)
+    trt, cuda = fakes(FakeTRT())
+    be = TensorRTBackend(fake_engine(tmp_path, trt))
+    be.infer(frames_of(1, 72, 96))
+    assert len(hooks) == 1  # interpreter exit: closed before the libraries are torn down
+    hooks[0]()
+    assert cuda.contexts[0].destroyed and hooks == [] and all(ok for _, ok in trt.freed)
+    be2 = TensorRTBackend(fake_engine(tmp_path, trt))  # dropped without close()
+    be2.infer(frames_of(1, 72, 96))
+    del be2
+    gc.collect()
+    assert cuda.contexts[1].destroyed and not cuda.contexts[1].leaked and hooks == []
+    assert len(trt.freed) == 6 and all(ok for _, ok in trt.freed)
+
+
+@pytest.mark.parametrize("kind", ["BF16", "FP8", "INT4", "FP4"])
+def test_unsupported_io_dtype_is_one_line(tmp_path, fakes, kind):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, cuda = fakes(FakeTRT(output_dtype=kind))
+    path = fake_engine(tmp_path, trt)
+    with pytest.raises(RoadsegError) as e:
+        TensorRTBackend(path).load()
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and f"'labels' is {kind}" in msg and "roadseg export" in msg
+
+
+class FakeGraph:
+    """runtime.backends.tensorrt.CudaGraph without libcuda: capture snapshots the work's effect
+    (the context's shape and addresses at capture), launch replays that snapshot."""
+
+    live: list[FakeGraph] = []
+    captures = launches = 0
+
+    def __init__(self):
+        self.work = None
+
+    def capture(self, stream, work):
+        FakeGraph.captures += 1
+        self.work = work
+        FakeGraph.live.append(self)
+
+    def launch(self, stream):
+        FakeGraph.launches += 1
+        self.work()
+
+    def destroy(self):
+        if self in FakeGraph.live:
+            FakeGraph.live.remove(self)
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    from roadseg.runtime.backends import tensorrt as backend
+
+    monkeypatch.setattr(backend, "CudaGraph", FakeGraph)
+    FakeGraph.live, FakeGraph.captures, FakeGraph.launches = [], 0, 0
+    return FakeGraph
+
+
+def test_cuda_graph_is_captured_once_a_shape_repeats(tmp_path, fakes, fake_graphs):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, _ = fakes(FakeTRT(profile=((1, 32, 48, 3), (1, 64, 96, 3), (4, 720, 1280, 3))))
+    with TensorRTBackend(fake_engine(tmp_path, trt), cuda_graph=True) as be:
+        for i in range(6):  # batches of 4, 2, 4, 2 ...: a short last chunk every other call
+            x = frames_of(4 if i % 2 == 0 else 2, 72, 96, seed=i)
+            assert np.array_equal(be.infer(x), fake_network_fn(x))
+        assert fake_graphs.captures == 0, "no graph captured for shapes that never repeat in a row"
+        for i in range(4):  # alternating frame sizes
+            x = frames_of(1, 72, 96) if i % 2 else frames_of(1, 120, 160)
+            assert np.array_equal(be.infer(x), fake_network_fn(x))
+        assert fake_graphs.captures == 0
+        for i in range(5):  # a steady shape: captured on its second run, replayed after
+            x = frames_of(2, 72, 96, seed=10 + i)
+            assert np.array_equal(be.infer(x), fake_network_fn(x))
+        assert (fake_graphs.captures, fake_graphs.launches) == (1, 3) and len(fake_graphs.live) == 1
+        x = frames_of(1, 72, 96)  # another shape: plain run, the stale graph dropped (one per context)
+        assert np.array_equal(be.infer(x), fake_network_fn(x)) and fake_graphs.live == []
+    assert fake_graphs.live == []
+
+
+def test_cuda_graph_on_a_fixed_engine(tmp_path, fakes, fake_graphs):
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, _ = fakes(FakeTRT(input_shape=(2, 72, 96, 3)))
+    with TensorRTBackend(fake_engine(tmp_path, trt), cuda_graph=True) as be:
+        for n in (2, 1, 2, 1, 2):  # padded to the fixed batch: one shape, one capture
+            x = frames_of(n, 72, 96, seed=n)
+            assert np.array_equal(be.infer(x), fake_network_fn(x))
+    assert (fake_graphs.captures, fake_graphs.launches) == (1, 3)
 
 
 def test_backend_is_registered():

@@ -22,10 +22,13 @@ Execution (TensorRT 10/11 name-based API): tensors are bound by name (`set_input
 when a larger shape arrives. pycuda is used with an explicit context, no `pycuda.autoinit`: the
 context is created (and the plan deserialised) by the first thread that calls `infer()` (or
 `load()`), and is made current only for the duration of each call (push ... pop), so no thread is
-left holding it; calls are serialised by a lock. `cuda_graph=True` captures `execute_async_v3` into
-a CUDA graph once per input shape and replays it (most useful for fixed-shape engines; a new shape
-or reallocated buffers recapture it; an engine that cannot be captured falls back to plain
-execution with one warning).
+left holding it; calls are serialised by a lock. `close()` may run on any thread: it pushes the
+context, releases everything, and detaches the context while it is current, which destroys it (a
+backend never closed is released the same way when collected or at interpreter exit).
+`cuda_graph=True` captures `execute_async_v3` into one CUDA graph per execution context once an
+input shape runs twice in a row, and replays it while the shape stays (fixed-shape engines: always;
+a change of shape or reallocated buffers drops it and runs plainly until a shape repeats; an engine
+that cannot be captured falls back to plain execution with one warning).
 
 Frames follow the ONNX contract (uint8 [N,H,W,3] BGR -> uint8 [N,H,W]); an engine with a fixed frame
 size takes any frame size (frames resized with bilinear interpolation, labels back with nearest
@@ -37,11 +40,14 @@ the planning logic (binding plan, run plan, buffer pool) is plain Python, unit-t
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
 import sys
 import threading
+import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -323,7 +329,28 @@ def _import_gpu() -> tuple[Any, Any]:
     return tensorrt, cuda
 
 
-def engine_tensors(engine: trt.ICudaEngine) -> list[TensorInfo]:
+# TensorRT I/O types roadseg can describe with numpy (its graphs use uint8, raw exports float); the
+# others (BF16, FP8, INT4, FP4, E8M0) have no numpy type, and trt.nptype raises a bare TypeError
+IO_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+             "BOOL": "bool", "UINT8": "uint8"}  # fmt: skip
+
+
+def io_dtype(dtype: Any, tensor: str, source: str) -> str:
+    """The numpy dtype name of a TensorRT I/O DataType, or one RoadsegError for a type roadseg does
+    not take (the engine was not built from a roadseg ONNX)."""
+    import tensorrt as trt
+
+    for name, np_name in IO_DTYPES.items():
+        if getattr(trt.DataType, name, None) == dtype:
+            return np_name
+    kind = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+    raise RoadsegError(
+        f"{source}: I/O tensor '{tensor}' is {kind}, which roadseg does not take (frames uint8 in, labels uint8 out); "
+        "build the engine from a roadseg ONNX with `roadseg export MODEL.onnx --to engine`"
+    )
+
+
+def engine_tensors(engine: trt.ICudaEngine, source: str = "engine") -> list[TensorInfo]:
     """The engine's I/O tensors by name (TensorRT 10/11 API)."""
     import tensorrt as trt
 
@@ -340,7 +367,7 @@ def engine_tensors(engine: trt.ICudaEngine) -> list[TensorInfo]:
             lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
             profile = (dims(lo), dims(opt), dims(hi))
         out.append(TensorInfo(
-            name=name, is_input=is_input, dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name, shape=shape,
+            name=name, is_input=is_input, dtype=io_dtype(engine.get_tensor_dtype(name), name, source), shape=shape,
             on_device=engine.get_tensor_location(name) == trt.TensorLocation.DEVICE, profile=profile,
         ))  # fmt: skip
     return out
@@ -349,7 +376,7 @@ def engine_tensors(engine: trt.ICudaEngine) -> list[TensorInfo]:
 class TensorRTBackend:
     """Backend "trt": a roadseg TensorRT plan, verified against its sidecar, run with pycuda.
 
-    device_id: the CUDA device. cuda_graph: replay execute_async_v3 as a CUDA graph per input shape.
+    device_id: the CUDA device. cuda_graph: replay execute_async_v3 as a CUDA graph while the input shape stays.
     allow_plugins: load plans that need host code (version-compatible builds) or plugin libraries;
     only for plans you built or trust (see the module docstring)."""
 
@@ -397,7 +424,9 @@ class TensorRTBackend:
         self._graph: CudaGraph | None = None
         self._graph_key: tuple | None = None
         self._graph_failed = False
+        self._last_key: tuple | None = None  # (shape, addresses) of the previous execution
         self._closed = False
+        self._at_exit: Callable[[], None] | None = None
 
     # -- Backend protocol ---------------------------------------------------------------------
     @property
@@ -430,17 +459,28 @@ class TensorRTBackend:
         return labels[0] if single else labels
 
     def close(self) -> None:
+        """Free the engine, buffers and CUDA context; from any thread. The context is pushed, the
+        TensorRT objects and buffers released while it is current, then detached while still
+        current: pycuda destroys (and pops) a current context, but detaching it from a thread that
+        did not create it while it is not current only marks it invalid and leaks it (and its
+        100-400 MB of device memory)."""
         with self._lock:
             self._closed = True
+            if self._at_exit is not None:
+                atexit.unregister(self._at_exit)
+                self._at_exit = None
             if self._ctx is None:
                 return
-            self._ctx.push()
+            ctx, self._ctx = self._ctx, None
+            ctx.push()
             try:
                 self._release()
             finally:
-                self._ctx.pop()
-                self._ctx.detach()
-                self._ctx = None
+                ctx.detach()
+
+    def __del__(self) -> None:  # a backend dropped without close(): free the GPU state with its context
+        if getattr(self, "_ctx", None) is not None:
+            self.close()
 
     def __enter__(self) -> TensorRTBackend:
         return self
@@ -461,15 +501,27 @@ class TensorRTBackend:
         ctx = cuda.Device(self.device_id).make_context()  # current on this thread until popped below
         try:
             self._load()
-        except BaseException:
+        except BaseException as e:
+            # the failed load's frames (in the traceback) still hold its runtime/engine/context: clear
+            # them so TensorRT frees its device memory now, while the CUDA context is still current
+            traceback.clear_frames(e.__traceback__)
             try:
                 self._release()
             finally:
-                ctx.pop()
-                ctx.detach()
+                ctx.detach()  # current: destroyed and popped
             raise
         ctx.pop()
         self._ctx = ctx
+        if self._at_exit is None:  # interpreter exit without close(): release while the libraries are there
+            ref = weakref.ref(self)
+
+            def at_exit() -> None:
+                backend = ref()
+                if backend is not None:
+                    backend.close()
+
+            self._at_exit = at_exit
+            atexit.register(at_exit)
 
     def _load(self) -> None:
         import tensorrt as trt
@@ -497,7 +549,7 @@ class TensorRTBackend:
             raise RoadsegError(
                 f"{self.path}: TensorRT could not deserialise the plan (see its messages above). Rebuild it: {rebuild_command(self.path, self.sidecar)}"
             )
-        plan = binding_plan(engine_tensors(engine), str(self.path))
+        plan = binding_plan(engine_tensors(engine, str(self.path)), str(self.path))
         context = engine.create_execution_context()
         if context is None:
             raise RoadsegError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
@@ -507,9 +559,8 @@ class TensorRTBackend:
         self._inputs, self._outputs = specs_from_plan(plan)
 
     def _release(self) -> None:
-        if self._graph is not None:
-            self._graph.destroy()
-            self._graph = None
+        self._drop_graph()
+        self._last_key = None
         if self._stream is not None:
             self._stream.synchronize()
         if self._pool is not None:
@@ -563,23 +614,32 @@ class TensorRTBackend:
         if self._graph is not None and self._graph_key == key:
             self._graph.launch(stream.handle)
         else:
+            if self._graph is not None:  # the context now runs another shape: its graph is stale
+                self._drop_graph()
             if not context.execute_async_v3(stream.handle):
                 raise RoadsegError(f"{self.path}: TensorRT failed to execute the engine (see its messages above)")
         cuda.memcpy_dtoh_async(host_out, dev_out, stream)
         stream.synchronize()
         result = host_out[:k].copy()
-        if self.cuda_graph and not self._graph_failed and self._graph_key != key:
+        repeated, self._last_key = self._last_key == key, key
+        if self.cuda_graph and not self._graph_failed and self._graph is None and repeated:
             self._capture(key)
         return result
 
-    def _capture(self, key: tuple) -> None:
-        """Capture execute_async_v3 for the shape and addresses just run (TensorRT has already run
-        once with them, which flushes its deferred setup out of the capture)."""
-        context = self._context
-        assert context is not None
+    def _drop_graph(self) -> None:
         if self._graph is not None:
             self._graph.destroy()
-            self._graph, self._graph_key = None, None
+        self._graph, self._graph_key = None, None
+
+    def _capture(self, key: tuple) -> None:
+        """Capture execute_async_v3 for the shape and addresses just run. One graph per execution
+        context (a graph replays the context's state at capture), and only for a shape that ran twice
+        in a row: batches of 4, 2, 4, 2 (a short last chunk) or alternating frame sizes run plainly
+        instead of capturing and instantiating a graph on every call that is never replayed. TensorRT
+        has already run with this shape, which flushes its deferred setup out of the capture."""
+        context = self._context
+        assert context is not None
+        self._drop_graph()
         graph = CudaGraph()
         handle = int(self._stream.handle)
         try:
@@ -602,5 +662,5 @@ class TensorRTBackend:
 
 __all__ = [
     "BindingPlan", "BufferPool", "CudaGraph", "RunPlan", "TensorInfo", "TensorRTBackend", "binding_plan",
-    "check_frames", "check_plugin_policy", "engine_tensors", "plan_run", "specs_from_plan", "specs_from_sidecar",
+    "check_frames", "check_plugin_policy", "engine_tensors", "io_dtype", "plan_run", "specs_from_plan", "specs_from_sidecar",
 ]  # fmt: skip
