@@ -8,7 +8,8 @@ TensorRT 10 supports behind NetworkDefinitionCreationFlag.STRONGLY_TYPED and Ten
 
 The build: OnnxParser -> builder config (workspace pool limit; one optimisation profile for dynamic
 inputs; optional VERSION_COMPATIBLE flag and AMPERE_PLUS hardware-compatibility level; a persistent
-timing cache, loaded when present and saved after) -> build_serialized_network, with progress through
+timing cache per TensorRT version and GPU, loaded when present and saved after, combined under a lock
+with what the file holds by then) -> build_serialized_network, with progress through
 TensorRT's IProgressMonitor (Ctrl-C cancels the build through it) -> the plan written atomically
 (temporary file + rename), then its sidecar `<engine>.json` (runtime/engine.py).
 
@@ -19,13 +20,16 @@ without a GPU (profiles_for, output paths, GPU description fallbacks).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,11 +167,15 @@ def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path
     return folder / default_name(card, spec, ".engine")
 
 
-def default_timing_cache() -> Path:
-    """~/.cache/roadseg/timing.cache (the roadseg cache folder: $ROADSEG_CACHE, $XDG_CACHE_HOME/roadseg)."""
+def default_timing_cache(trt_version: str, compute_capability: str) -> Path:
+    """~/.cache/roadseg/timing-trt<version>-sm<cc>.cache, e.g. timing-trt10.13.0.35-sm87.cache (the
+    roadseg cache folder: $ROADSEG_CACHE, $XDG_CACHE_HOME/roadseg). One file per TensorRT version and
+    GPU architecture: TensorRT refuses another's timings, and a shared file would be overwritten by
+    each in turn."""
     from roadseg.runtime.defaults import cache_dir
 
-    return cache_dir() / "timing.cache"
+    cc = compute_capability.replace(".", "") if compute_capability != "unknown" else "unknown"
+    return cache_dir() / f"timing-trt{trt_version}-sm{cc}.cache"
 
 
 @dataclass
@@ -259,14 +267,35 @@ def network_flags() -> int:
 
 class _Progress:
     """tqdm bars per build phase, fed by TensorRT's IProgressMonitor (TensorRT >= 10), and a
-    cancellation flag the monitor returns to TensorRT (step_complete -> False stops the build)."""
+    cancellation flag the monitor returns to TensorRT (step_complete -> False stops the build).
+
+    TensorRT calls the monitor through a trampoline that swallows any Python exception and stops the
+    build, which then looks like "could not build". So the monitor's methods go through `guard`: a
+    display error (tqdm writing to a closed stderr) turns the bars off and the build goes on; a
+    KeyboardInterrupt raised inside a callback (SIGINT without our handler, off the main thread)
+    cancels the build, and build_engine raises it once TensorRT has returned."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.cancelled = False
+        self.interrupted = False  # a KeyboardInterrupt was raised inside a monitor callback
+        self.display_error: BaseException | None = None
         self._bars: dict[str, Any] = {}
         self._depth: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def guard(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run a monitor callback; never let an exception reach TensorRT's trampoline."""
+        try:
+            if self.display_error is None:
+                result = method(*args)
+                return (not self.cancelled) if result is None else result
+        except KeyboardInterrupt:
+            self.cancelled = self.interrupted = True
+        except Exception as e:  # noqa: BLE001 - progress display only: the build must go on without it
+            self.display_error = e
+            self.enabled = False
+        return not self.cancelled
 
     def start(self, phase: str, parent: str | None, steps: int) -> None:
         from tqdm import tqdm
@@ -309,13 +338,13 @@ def _monitor(progress: _Progress) -> trt.IProgressMonitor | None:
             trt.IProgressMonitor.__init__(self)  # pybind11 trampolines need the base initialised explicitly
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            progress.start(phase_name, parent_phase, num_steps)
+            progress.guard(progress.start, phase_name, parent_phase, num_steps)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            return progress.step(phase_name, step)
+            return bool(progress.guard(progress.step, phase_name, step))
 
         def phase_finish(self, phase_name: str) -> None:
-            progress.finish(phase_name)
+            progress.guard(progress.finish, phase_name)
 
     return Monitor()
 
@@ -410,15 +439,52 @@ def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingCac
     return cache
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `<path>.lock` (flock, where the OS has it) while a timing cache is read,
+    combined and saved, so concurrent builds do not lose each other's entries."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the atomic rename still leaves a whole file
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _save_timing_cache(config: trt.IBuilderConfig, path: Path, explicit: bool) -> None:
+    """Save the builder's timing cache combined with what the file holds now (another build may have
+    saved since this one loaded it), under a lock, as Polygraphy does."""
     try:
         cache = config.get_timing_cache()
         if cache is None:
             return
-        data = cache.serialize()
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(data)
+        check_writable(path)
+        with _file_lock(path):
+            current = b""
+            if path.is_file():
+                try:
+                    current = path.read_bytes()
+                except OSError:
+                    current = b""
+            if current:
+                try:
+                    theirs = config.create_timing_cache(current)
+                    combined = theirs is not None and cache.combine(theirs, False)
+                except Exception:  # noqa: BLE001 - a corrupt or foreign file is replaced, not merged
+                    combined = False
+                if not combined:
+                    print(f"timing cache {path}: its content (another GPU or TensorRT version, or corrupt) is replaced",
+                          file=sys.stderr)  # fmt: skip
+            data = cache.serialize()
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(data)
     except (OSError, RoadsegError) as e:
         if explicit:
             raise RoadsegError(f"{path}: cannot save the timing cache ({e}); choose another --timing-cache") from None
@@ -427,7 +493,10 @@ def _save_timing_cache(config: trt.IBuilderConfig, path: Path, explicit: bool) -
 
 class _Cancel:
     """While building: SIGINT sets the cancel flag (TensorRT stops at its next step) instead of
-    raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns."""
+    raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns. A
+    second SIGINT restores the default handler and raises the signal again, which ends the process
+    at once: a KeyboardInterrupt raised there would run inside a monitor callback, where TensorRT's
+    trampoline swallows it."""
 
     def __init__(self, progress: _Progress, active: bool) -> None:
         self.progress = progress
@@ -441,8 +510,10 @@ class _Cancel:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.interrupted:  # a second Ctrl-C: stop waiting for TensorRT
-            raise KeyboardInterrupt
+        if self.interrupted:  # a second Ctrl-C: stop waiting for TensorRT (nothing is written yet)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
         self.interrupted = True
         self.progress.cancelled = True
         print("\ncancelling the engine build (Ctrl-C again to force)...", file=sys.stderr)
@@ -462,9 +533,8 @@ def build_engine(
     out = check_writable(engine_path(opts, card, spec, src))
     check_writable(out.with_name(out.name + ".json"))
     explicit_cache = opts.timing_cache is not None
-    cache_path = Path(opts.timing_cache).expanduser() if opts.timing_cache else default_timing_cache()
     if explicit_cache:
-        check_writable(cache_path)
+        check_writable(Path(str(opts.timing_cache)).expanduser())
     if opts.workspace_gb <= 0:
         raise UsageError(f"--workspace {opts.workspace_gb}: give the builder workspace limit in GiB (> 0)")
     profiles = profiles_for(spec, card, opts)  # usage errors before TensorRT is even imported
@@ -472,6 +542,11 @@ def build_engine(
     import tensorrt as trt
 
     gpu = gpu_info()
+    cache_path = (
+        Path(opts.timing_cache).expanduser()
+        if opts.timing_cache
+        else default_timing_cache(trt_version, gpu.compute_capability)
+    )
     if opts.hardware_compatible:
         if on_jetson():
             raise UsageError(
@@ -516,7 +591,13 @@ def build_engine(
         with _Cancel(progress, active=monitor is not None):
             plan = builder.build_serialized_network(network, config)
     finally:
-        progress.close()
+        progress.guard(progress.close)
+    if progress.interrupted:
+        raise KeyboardInterrupt
+    if progress.display_error is not None:
+        with contextlib.suppress(Exception):  # stderr itself may be what failed
+            print(f"build progress display stopped ({type(progress.display_error).__name__}: {progress.display_error})",
+                  file=sys.stderr)  # fmt: skip
     if plan is None:
         if progress.cancelled:
             raise KeyboardInterrupt

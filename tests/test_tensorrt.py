@@ -394,6 +394,7 @@ class FakeTRT:
         self.log: list = []
         self.fail_build = fail_build
         self.output_dtype = output_dtype
+        self.during_build = None  # called in the middle of build_serialized_network
         self.no_context = no_context  # create_execution_context returns None (out of GPU memory)
         # (object, whether a valid CUDA context was current on the thread that freed it): TensorRT
         # frees device memory when its runtime, engine and context objects go, and needs the context
@@ -446,11 +447,25 @@ class FakeTRT:
                 self.shapes[name] = (list(lo), list(opt), list(hi))
 
         class Cache:
+            """A timing cache: TC|<TensorRT version>|entry,entry. TensorRT refuses a cache of another
+            version or GPU (set_timing_cache / combine return False unless ignore_mismatch)."""
+
             def __init__(self, data):
                 self.data = bytes(data)
+                self.owner, self.entries = None, set()
+                if data:
+                    magic, owner, entries = bytes(data).decode().split("|")
+                    assert magic == "TC", "not a timing cache"
+                    self.owner, self.entries = owner, {e for e in entries.split(",") if e}
 
             def serialize(self):
-                return self.data + b"+timings"
+                return f"TC|{self.owner}|{','.join(sorted(self.entries))}".encode()
+
+            def combine(self, other, ignore_mismatch):
+                if other.owner not in (None, self.owner) and not ignore_mismatch:
+                    return False
+                self.entries |= other.entries
+                return True
 
         class Config:
             def __init__(self):
@@ -473,6 +488,9 @@ class FakeTRT:
                 return Cache(data)
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                if cache.owner not in (None, version) and not ignore_mismatch:
+                    return False
+                cache.owner = version
                 self.cache = cache
                 return True
 
@@ -523,13 +541,29 @@ class FakeTRT:
 
             def build_serialized_network(self, network, config):
                 mon = config.progress_monitor
+
+                def call(method, *args):
+                    """TensorRT's trampoline (pyCore.cpp): an exception in the monitor is swallowed
+                    and stops the build, as a cancellation does."""
+                    try:
+                        return getattr(mon, method)(*args)
+                    except BaseException as e:  # noqa: BLE001 - what the trampoline does
+                        t.log.append(("monitor raised", type(e).__name__))
+                        return False
+
                 if mon is not None:
-                    mon.phase_start("Building", None, 3)
+                    if call("phase_start", "Building", None, 3) is False:
+                        return None
                     for s in range(3):
-                        if not mon.step_complete("Building", s):
-                            mon.phase_finish("Building")
+                        if t.during_build is not None and s == 1:
+                            t.during_build()
+                        if not call("step_complete", "Building", s):
+                            call("phase_finish", "Building")
                             return None
-                    mon.phase_finish("Building")
+                    if call("phase_finish", "Building") is False:
+                        return None
+                if config.cache is not None:
+                    config.cache.entries.add(f"tactic-{len(config.pools)}-{sorted(config.pools.values())}")
                 return None if t.fail_build else b"FAKEPLAN" + repr(config.pools).encode()
 
         class Context(Freed):
@@ -831,7 +865,7 @@ def test_build_writes_plan_then_sidecar(tmp_path, fakes, fake_gpu):
     assert trt.config.pools == {"workspace": 2 * GIB}
     assert trt.config.flags == [] and trt.config.hardware_compatibility_level is None
     assert trt.config.profiles == []  # fixed shape: no profile needed
-    assert cache.read_bytes() == b"+timings"  # saved after the build
+    assert cache.read_bytes() == b"TC|10.13.0.35|tactic-1-[2147483648]"  # saved after the build
     sc = verify_engine(out, TRT_VERSION, "8.7")
     assert (sc.precision, sc.gpu_name, sc.compute_capability, sc.cuda_version) == ("fp16", "Fake Orin", "8.7", "12.6")
     assert sc.model_card().precision == "fp16" and sc.source == "models/tiny.onnx"
@@ -847,17 +881,114 @@ def test_build_dynamic_profile_flags_and_timing_cache_reuse(tmp_path, fakes, fak
     profile = ((1, 32, 48, 3), (1, 64, 96, 3), (8, 1080, 1920, 3))
     trt, _ = fakes(FakeTRT(profile=profile))
     cache = tmp_path / "timing.cache"
-    cache.write_bytes(b"old")
+    cache.write_bytes(b"TC|10.13.0.35|old")
     o = opts(
         output=str(tmp_path / "d.engine"), timing_cache=str(cache), version_compatible=True, hardware_compatible=True
     )
     build_engine(tiny_model(), CARD, GraphSpec(None, dynamic=True), o, None)
-    assert trt.config.cache.data == b"old" and cache.read_bytes() == b"old+timings"
+    assert trt.config.cache.data == b"TC|10.13.0.35|old"
+    assert cache.read_bytes() == b"TC|10.13.0.35|old,tactic-1-[4294967296]"
     assert trt.config.flags == ["version_compatible"] and trt.config.hardware_compatibility_level == "ampere_plus"
     (p,) = trt.config.profiles
     assert p.shapes == {"frames": ([1, 32, 48, 3], [1, 64, 96, 3], [8, 1080, 1920, 3])}
     sc = read_sidecar(tmp_path / "d.engine")
     assert sc.version_compatible and sc.hardware_compatibility == "ampere_plus"
+
+
+def test_default_timing_cache_is_per_tensorrt_and_gpu(tmp_path, fakes, fake_gpu, monkeypatch):
+    from roadseg.export import tensorrt as build
+
+    monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "rc"))
+    a = build.default_timing_cache("10.13.0.35", "8.7")
+    assert a == tmp_path / "rc" / "timing-trt10.13.0.35-sm87.cache"
+    assert len({a, build.default_timing_cache("10.13.0.35", "8.6"), build.default_timing_cache("10.3.0.26", "8.7")}) == 3
+    trt, _ = fakes(FakeTRT())
+    build.build_engine(tiny_model(), CARD, GraphSpec((72, 96)), opts(output=str(tmp_path / "m.engine")), None)
+    assert a.read_bytes().startswith(b"TC|10.13.0.35|tactic")  # fake_gpu: compute capability 8.7
+
+
+def test_timing_cache_of_another_version_is_not_used(tmp_path, fakes, fake_gpu, capsys):
+    from roadseg.export.tensorrt import build_engine
+
+    trt, _ = fakes(FakeTRT())
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(b"TC|10.3.0.26|foreign")
+    build_engine(tiny_model(), CARD, GraphSpec((72, 96)), opts(output=str(tmp_path / "m.engine"), timing_cache=str(cache)), None)
+    err = capsys.readouterr().err
+    assert "made on another GPU or TensorRT version; starting a new one" in err
+    assert "foreign" not in trt.config.cache.entries and trt.config.cache.owner == TRT_VERSION
+    assert cache.read_bytes() == b"TC|10.13.0.35|tactic-1-[4294967296]" and "is replaced" in err
+
+
+def test_timing_cache_keeps_what_a_concurrent_build_saved(tmp_path, fakes, fake_gpu):
+    """Another build saves its timings while this one runs: saving combines them with ours, under a
+    lock, instead of overwriting them."""
+    from roadseg.export.tensorrt import build_engine
+
+    trt, _ = fakes(FakeTRT())
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(b"TC|10.13.0.35|first")
+    trt.during_build = lambda: cache.write_bytes(b"TC|10.13.0.35|first,other-build")
+    build_engine(tiny_model(), CARD, GraphSpec((72, 96)), opts(output=str(tmp_path / "m.engine"), timing_cache=str(cache)), None)
+    assert cache.read_bytes() == b"TC|10.13.0.35|first,other-build,tactic-1-[4294967296]"
+
+
+def test_progress_display_failure_does_not_cancel_the_build(tmp_path, fakes, fake_gpu, monkeypatch, capsys):
+    """tqdm on a closed stderr raises inside the monitor; TensorRT's trampoline would swallow it and
+    stop the build, reported as "could not build"."""
+    from roadseg.export import tensorrt as build
+
+    trt, _ = fakes(FakeTRT())
+
+    def closed(*a, **k):
+        raise ValueError("I/O operation on closed file.")
+
+    monkeypatch.setattr(build._Progress, "start", closed)
+    out = build.build_engine(tiny_model(), CARD, GraphSpec((72, 96)),
+                             opts(output=str(tmp_path / "m.engine"), timing_cache=str(tmp_path / "c")), None)  # fmt: skip
+    assert out.is_file() and not [e for e in trt.log if e[0] == "monitor raised"]
+    assert "progress display stopped (ValueError" in capsys.readouterr().err
+
+
+def test_keyboard_interrupt_inside_the_monitor_cancels(tmp_path, fakes, fake_gpu, monkeypatch):
+    """SIGINT with Python's own handler (a build off the main thread) raises inside a callback."""
+    from roadseg.export import tensorrt as build
+
+    trt, _ = fakes(FakeTRT())
+    steps: list[int] = []
+
+    def interrupted(self, phase, step):
+        steps.append(step)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build._Progress, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build.build_engine(tiny_model(), CARD, GraphSpec((72, 96)),
+                           opts(output=str(tmp_path / "m.engine"), timing_cache=str(tmp_path / "c")), None)  # fmt: skip
+    assert steps == [0] and not (tmp_path / "m.engine").exists()
+
+
+def test_second_ctrl_c_forces_through_the_default_handler(monkeypatch):
+    """The second SIGINT must end the process, not raise a KeyboardInterrupt that TensorRT's
+    trampoline would swallow: the default handler is restored and the signal raised again."""
+    import os
+    import signal
+
+    from roadseg.export import tensorrt as build
+
+    killed: list[tuple[int, int]] = []
+    monkeypatch.setattr(build.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    progress = build._Progress(False)
+    before = signal.getsignal(signal.SIGINT)
+    with build._Cancel(progress, active=True) as cancel:
+        handler = signal.getsignal(signal.SIGINT)
+        assert callable(handler)
+        handler(signal.SIGINT, None)
+        assert progress.cancelled and cancel.interrupted and not killed
+        handler(signal.SIGINT, None)  # raises nothing: the build is inside TensorRT
+        assert killed == [(os.getpid(), signal.SIGINT)] and signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+        cancel.interrupted = False  # the fake kill did not end the test: leave the block quietly
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 def test_failed_build_writes_nothing(tmp_path, fakes, fake_gpu):
