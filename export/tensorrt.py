@@ -6,7 +6,8 @@ FP16 (mixed-precision) or INT8 (explicit Q/DQ) ONNX is parsed into a *strongly t
 TensorRT 10 supports behind NetworkDefinitionCreationFlag.STRONGLY_TYPED and TensorRT 11 always uses
 (the flag is kept there for compatibility and ignored). No precision flag is ever set here.
 
-The build: OnnxParser -> builder config (workspace pool limit; one optimisation profile for dynamic
+The build: the graph in TensorRT's form (export/trt_graph.py: UINT8 casts only to and from FLOAT/HALF)
+-> OnnxParser -> builder config (workspace pool limit; one optimisation profile for dynamic
 inputs; optional VERSION_COMPATIBLE flag and AMPERE_PLUS hardware-compatibility level; a persistent
 timing cache per TensorRT version and GPU, loaded when present and saved after, combined under a lock
 with what the file holds by then) -> build_serialized_network, with progress through
@@ -53,6 +54,7 @@ from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageEr
 from roadseg.runtime.hashing import sha256_file
 
 from .onnx_export import GraphSpec
+from .trt_graph import tensorrt_form
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -559,10 +561,13 @@ def build_engine(
             )
 
     what = str(src or opts.model)
-    data = model.SerializeToString()
     # the source file's own bytes, so the sidecar matches `sha256sum model.onnx` (a proto serialised
     # again may order its fields otherwise); a graph that is no file yet: the bytes onnx.save writes
-    onnx_sha = sha256_file(src) if src is not None and src.is_file() else hashlib.sha256(data).hexdigest()
+    if src is not None and src.is_file():
+        onnx_sha = sha256_file(src)
+    else:
+        onnx_sha = hashlib.sha256(model.SerializeToString()).hexdigest()
+    data = tensorrt_form(model)[0].SerializeToString()  # UINT8 casts only to and from FLOAT/HALF
     t0 = time.perf_counter()
     print(f"building a TensorRT {trt_version} engine ({spec.precision}, strongly typed) from {what} on "
           f"{gpu.name} (compute capability {gpu.compute_capability}): this takes a while")  # fmt: skip

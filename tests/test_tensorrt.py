@@ -385,6 +385,21 @@ def fake_network_fn(frames: np.ndarray) -> np.ndarray:
     return (frames[..., 1] // 24).astype(np.uint8)
 
 
+def refused_casts(model: onnx.ModelProto) -> list[str]:
+    """The Casts TensorRT's builder refuses: UINT8 converts only to and from FLOAT and HALF
+    (NvInferRuntimeBase.h); onnx-tensorrt gives ArgMax INT64 indices, as ONNX does."""
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.input, *g.value_info, *g.output)}
+    ok = {TensorProto.FLOAT, TensorProto.FLOAT16}
+    bad = []
+    for n in g.node:
+        if n.op_type == "Cast":
+            src, dst = types.get(n.input[0]), n.attribute[0].i
+            if src != dst and ((src == TensorProto.UINT8 and dst not in ok) or (dst == TensorProto.UINT8 and src not in ok)):
+                bad.append(n.name)
+    return bad
+
+
 class FakeTRT:
     """Enough of the tensorrt module for export/tensorrt.py and runtime/backends/tensorrt.py."""
 
@@ -507,6 +522,7 @@ class FakeTRT:
 
             def __init__(self, flags):
                 self.flags = flags
+                self.bad_casts: list[str] = []
 
             def get_input(self, i):
                 return Tensor("frames", [-1, -1, -1, 3] if t.profile else list(t.input_shape))
@@ -515,10 +531,11 @@ class FakeTRT:
             num_errors = 0
 
             def __init__(self, network, logger):
-                pass
+                self.network = network
 
             def parse(self, data):
                 t.log.append(("parse", len(data)))
+                self.network.bad_casts = refused_casts(onnx.load_from_string(data))
                 return True
 
             def get_used_vc_plugin_libraries(self):
@@ -540,6 +557,9 @@ class FakeTRT:
                 return Profile()
 
             def build_serialized_network(self, network, config):
+                if network.bad_casts:  # TensorRT's Cast layer: UINT8 only to and from FLOAT and HALF
+                    t.log.append(("cast refused", network.bad_casts))
+                    return None
                 mon = config.progress_monitor
 
                 def call(method, *args):
@@ -893,6 +913,54 @@ def test_build_dynamic_profile_flags_and_timing_cache_reuse(tmp_path, fakes, fak
     assert p.shapes == {"frames": ([1, 32, 48, 3], [1, 64, 96, 3], [8, 1080, 1920, 3])}
     sc = read_sidecar(tmp_path / "d.engine")
     assert sc.version_compatible and sc.hardware_compatibility == "ampere_plus"
+
+
+def argmax_model() -> onnx.ModelProto:
+    """frames -> Cast(FLOAT) -> ArgMax -> Cast(UINT8) -> labels: the end of every roadseg graph."""
+    x = helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", "H", "W", 3])
+    y = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", "H", "W"])
+    nodes = [
+        helper.make_node("Cast", ["frames"], ["f"], name="/pre/Cast", to=TensorProto.FLOAT),
+        helper.make_node("ArgMax", ["f"], ["idx"], name="/post/ArgMax", axis=3, keepdims=0),
+        helper.make_node("Cast", ["idx"], ["labels"], name="/post/Cast", to=TensorProto.UINT8),
+    ]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_engine_builds_from_a_graph_ending_in_argmax_cast_uint8(tmp_path, fakes, fake_gpu):
+    from roadseg.export.tensorrt import build_engine
+
+    trt, _ = fakes(FakeTRT())
+    model = argmax_model()
+    assert refused_casts(model) == ["/post/Cast"]
+    before = model.SerializeToString()
+    out = build_engine(model, CARD, GraphSpec((72, 96)), opts(output=str(tmp_path / "m.engine"),
+                                                               timing_cache=str(tmp_path / "c")), None)  # fmt: skip
+    assert out.is_file() and not [e for e in trt.log if e[0] == "cast refused"]
+    assert model.SerializeToString() == before, "the caller's graph is left as it is"
+    assert read_sidecar(out).onnx_sha256 == __import__("hashlib").sha256(before).hexdigest()
+
+
+def test_tensorrt_form_routes_uint8_casts_through_float(tiny_onnx_dynamic):
+    """The exported graph's INT64 -> UINT8 Cast goes through FLOAT; ONNX Runtime gives the same labels."""
+    import onnxruntime as ort
+
+    from roadseg.export.trt_graph import tensorrt_form, uint8_cast_violations
+    from roadseg.runtime.synthetic import make_scene
+
+    model = onnx.load(str(tiny_onnx_dynamic))
+    assert uint8_cast_violations(model) == refused_casts(model) == ["/post/Cast"]
+    form, split = tensorrt_form(model)
+    assert split == ["/post/Cast"] and uint8_cast_violations(form) == refused_casts(form) == []
+    onnx.checker.check_model(form, full_check=True)
+    assert tensorrt_form(form)[1] == []  # idempotent
+    frames = np.stack([make_scene(seed=s, size=(90, 120))[0] for s in range(3)])
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"frames": frames})[0]
+            for m in (model, form)]  # fmt: skip
+    assert runs[1].dtype == np.uint8 and np.array_equal(runs[0], runs[1]) and len(np.unique(runs[0])) > 2
+    u = argmax_model()  # a UINT8 -> INT32 cast (input side) goes through FLOAT too
+    u.graph.node[0].attribute[0].i = TensorProto.INT32
+    assert uint8_cast_violations(u) == ["/pre/Cast", "/post/Cast"] and uint8_cast_violations(tensorrt_form(u)[0]) == []
 
 
 def test_default_timing_cache_is_per_tensorrt_and_gpu(tmp_path, fakes, fake_gpu, monkeypatch):
@@ -1449,3 +1517,30 @@ def test_gpu_engine_matches_onnxruntime(tmp_path, dynamic, tiny_checkpoint):
                 got = np.stack([be.infer(f) for f in frames])
                 assert got.shape == ref.shape and got.dtype == np.uint8
                 assert (got == ref).mean() >= 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _have_gpu_stack(), reason="needs TensorRT, pycuda and an NVIDIA GPU")
+def test_gpu_default_model_engine_matches_onnxruntime(tmp_path, monkeypatch):
+    """The bundled default model's dynamic ONNX, built in TensorRT's form (its ArgMax -> UINT8 Cast
+    routed through FLOAT), against ONNX Runtime on the same ONNX file."""
+    import onnxruntime as ort
+
+    from roadseg.export.command import export
+    from roadseg.export.trt_graph import tensorrt_form
+    from roadseg.runtime.backends.tensorrt import TensorRTBackend
+    from roadseg.runtime.defaults import default_onnx
+    from roadseg.runtime.synthetic import make_scene
+
+    monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "cache"))
+    onnx_path = default_onnx()
+    assert tensorrt_form(onnx.load(str(onnx_path)))[1], "the default graph has a Cast TensorRT would refuse"
+    plan = Path(export(ExportOptions(model=str(onnx_path), to="engine", progress=False, output=str(tmp_path / "d.engine"),
+                                     timing_cache=str(tmp_path / "t.cache"), max_shape=(2, 720, 960))))  # fmt: skip
+    assert read_sidecar(plan).onnx_sha256 == sha256_file(onnx_path)
+    frames = np.stack([make_scene(seed=s, size=(360, 480))[0] for s in range(2)])
+    ref = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"frames": frames})[0]
+    assert len(np.unique(ref)) > 2
+    with TensorRTBackend(plan) as be:
+        got = be.infer(frames)
+    assert got.shape == ref.shape and got.dtype == np.uint8 and (got == ref).mean() >= 0.99
