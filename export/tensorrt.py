@@ -43,6 +43,7 @@ from roadseg.runtime.card import ModelCard
 from roadseg.runtime.engine import (
     AMPERE,
     EngineSidecar,
+    default_profile,
     now_iso,
     on_jetson,
     parse_compute_capability,
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 INSTALL_HINT = "TensorRT is not installed: pip install roadseg[gpu] on a machine with an NVIDIA GPU"
 MIN_TENSORRT = 10  # strongly typed networks and IProgressMonitor; TensorRT 8.x builds implicit-batch networks
 RAW_INPUT_NAME = "input"  # export/graph.py RAW_INPUT_NAME (not imported: graph.py imports torch)
-DEFAULT_MAX_SHAPE = (8, 1080, 1920)  # (N, H, W) the largest input a dynamic engine takes by default
 GIB = 1 << 30
 
 
@@ -128,16 +128,11 @@ def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[
         h, w = card.input_size if spec.raw or spec.frame_size is None else spec.frame_size
         shape = _full_shape((int(spec.batch), int(h), int(w)), spec.raw)
         return [{"input": name, "min": list(shape), "opt": list(shape), "max": list(shape)}]
-    mh, mw = (int(x) for x in card.input_size)
-    opt = _check_nhw("opt", given["opt"]) if given["opt"] is not None else (1, mh, mw)
-    if given["min"] is not None:
-        mn = _check_nhw("min", given["min"])
-    else:
-        mn = tuple(min(a, b) for a, b in zip((1, max(1, (mh + 1) // 2), max(1, (mw + 1) // 2)), opt))  # type: ignore[assignment]
-    if given["max"] is not None:
-        mx = _check_nhw("max", given["max"])
-    else:
-        mx = tuple(max(a, b) for a, b in zip(DEFAULT_MAX_SHAPE, opt))  # type: ignore[assignment]
+    dmin, opt, dmax = default_profile(
+        card.input_size, _check_nhw("opt", given["opt"]) if given["opt"] is not None else None
+    )
+    mn = _check_nhw("min", given["min"]) if given["min"] is not None else dmin
+    mx = _check_nhw("max", given["max"]) if given["max"] is not None else dmax
     for label, lo, hi in (("min", mn, opt), ("opt", opt, mx)):
         if any(a > b for a, b in zip(lo, hi)):
             other = "opt" if label == "min" else "max"

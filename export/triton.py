@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 CARD_PARAMETER = "roadseg"
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
-DEFAULT_MAX_BATCH = 8  # export/tensorrt.py DEFAULT_MAX_SHAPE[0]
+DEFAULT_MAX_BATCH = 8  # runtime/engine.py DEFAULT_MAX_SHAPE[0]
 
 # ONNX element types -> Triton model-config data types (Triton's "Datatypes" table)
 TRITON_TYPES: dict[int, str] = {

@@ -45,6 +45,20 @@ SIDECAR_FORMAT = 1
 SIDECAR_MAX_BYTES = 4 << 20  # a sidecar is a few KB; anything this large is not one
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 AMPERE = (8, 0)  # the first compute capability of the Ampere generation
+DEFAULT_MAX_SHAPE = (8, 1080, 1920)  # (N, H, W) the largest input a dynamic engine takes by default
+
+NHW = tuple[int, int, int]
+
+
+def default_profile(input_size: Any, opt: NHW | None = None) -> tuple[NHW, NHW, NHW]:
+    """The (min, opt, max) (N, H, W) range a dynamic graph is built for by default, for the engine
+    export and ONNX Runtime's TensorRT provider alike: opt (1, H, W) of the model input size, min
+    (1, H/2, W/2), max (8, 1080, 1920); both stretched to hold a given opt."""
+    mh, mw = (int(x) for x in input_size)
+    o = opt if opt is not None else (1, mh, mw)
+    mn = tuple(min(a, b) for a, b in zip((1, max(1, (mh + 1) // 2), max(1, (mw + 1) // 2)), o))
+    mx = tuple(max(a, b) for a, b in zip(DEFAULT_MAX_SHAPE, o))
+    return (mn[0], mn[1], mn[2]), o, (mx[0], mx[1], mx[2])
 
 
 @dataclass

@@ -1544,3 +1544,85 @@ def test_gpu_default_model_engine_matches_onnxruntime(tmp_path, monkeypatch):
     with TensorRTBackend(plan) as be:
         got = be.infer(frames)
     assert got.shape == ref.shape and got.dtype == np.uint8 and (got == ref).mean() >= 0.99
+
+
+# -- ONNX Runtime's TensorRT provider (runtime/backends/ort.py) -------------------------------------
+
+
+class TrtEpSession:
+    """An ONNX Runtime session that claims the TensorRT EP: runs on a real CPU session, and enforces
+    the explicit profile it was given (shapes outside it fail, as the EP's engine does)."""
+
+    def __init__(self, cpu, options):
+        self.cpu, self.options, self.shapes, self.fail = cpu, options, [], None
+        name, dims = options["trt_profile_min_shapes"].split(":")
+        self.lo = tuple(int(d) for d in dims.split("x"))
+        self.hi = tuple(int(d) for d in options["trt_profile_max_shapes"].split(":")[1].split("x"))
+
+    def get_providers(self):
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def __getattr__(self, name):
+        return getattr(self.cpu, name)
+
+    def io_binding(self):
+        session = self
+
+        class Binding:
+            def bind_cpu_input(self, name, x):
+                self.x = x
+
+            def bind_output(self, name, device, device_id):
+                pass
+
+            def copy_outputs_to_cpu(self):
+                return [self.y]
+
+        session.binding = Binding()
+        return session.binding
+
+    def run_with_iobinding(self, b):
+        shape = tuple(b.x.shape)
+        self.shapes.append(shape)
+        if self.fail or not all(a <= s <= z for a, s, z in zip(self.lo, shape, self.hi)):
+            raise RuntimeError(f"[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : {self.fail or 'shape out of profile'}\nTRT says more")
+        b.y = self.cpu.run(None, {"frames": b.x})[0]
+
+
+def test_ort_tensorrt_provider_gets_the_export_profile(tiny_onnx_dynamic, monkeypatch, tmp_path):
+    import onnxruntime as ort
+
+    from roadseg.runtime.backends import ort as ort_backend
+    from roadseg.runtime.backends.ort import OrtBackend
+
+    monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])  # fmt: skip
+    real_open = ort_backend.open_session
+    sessions: list[TrtEpSession] = []
+
+    def open_session(path, providers, options=None):
+        if providers[0] == "CPUExecutionProvider":
+            return real_open(path, providers, options)
+        assert providers[0][0] == "TensorrtExecutionProvider"
+        sessions.append(TrtEpSession(real_open(path, ["CPUExecutionProvider"], options), providers[0][1]))
+        return sessions[-1]
+
+    monkeypatch.setattr(ort_backend, "open_session", open_session)
+    be = OrtBackend(tiny_onnx_dynamic, provider="trt")
+    (s,) = sessions
+    h, w = be.card.input_size
+    assert s.options["trt_profile_min_shapes"] == f"frames:1x{(h + 1) // 2}x{(w + 1) // 2}x3"
+    assert s.options["trt_profile_opt_shapes"] == f"frames:1x{h}x{w}x3"
+    assert s.options["trt_profile_max_shapes"] == "frames:8x1080x1920x3"
+    cpu = OrtBackend(tiny_onnx_dynamic, threads=1)
+    x = frames_of(10, 72, 96)  # more than the profile's batch: chunks of 8 and 2
+    assert np.array_equal(be.infer(x), cpu.infer(x)) and s.shapes == [(8, 72, 96, 3), (2, 72, 96, 3)]
+    small = frames_of(1, 20, 30)  # below the profile: run at its opt size, labels back at 20x30
+    assert be.infer(small).shape == (1, 20, 30) and s.shapes[-1] == (1, h, w, 3)
+    s.fail = "Non-zero status code returned while running TRTKernel_graph_main_graph_0 node"
+    with pytest.raises(RoadsegError) as e:
+        be.infer(x[:1])
+    msg = str(e.value)
+    assert "\n" not in msg and str(tiny_onnx_dynamic) in msg and "TensorRT provider failed" in msg
+    assert "TRTKernel_graph" in msg and "[ONNXRuntimeError]" not in msg and "--backend ort-cuda" in msg
