@@ -55,12 +55,11 @@ from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageEr
 from roadseg.runtime.hashing import sha256_file
 
 from .onnx_export import GraphSpec
+from .options import ExportOptions, engine_path
 from .trt_graph import tensorrt_form
 
 if TYPE_CHECKING:
     import tensorrt as trt
-
-    from .command import ExportOptions
 
 INSTALL_HINT = "TensorRT is not installed: pip install roadseg[gpu] on a machine with an NVIDIA GPU"
 MIN_TENSORRT = 10  # strongly typed networks and IProgressMonitor; TensorRT 8.x builds implicit-batch networks
@@ -148,20 +147,6 @@ def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[
             "max": _full_shape(mx, spec.raw),
         }
     ]
-
-
-def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
-    """--output, else next to the source ONNX with the .engine suffix, else (built straight from a
-    checkpoint) next to the checkpoint, or in the current folder, named by command.default_name."""
-    if opts.output:
-        return Path(opts.output).expanduser()
-    if src is not None:
-        return src.with_suffix(".engine")
-    from .command import default_name
-
-    model = Path(opts.model)
-    folder = model.parent if model.is_file() else Path.cwd()
-    return folder / default_name(card, spec, ".engine")
 
 
 def default_timing_cache(trt_version: str, compute_capability: str) -> Path:
@@ -639,4 +624,4 @@ def build_engine(
     return out
 
 
-__all__ = ["GpuInfo", "build_engine", "engine_path", "gpu_info", "network_flags", "profiles_for", "require_tensorrt"]
+__all__ = ["GpuInfo", "build_engine", "gpu_info", "network_flags", "profiles_for", "require_tensorrt"]

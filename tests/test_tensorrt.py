@@ -307,7 +307,7 @@ def test_profiles_refuse_impossible_ranges(kw):
 
 
 def test_engine_path_defaults(tmp_path):
-    from roadseg.export.tensorrt import engine_path
+    from roadseg.export.options import engine_path
 
     spec = GraphSpec((72, 96), precision="fp16")
     assert engine_path(opts(output=str(tmp_path / "x.plan")), CARD, spec, None) == tmp_path / "x.plan"
@@ -1626,3 +1626,33 @@ def test_ort_tensorrt_provider_gets_the_export_profile(tiny_onnx_dynamic, monkey
     msg = str(e.value)
     assert "\n" not in msg and str(tiny_onnx_dynamic) in msg and "TensorRT provider failed" in msg
     assert "TRTKernel_graph" in msg and "[ONNXRuntimeError]" not in msg and "--backend ort-cuda" in msg
+
+
+# -- code seams ----------------------------------------------------------------------------------------
+
+
+def test_export_modules_import_no_circle():
+    """The export targets share their options and naming through export/options.py: no module of
+    export/ imports (even lazily, inside a function) one that imports it back."""
+    import ast
+
+    folder = Path(__import__("roadseg.export.options").export.options.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 and node.module:
+                    deps.add(node.module.split(".")[0])
+                elif node.level == 1:
+                    deps.update(a.name for a in node.names)
+                elif (node.module or "").startswith("roadseg.export."):
+                    deps.add(node.module.split(".")[2])  # type: ignore[union-attr]
+        graph[path.stem] = deps & {p.stem for p in folder.glob("*.py")}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(d == goal or (d not in seen and reaches(d, goal, seen | {d})) for d in graph.get(start, ()))
+
+    circles = sorted(m for m in graph if reaches(m, m, set()))
+    assert circles == [], f"import circles through {circles}"
+    assert graph["tensorrt"] >= {"options"} and graph["triton"] >= {"options"}
