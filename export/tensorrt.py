@@ -15,8 +15,9 @@ TensorRT's IProgressMonitor (Ctrl-C cancels the build through it) -> the plan wr
 (temporary file + rename), then its sidecar `<engine>.json` (runtime/engine.py).
 
 The plan is the plain serialized engine, no header of ours: trtexec and Polygraphy load it as is.
-tensorrt is imported only inside `build_engine`; everything else here is pure Python and tested
-without a GPU (profiles_for, output paths, GPU description fallbacks).
+tensorrt is imported only inside the build; profiles_for is pure Python. Beside this module: the
+GPU description (gpu.py), the timing cache (timing_cache.py), the graph's TensorRT form
+(trt_graph.py), output names (options.py).
 """
 
 from __future__ import annotations
@@ -24,14 +25,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +52,10 @@ from roadseg.runtime.engine import (
 from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
 from roadseg.runtime.hashing import sha256_file
 
+from .gpu import gpu_info
 from .onnx_export import GraphSpec
 from .options import ExportOptions, engine_path
+from .timing_cache import default_timing_cache, load_timing_cache, save_timing_cache
 from .trt_graph import tensorrt_form
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def require_tensorrt() -> str:
     return version
 
 
-# -- pure logic: profiles, paths, GPU description -----------------------------------------------
+# -- pure logic: profiles ---------------------------------------------------------------------------
 
 
 def _full_shape(nhw: tuple[int, int, int], raw: bool) -> list[int]:
@@ -147,92 +147,6 @@ def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[
             "max": _full_shape(mx, spec.raw),
         }
     ]
-
-
-def default_timing_cache(trt_version: str, compute_capability: str) -> Path:
-    """~/.cache/roadseg/timing-trt<version>-sm<cc>.cache, e.g. timing-trt10.13.0.35-sm87.cache (the
-    roadseg cache folder: $ROADSEG_CACHE, $XDG_CACHE_HOME/roadseg). One file per TensorRT version and
-    GPU architecture: TensorRT refuses another's timings, and a shared file would be overwritten by
-    each in turn."""
-    from roadseg.runtime.defaults import cache_dir
-
-    cc = compute_capability.replace(".", "") if compute_capability != "unknown" else "unknown"
-    return cache_dir() / f"timing-trt{trt_version}-sm{cc}.cache"
-
-
-@dataclass
-class GpuInfo:
-    name: str = "unknown"
-    compute_capability: str = "unknown"  # "8.7"
-    cuda_version: str = "unknown"  # "12.8"
-
-
-def _cuda_version(v: int) -> str:
-    """CUDA's integer version (12080) -> "12.8"."""
-    return f"{v // 1000}.{(v % 1000) // 10}"
-
-
-def _gpu_cuda_python(device_id: int) -> GpuInfo:
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart  # older cuda-python
-    err, props = cudart.cudaGetDeviceProperties(device_id)
-    if int(err) != 0:
-        raise RuntimeError(f"cudaGetDeviceProperties: {err}")
-    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-    err, ver = cudart.cudaRuntimeGetVersion()
-    return GpuInfo(name, f"{props.major}.{props.minor}", _cuda_version(int(ver)) if int(err) == 0 else "unknown")
-
-
-def _gpu_pycuda(device_id: int) -> GpuInfo:
-    import pycuda.driver as cuda
-
-    cuda.init()
-    dev = cuda.Device(device_id)
-    major, minor = dev.compute_capability()
-    ver = cuda.get_version()  # the CUDA version pycuda was built against, (12, 8, 0)
-    return GpuInfo(str(dev.name()), f"{major}.{minor}", f"{ver[0]}.{ver[1]}")
-
-
-def _gpu_torch(device_id: int) -> GpuInfo:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("torch sees no CUDA device")
-    major, minor = torch.cuda.get_device_capability(device_id)
-    return GpuInfo(torch.cuda.get_device_name(device_id), f"{major}.{minor}", str(torch.version.cuda or "unknown"))
-
-
-def _gpu_nvidia_smi(device_id: int) -> GpuInfo:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        raise RuntimeError("no nvidia-smi")
-    out = subprocess.run(
-        [exe, f"--id={device_id}", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-        capture_output=True, text=True, timeout=10, check=True,
-    ).stdout.strip()  # fmt: skip
-    name, cc = (s.strip() for s in out.splitlines()[0].rsplit(",", 1))
-    return GpuInfo(name, cc)
-
-
-def gpu_info(device_id: int = 0) -> GpuInfo:
-    """Name, compute capability and CUDA version of the GPU the engine is built on, from the first
-    of cuda-python, pycuda, torch.cuda and nvidia-smi that answers; "unknown" fields otherwise."""
-    info = GpuInfo()
-    for probe in (_gpu_cuda_python, _gpu_pycuda, _gpu_torch, _gpu_nvidia_smi):
-        try:
-            got = probe(device_id)
-        except Exception:  # noqa: BLE001 - each probe is optional: missing module, no device, old driver
-            continue
-        info = GpuInfo(
-            info.name if info.name != "unknown" else got.name,
-            info.compute_capability if info.compute_capability != "unknown" else got.compute_capability,
-            info.cuda_version if info.cuda_version != "unknown" else got.cuda_version,
-        )
-        if "unknown" not in (info.name, info.compute_capability, info.cuda_version):
-            break
-    return info
 
 
 # -- TensorRT ------------------------------------------------------------------------------------
@@ -397,82 +311,6 @@ def _apply_profiles(builder: trt.Builder, config: trt.IBuilderConfig, network: t
         raise RoadsegError(f"{what}: TensorRT refused the optimisation profile {profiles}")
 
 
-def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingCache:
-    data = b""
-    if path.is_file():
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            print(f"timing cache {path}: cannot read it ({e.strerror}); starting a new one", file=sys.stderr)
-    cache = None
-    if data:
-        try:
-            cache = config.create_timing_cache(data)
-        except Exception:  # noqa: BLE001 - a corrupt cache file is not worth failing the build for
-            cache = None
-    if cache is None:
-        if data:
-            print(f"timing cache {path}: not a TensorRT timing cache; starting a new one", file=sys.stderr)
-        cache = config.create_timing_cache(b"")
-    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: never reuse another GPU's timings
-        print(f"timing cache {path}: made on another GPU or TensorRT version; starting a new one", file=sys.stderr)
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
-    return cache
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `<path>.lock` (flock, where the OS has it) while a timing cache is read,
-    combined and saved, so concurrent builds do not lose each other's entries."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; the atomic rename still leaves a whole file
-        yield
-        return
-    lock = path.with_name(path.name + ".lock")
-    with open(lock, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _save_timing_cache(config: trt.IBuilderConfig, path: Path, explicit: bool) -> None:
-    """Save the builder's timing cache combined with what the file holds now (another build may have
-    saved since this one loaded it), under a lock, as Polygraphy does."""
-    try:
-        cache = config.get_timing_cache()
-        if cache is None:
-            return
-        check_writable(path)
-        with _file_lock(path):
-            current = b""
-            if path.is_file():
-                try:
-                    current = path.read_bytes()
-                except OSError:
-                    current = b""
-            if current:
-                try:
-                    theirs = config.create_timing_cache(current)
-                    combined = theirs is not None and cache.combine(theirs, False)
-                except Exception:  # noqa: BLE001 - a corrupt or foreign file is replaced, not merged
-                    combined = False
-                if not combined:
-                    print(f"timing cache {path}: its content (another GPU or TensorRT version, or corrupt) is replaced",
-                          file=sys.stderr)  # fmt: skip
-            data = cache.serialize()
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-    except (OSError, RoadsegError) as e:
-        if explicit:
-            raise RoadsegError(f"{path}: cannot save the timing cache ({e}); choose another --timing-cache") from None
-        print(f"timing cache {path}: not saved ({e})", file=sys.stderr)
-
-
 class _Cancel:
     """While building: SIGINT sets the cancel flag (TensorRT stops at its next step) instead of
     raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns. A
@@ -566,7 +404,7 @@ def build_engine(
     if opts.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     _apply_profiles(builder, config, network, profiles, what)
-    timing_cache = _load_timing_cache(config, cache_path)
+    timing_cache = load_timing_cache(config, cache_path)
 
     progress = _Progress(opts.progress)
     monitor = _monitor(progress)
@@ -588,7 +426,7 @@ def build_engine(
             raise KeyboardInterrupt
         raise RoadsegError(f"{what}: TensorRT could not build an engine (see its messages above); nothing written")
     build_seconds = time.perf_counter() - t0
-    _save_timing_cache(config, cache_path, explicit_cache)
+    save_timing_cache(config, cache_path, explicit_cache)
     del timing_cache  # kept alive until the build finished, as TensorRT requires
 
     blob = memoryview(plan).cast("B")
@@ -624,4 +462,4 @@ def build_engine(
     return out
 
 
-__all__ = ["GpuInfo", "build_engine", "gpu_info", "network_flags", "profiles_for", "require_tensorrt"]
+__all__ = ["build_engine", "network_flags", "profiles_for", "require_tensorrt"]

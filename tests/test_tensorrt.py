@@ -306,6 +306,23 @@ def test_profiles_refuse_impossible_ranges(kw):
         profiles_for(GraphSpec(None, dynamic=True), CARD.replace(input_size=[360, 480]), opts(**kw))
 
 
+def test_gpu_description_takes_each_field_from_the_first_probe_that_knows_it(monkeypatch):
+    from roadseg.export import gpu
+
+    def missing(device_id):
+        raise ImportError("no cuda-python")
+
+    monkeypatch.setattr(gpu, "_gpu_cuda_python", missing)
+    monkeypatch.setattr(gpu, "_gpu_pycuda", lambda i: gpu.GpuInfo("Orin", "8.7", "unknown"))
+    monkeypatch.setattr(gpu, "_gpu_torch", lambda i: gpu.GpuInfo("torch name", "9.0", "12.6"))
+    monkeypatch.setattr(gpu, "_gpu_nvidia_smi", lambda i: pytest.fail("not asked once everything is known"))
+    assert gpu.gpu_info() == gpu.GpuInfo("Orin", "8.7", "12.6")
+    for name in ("_gpu_pycuda", "_gpu_torch", "_gpu_nvidia_smi"):
+        monkeypatch.setattr(gpu, name, missing)
+    assert gpu.gpu_info() == gpu.GpuInfo()  # nothing answers: "unknown", never an error
+    assert gpu._cuda_version(12080) == "12.8"
+
+
 def test_engine_path_defaults(tmp_path):
     from roadseg.export.options import engine_path
 
@@ -816,8 +833,9 @@ def fakes(monkeypatch):
 @pytest.fixture
 def fake_gpu(monkeypatch):
     from roadseg.export import tensorrt as build
+    from roadseg.export.gpu import GpuInfo
 
-    monkeypatch.setattr(build, "gpu_info", lambda device_id=0: build.GpuInfo("Fake Orin", "8.7", "12.6"))
+    monkeypatch.setattr(build, "gpu_info", lambda device_id=0: GpuInfo("Fake Orin", "8.7", "12.6"))
 
 
 # -- engine build with the fake TensorRT -------------------------------------------------------------
@@ -967,9 +985,11 @@ def test_default_timing_cache_is_per_tensorrt_and_gpu(tmp_path, fakes, fake_gpu,
     from roadseg.export import tensorrt as build
 
     monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "rc"))
-    a = build.default_timing_cache("10.13.0.35", "8.7")
+    from roadseg.export.timing_cache import default_timing_cache
+
+    a = default_timing_cache("10.13.0.35", "8.7")
     assert a == tmp_path / "rc" / "timing-trt10.13.0.35-sm87.cache"
-    assert len({a, build.default_timing_cache("10.13.0.35", "8.6"), build.default_timing_cache("10.3.0.26", "8.7")}) == 3
+    assert len({a, default_timing_cache("10.13.0.35", "8.6"), default_timing_cache("10.3.0.26", "8.7")}) == 3
     trt, _ = fakes(FakeTRT())
     build.build_engine(tiny_model(), CARD, GraphSpec((72, 96)), opts(output=str(tmp_path / "m.engine")), None)
     assert a.read_bytes().startswith(b"TC|10.13.0.35|tactic")  # fake_gpu: compute capability 8.7
