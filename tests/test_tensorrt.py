@@ -1120,7 +1120,7 @@ def test_cancelled_build_stops_through_the_progress_monitor(tmp_path, fakes, fak
 
 
 def test_binding_plan_checks_the_frames_contract():
-    from roadseg.runtime.backends.tensorrt import TensorInfo, binding_plan
+    from roadseg.runtime.backends.tensorrt_plan import TensorInfo, binding_plan
 
     fi = TensorInfo("frames", True, "uint8", (1, 72, 96, 3))
     lo = TensorInfo("labels", False, "uint8", (1, 72, 96))
@@ -1138,7 +1138,7 @@ def test_binding_plan_checks_the_frames_contract():
 
 
 def test_run_plan_fixed_and_dynamic():
-    from roadseg.runtime.backends.tensorrt import BindingPlan, TensorInfo, plan_run
+    from roadseg.runtime.backends.tensorrt_plan import BindingPlan, TensorInfo, plan_run
 
     lo = TensorInfo("labels", False, "uint8", (-1, -1, -1))
     fixed = BindingPlan(TensorInfo("frames", True, "uint8", (2, 72, 96, 3)), lo)
@@ -1155,7 +1155,7 @@ def test_run_plan_fixed_and_dynamic():
 
 
 def test_buffer_pool_reuses_and_grows_only():
-    from roadseg.runtime.backends.tensorrt import BufferPool
+    from roadseg.runtime.backends.tensorrt_plan import BufferPool
 
     freed = []
 
@@ -1198,7 +1198,7 @@ def test_rebuild_command_never_writes_over_its_source(tmp_path, monkeypatch):
 
 
 def test_plugin_policy(engine):
-    from roadseg.runtime.backends.tensorrt import check_plugin_policy
+    from roadseg.runtime.backends.tensorrt_plan import check_plugin_policy
 
     sc = make_sidecar(engine)
     check_plugin_policy(sc, engine, allow_plugins=False)
