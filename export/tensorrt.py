@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import signal
 import sys
 import threading
@@ -313,10 +312,13 @@ def _apply_profiles(builder: trt.Builder, config: trt.IBuilderConfig, network: t
 
 class _Cancel:
     """While building: SIGINT sets the cancel flag (TensorRT stops at its next step) instead of
-    raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns. A
-    second SIGINT restores the default handler and raises the signal again, which ends the process
-    at once: a KeyboardInterrupt raised there would run inside a monitor callback, where TensorRT's
-    trampoline swallows it."""
+    raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns.
+
+    Python runs this handler only when the main thread runs Python code, here inside a monitor
+    callback, where a KeyboardInterrupt would be swallowed by TensorRT's trampoline. So "force" is
+    not a second raise: the first SIGINT puts back the default action, and a second one ends the
+    process from the kernel at once, even while TensorRT runs a long tactic and calls back nothing.
+    Nothing is written before the build returns, so nothing half-written is left."""
 
     def __init__(self, progress: _Progress, active: bool) -> None:
         self.progress = progress
@@ -330,12 +332,9 @@ class _Cancel:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.interrupted:  # a second Ctrl-C: stop waiting for TensorRT (nothing is written yet)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-            return
         self.interrupted = True
         self.progress.cancelled = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the next Ctrl-C: the default action, no Python
         print("\ncancelling the engine build (Ctrl-C again to force)...", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:

@@ -1056,26 +1056,23 @@ def test_keyboard_interrupt_inside_the_monitor_cancels(tmp_path, fakes, fake_gpu
     assert steps == [0] and not (tmp_path / "m.engine").exists()
 
 
-def test_second_ctrl_c_forces_through_the_default_handler(monkeypatch):
+def test_second_ctrl_c_forces_through_the_default_handler():
     """The second SIGINT must end the process, not raise a KeyboardInterrupt that TensorRT's
-    trampoline would swallow: the default handler is restored and the signal raised again."""
-    import os
+    trampoline would swallow (or that waits for TensorRT's next callback): the first one puts back
+    the default action, so the kernel ends the process on the second."""
     import signal
 
     from roadseg.export import tensorrt as build
 
-    killed: list[tuple[int, int]] = []
-    monkeypatch.setattr(build.os, "kill", lambda pid, sig: killed.append((pid, sig)))
     progress = build._Progress(False)
     before = signal.getsignal(signal.SIGINT)
     with build._Cancel(progress, active=True) as cancel:
         handler = signal.getsignal(signal.SIGINT)
-        assert callable(handler)
-        handler(signal.SIGINT, None)
-        assert progress.cancelled and cancel.interrupted and not killed
+        assert callable(handler) and handler is not signal.default_int_handler
         handler(signal.SIGINT, None)  # raises nothing: the build is inside TensorRT
-        assert killed == [(os.getpid(), signal.SIGINT)] and signal.getsignal(signal.SIGINT) == signal.SIG_DFL
-        cancel.interrupted = False  # the fake kill did not end the test: leave the block quietly
+        assert progress.cancelled and cancel.interrupted
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+        cancel.interrupted = False  # leave the block without the KeyboardInterrupt a cancelled build raises
     assert signal.getsignal(signal.SIGINT) == before
 
 
