@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from roadseg.runtime.errors import RoadsegError, UsageError
 
 from . import frames as framesrc
 from .onnx_export import GraphSpec, read_metadata, sample_frames, save_onnx, to_onnx
+from .options import ExportOptions, for_tensorrt, output_path, target_path
 from .verify import gate, parity
 
 DEFAULT_MAX_DROP = {"fp16": 0.1, "int8": 1.0}  # mIoU points with labels
@@ -25,67 +26,11 @@ DEFAULT_MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.97}  # label agreement with FP
 PARITY_FRAMES = 4
 
 
-@dataclass
-class ExportOptions:
-    model: str
-    to: str = "onnx"
-    precision: str | None = None  # fp32 for checkpoints; from an ONNX file: the file's own
-    calib: str | None = None
-    calib_count: int = 100
-    calib_method: str = "minmax"
-    int8_activations: str = "auto"  # u8 (ONNX Runtime CPU), s8 (TensorRT); auto: s8 for engines
-    imgsz: tuple[int, int] | None = None
-    frame_size: tuple[int, int] | None = None
-    dynamic: bool = False
-    batch: int = 1
-    raw: bool = False
-    verify: str | None = None
-    max_drop: float | None = None
-    output: str | None = None
-    progress: bool = True
-    # engine / triton options
-    workspace_gb: float = 4.0
-    timing_cache: str | None = None
-    version_compatible: bool = False
-    hardware_compatible: bool = False
-    min_shape: tuple[int, int, int] | None = None  # (N, H, W) for --dynamic profiles
-    opt_shape: tuple[int, int, int] | None = None
-    max_shape: tuple[int, int, int] | None = None
-    instances: int = 1
-    triton_platform: str = "onnxruntime"
-
-
-def default_name(card: ModelCard, spec: GraphSpec, ext: str = ".onnx") -> str:
-    size = "dynamic" if spec.dynamic else f"{spec.frame_size[0]}x{spec.frame_size[1]}"  # type: ignore[index]
-    batch = f"_b{spec.batch}" if spec.batch != 1 and not spec.dynamic else ""
-    return f"{card.name}_{spec.precision}_{size}{batch}{'_raw' if spec.raw else ''}{ext}"
-
-
-def _output_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None, ext: str) -> Path:
-    if opts.output:
-        return Path(opts.output).expanduser()
-    folder = src.parent if src is not None else Path.cwd()  # bundled models: the current folder
-    return folder / default_name(card, spec, ext)
-
-
-def _target(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
-    """What this export writes: the ONNX file, the engine, or the Triton repository folder."""
-    if opts.to == "engine":
-        from .tensorrt import engine_path
-
-        return engine_path(opts, card, spec, src)
-    if opts.to == "triton":
-        from .triton import repository_path
-
-        return repository_path(opts, card, src)
-    return _output_path(opts, card, spec, src, ".onnx")
-
-
 def _preflight(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
     """The checks that need no model work, made before tracing, calibration and the accuracy gate
     (minutes on a CPU): the output is writable and is none of the inputs, and TensorRT is present
     when the target needs it. Returns the target."""
-    target = _target(opts, card, spec, src)
+    target = target_path(opts, card, spec, src)
     resolved = target.resolve()
     for flag, given in (("the model", src), ("--calib", opts.calib), ("--verify", opts.verify)):
         if given is None:
@@ -100,7 +45,7 @@ def _preflight(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path 
     else:
         check_writable(target)
         check_writable(target.with_name(target.name + ".json"))
-    if _for_tensorrt(opts):
+    if for_tensorrt(opts):
         from .tensorrt import require_tensorrt
 
         require_tensorrt()
@@ -197,7 +142,7 @@ def export(opts: ExportOptions) -> Path:
     frame_size = None if opts.dynamic else tuple(opts.frame_size or card.input_size)
     spec = GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, opts.precision)
     target = _preflight(opts, card, spec, src)
-    out = target if opts.to == "onnx" else _output_path(opts, card, spec, src, ".onnx")
+    out = target if opts.to == "onnx" else output_path(opts, card, spec, src, ".onnx")
     # calibration and verification frames are read (and an empty or too small set refused) before any tracing
     calib = _calib_frames(opts, frame_size or tuple(card.input_size)) if opts.precision == "int8" else None
     gate_frames = _gate_frames(opts, card, spec) if opts.precision != "fp32" else None
@@ -235,14 +180,10 @@ def export(opts: ExportOptions) -> Path:
     return _from_onnx(opts, card, spec, None, model)
 
 
-def _for_tensorrt(opts: ExportOptions) -> bool:
-    return opts.to == "engine" or (opts.to == "triton" and opts.triton_platform == "tensorrt")
-
-
 def int8_activations(opts: ExportOptions) -> str:
     """TensorRT consumes only symmetric INT8 Q/DQ; ONNX Runtime's x86 kernels are fastest with
     asymmetric UINT8 activations (U8S8). auto picks by target."""
-    tensorrt = _for_tensorrt(opts)
+    tensorrt = for_tensorrt(opts)
     if opts.int8_activations == "auto":
         return "s8" if tensorrt else "u8"
     if tensorrt and opts.int8_activations != "s8":
@@ -271,7 +212,7 @@ def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path, proto: 
     if bad:
         raise UsageError(f"{src}: {', '.join(bad)} cannot change an exported ONNX ({spec.precision}{f' {acts}' if acts else ''}, "
                          f"{'dynamic' if spec.dynamic else spec.frame_size}); export from the checkpoint with these options")  # fmt: skip
-    if _for_tensorrt(opts) and acts == "u8":
+    if for_tensorrt(opts) and acts == "u8":
         raise UsageError(f"{src}: its INT8 activations are asymmetric uint8 (ONNX Runtime's CPU form) and TensorRT takes "
                          "symmetric INT8 only; export from the checkpoint with --to engine, or with --int8-activations s8")  # fmt: skip
 

@@ -6,27 +6,29 @@ FP16 (mixed-precision) or INT8 (explicit Q/DQ) ONNX is parsed into a *strongly t
 TensorRT 10 supports behind NetworkDefinitionCreationFlag.STRONGLY_TYPED and TensorRT 11 always uses
 (the flag is kept there for compatibility and ignored). No precision flag is ever set here.
 
-The build: OnnxParser -> builder config (workspace pool limit; one optimisation profile for dynamic
+The build: the graph in TensorRT's form (export/trt_graph.py: UINT8 casts only to and from FLOAT/HALF)
+-> OnnxParser -> builder config (workspace pool limit; one optimisation profile for dynamic
 inputs; optional VERSION_COMPATIBLE flag and AMPERE_PLUS hardware-compatibility level; a persistent
-timing cache, loaded when present and saved after) -> build_serialized_network, with progress through
+timing cache per TensorRT version and GPU, loaded when present and saved after, combined under a lock
+with what the file holds by then) -> build_serialized_network, with progress through
 TensorRT's IProgressMonitor (Ctrl-C cancels the build through it) -> the plan written atomically
 (temporary file + rename), then its sidecar `<engine>.json` (runtime/engine.py).
 
 The plan is the plain serialized engine, no header of ours: trtexec and Polygraphy load it as is.
-tensorrt is imported only inside `build_engine`; everything else here is pure Python and tested
-without a GPU (profiles_for, output paths, GPU description fallbacks).
+tensorrt is imported only inside the build; profiles_for is pure Python. Beside this module: the
+GPU description (gpu.py), the timing cache (timing_cache.py), the graph's TensorRT form
+(trt_graph.py), output names (options.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,19 +37,32 @@ import onnx
 from roadseg import __version__
 from roadseg.runtime.atomic import atomic_path, check_writable
 from roadseg.runtime.card import ModelCard
-from roadseg.runtime.engine import AMPERE, EngineSidecar, now_iso, parse_compute_capability, write_sidecar
+from roadseg.runtime.engine import (
+    AMPERE,
+    EngineSidecar,
+    default_profile,
+    now_iso,
+    on_jetson,
+    parse_compute_capability,
+    platform_tag,
+    trt_version_tuple,
+    write_sidecar,
+)
 from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
+from roadseg.runtime.hashing import sha256_file
 
+from .gpu import gpu_info
 from .onnx_export import GraphSpec
+from .options import ExportOptions, engine_path
+from .timing_cache import default_timing_cache, load_timing_cache, save_timing_cache
+from .trt_graph import tensorrt_form
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-    from .command import ExportOptions
-
 INSTALL_HINT = "TensorRT is not installed: pip install roadseg[gpu] on a machine with an NVIDIA GPU"
+MIN_TENSORRT = 10  # strongly typed networks and IProgressMonitor; TensorRT 8.x builds implicit-batch networks
 RAW_INPUT_NAME = "input"  # export/graph.py RAW_INPUT_NAME (not imported: graph.py imports torch)
-DEFAULT_MAX_SHAPE = (8, 1080, 1920)  # (N, H, W) the largest input a dynamic engine takes by default
 GIB = 1 << 30
 
 
@@ -63,10 +78,20 @@ def require_tensorrt() -> str:
         raise MissingDependencyError(f"{INSTALL_HINT} (importing tensorrt failed: {e})") from None
     if not hasattr(tensorrt, "Builder"):  # e.g. only type stubs installed: an empty namespace package
         raise MissingDependencyError(f"{INSTALL_HINT} (the installed 'tensorrt' has no builder)")
-    return str(tensorrt.__version__)
+    version = str(getattr(tensorrt, "__version__", "0"))
+    try:
+        major = trt_version_tuple(version)[0]
+    except RoadsegError:
+        major = 0
+    if major < MIN_TENSORRT:
+        raise MissingDependencyError(
+            f"TensorRT {version} is too old: roadseg builds engines with TensorRT {MIN_TENSORRT} or newer "
+            f"(pip install 'tensorrt>={MIN_TENSORRT}'; on a Jetson: JetPack 6.1 or newer, which brings TensorRT 10)"
+        )
+    return version
 
 
-# -- pure logic: profiles, paths, GPU description -----------------------------------------------
+# -- pure logic: profiles ---------------------------------------------------------------------------
 
 
 def _full_shape(nhw: tuple[int, int, int], raw: bool) -> list[int]:
@@ -101,16 +126,11 @@ def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[
         h, w = card.input_size if spec.raw or spec.frame_size is None else spec.frame_size
         shape = _full_shape((int(spec.batch), int(h), int(w)), spec.raw)
         return [{"input": name, "min": list(shape), "opt": list(shape), "max": list(shape)}]
-    mh, mw = (int(x) for x in card.input_size)
-    opt = _check_nhw("opt", given["opt"]) if given["opt"] is not None else (1, mh, mw)
-    if given["min"] is not None:
-        mn = _check_nhw("min", given["min"])
-    else:
-        mn = tuple(min(a, b) for a, b in zip((1, max(1, (mh + 1) // 2), max(1, (mw + 1) // 2)), opt))  # type: ignore[assignment]
-    if given["max"] is not None:
-        mx = _check_nhw("max", given["max"])
-    else:
-        mx = tuple(max(a, b) for a, b in zip(DEFAULT_MAX_SHAPE, opt))  # type: ignore[assignment]
+    dmin, opt, dmax = default_profile(
+        card.input_size, _check_nhw("opt", given["opt"]) if given["opt"] is not None else None
+    )
+    mn = _check_nhw("min", given["min"]) if given["min"] is not None else dmin
+    mx = _check_nhw("max", given["max"]) if given["max"] is not None else dmax
     for label, lo, hi in (("min", mn, opt), ("opt", opt, mx)):
         if any(a > b for a, b in zip(lo, hi)):
             other = "opt" if label == "min" else "max"
@@ -128,106 +148,6 @@ def profiles_for(spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> list[
     ]
 
 
-def engine_path(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
-    """--output, else next to the source ONNX with the .engine suffix, else (built straight from a
-    checkpoint) next to the checkpoint, or in the current folder, named by command.default_name."""
-    if opts.output:
-        return Path(opts.output).expanduser()
-    if src is not None:
-        return src.with_suffix(".engine")
-    from .command import default_name
-
-    model = Path(opts.model)
-    folder = model.parent if model.is_file() else Path.cwd()
-    return folder / default_name(card, spec, ".engine")
-
-
-def default_timing_cache() -> Path:
-    """~/.cache/roadseg/timing.cache (the roadseg cache folder: $ROADSEG_CACHE, $XDG_CACHE_HOME/roadseg)."""
-    from roadseg.runtime.defaults import cache_dir
-
-    return cache_dir() / "timing.cache"
-
-
-@dataclass
-class GpuInfo:
-    name: str = "unknown"
-    compute_capability: str = "unknown"  # "8.7"
-    cuda_version: str = "unknown"  # "12.8"
-
-
-def _cuda_version(v: int) -> str:
-    """CUDA's integer version (12080) -> "12.8"."""
-    return f"{v // 1000}.{(v % 1000) // 10}"
-
-
-def _gpu_cuda_python(device_id: int) -> GpuInfo:
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart  # older cuda-python
-    err, props = cudart.cudaGetDeviceProperties(device_id)
-    if int(err) != 0:
-        raise RuntimeError(f"cudaGetDeviceProperties: {err}")
-    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-    err, ver = cudart.cudaRuntimeGetVersion()
-    return GpuInfo(name, f"{props.major}.{props.minor}", _cuda_version(int(ver)) if int(err) == 0 else "unknown")
-
-
-def _gpu_pycuda(device_id: int) -> GpuInfo:
-    import pycuda.driver as cuda
-
-    cuda.init()
-    dev = cuda.Device(device_id)
-    major, minor = dev.compute_capability()
-    ver = cuda.get_version()  # the CUDA version pycuda was built against, (12, 8, 0)
-    return GpuInfo(str(dev.name()), f"{major}.{minor}", f"{ver[0]}.{ver[1]}")
-
-
-def _gpu_torch(device_id: int) -> GpuInfo:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("torch sees no CUDA device")
-    major, minor = torch.cuda.get_device_capability(device_id)
-    return GpuInfo(torch.cuda.get_device_name(device_id), f"{major}.{minor}", str(torch.version.cuda or "unknown"))
-
-
-def _gpu_nvidia_smi(device_id: int) -> GpuInfo:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        raise RuntimeError("no nvidia-smi")
-    out = subprocess.run(
-        [exe, f"--id={device_id}", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-        capture_output=True, text=True, timeout=10, check=True,
-    ).stdout.strip()  # fmt: skip
-    name, cc = (s.strip() for s in out.splitlines()[0].rsplit(",", 1))
-    return GpuInfo(name, cc)
-
-
-def gpu_info(device_id: int = 0) -> GpuInfo:
-    """Name, compute capability and CUDA version of the GPU the engine is built on, from the first
-    of cuda-python, pycuda, torch.cuda and nvidia-smi that answers; "unknown" fields otherwise."""
-    info = GpuInfo()
-    for probe in (_gpu_cuda_python, _gpu_pycuda, _gpu_torch, _gpu_nvidia_smi):
-        try:
-            got = probe(device_id)
-        except Exception:  # noqa: BLE001 - each probe is optional: missing module, no device, old driver
-            continue
-        info = GpuInfo(
-            info.name if info.name != "unknown" else got.name,
-            info.compute_capability if info.compute_capability != "unknown" else got.compute_capability,
-            info.cuda_version if info.cuda_version != "unknown" else got.cuda_version,
-        )
-        if "unknown" not in (info.name, info.compute_capability, info.cuda_version):
-            break
-    return info
-
-
-def _on_jetson() -> bool:
-    return Path("/etc/nv_tegra_release").exists()
-
-
 # -- TensorRT ------------------------------------------------------------------------------------
 
 
@@ -242,14 +162,35 @@ def network_flags() -> int:
 
 class _Progress:
     """tqdm bars per build phase, fed by TensorRT's IProgressMonitor (TensorRT >= 10), and a
-    cancellation flag the monitor returns to TensorRT (step_complete -> False stops the build)."""
+    cancellation flag the monitor returns to TensorRT (step_complete -> False stops the build).
+
+    TensorRT calls the monitor through a trampoline that swallows any Python exception and stops the
+    build, which then looks like "could not build". So the monitor's methods go through `guard`: a
+    display error (tqdm writing to a closed stderr) turns the bars off and the build goes on; a
+    KeyboardInterrupt raised inside a callback (SIGINT without our handler, off the main thread)
+    cancels the build, and build_engine raises it once TensorRT has returned."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.cancelled = False
+        self.interrupted = False  # a KeyboardInterrupt was raised inside a monitor callback
+        self.display_error: BaseException | None = None
         self._bars: dict[str, Any] = {}
         self._depth: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def guard(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run a monitor callback; never let an exception reach TensorRT's trampoline."""
+        try:
+            if self.display_error is None:
+                result = method(*args)
+                return (not self.cancelled) if result is None else result
+        except KeyboardInterrupt:
+            self.cancelled = self.interrupted = True
+        except Exception as e:  # noqa: BLE001 - progress display only: the build must go on without it
+            self.display_error = e
+            self.enabled = False
+        return not self.cancelled
 
     def start(self, phase: str, parent: str | None, steps: int) -> None:
         from tqdm import tqdm
@@ -292,13 +233,13 @@ def _monitor(progress: _Progress) -> trt.IProgressMonitor | None:
             trt.IProgressMonitor.__init__(self)  # pybind11 trampolines need the base initialised explicitly
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            progress.start(phase_name, parent_phase, num_steps)
+            progress.guard(progress.start, phase_name, parent_phase, num_steps)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            return progress.step(phase_name, step)
+            return bool(progress.guard(progress.step, phase_name, step))
 
         def phase_finish(self, phase_name: str) -> None:
-            progress.finish(phase_name)
+            progress.guard(progress.finish, phase_name)
 
     return Monitor()
 
@@ -369,48 +310,15 @@ def _apply_profiles(builder: trt.Builder, config: trt.IBuilderConfig, network: t
         raise RoadsegError(f"{what}: TensorRT refused the optimisation profile {profiles}")
 
 
-def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingCache:
-    data = b""
-    if path.is_file():
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            print(f"timing cache {path}: cannot read it ({e.strerror}); starting a new one", file=sys.stderr)
-    cache = None
-    if data:
-        try:
-            cache = config.create_timing_cache(data)
-        except Exception:  # noqa: BLE001 - a corrupt cache file is not worth failing the build for
-            cache = None
-    if cache is None:
-        if data:
-            print(f"timing cache {path}: not a TensorRT timing cache; starting a new one", file=sys.stderr)
-        cache = config.create_timing_cache(b"")
-    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: never reuse another GPU's timings
-        print(f"timing cache {path}: made on another GPU or TensorRT version; starting a new one", file=sys.stderr)
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
-    return cache
-
-
-def _save_timing_cache(config: trt.IBuilderConfig, path: Path, explicit: bool) -> None:
-    try:
-        cache = config.get_timing_cache()
-        if cache is None:
-            return
-        data = cache.serialize()
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(data)
-    except (OSError, RoadsegError) as e:
-        if explicit:
-            raise RoadsegError(f"{path}: cannot save the timing cache ({e}); choose another --timing-cache") from None
-        print(f"timing cache {path}: not saved ({e})", file=sys.stderr)
-
-
 class _Cancel:
     """While building: SIGINT sets the cancel flag (TensorRT stops at its next step) instead of
-    raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns."""
+    raising inside TensorRT's call; the KeyboardInterrupt is raised once the builder returns.
+
+    Python runs this handler only when the main thread runs Python code, here inside a monitor
+    callback, where a KeyboardInterrupt would be swallowed by TensorRT's trampoline. So "force" is
+    not a second raise: the first SIGINT puts back the default action, and a second one ends the
+    process from the kernel at once, even while TensorRT runs a long tactic and calls back nothing.
+    Nothing is written before the build returns, so nothing half-written is left."""
 
     def __init__(self, progress: _Progress, active: bool) -> None:
         self.progress = progress
@@ -424,10 +332,9 @@ class _Cancel:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.interrupted:  # a second Ctrl-C: stop waiting for TensorRT
-            raise KeyboardInterrupt
         self.interrupted = True
         self.progress.cancelled = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the next Ctrl-C: the default action, no Python
         print("\ncancelling the engine build (Ctrl-C again to force)...", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
@@ -445,9 +352,8 @@ def build_engine(
     out = check_writable(engine_path(opts, card, spec, src))
     check_writable(out.with_name(out.name + ".json"))
     explicit_cache = opts.timing_cache is not None
-    cache_path = Path(opts.timing_cache).expanduser() if opts.timing_cache else default_timing_cache()
     if explicit_cache:
-        check_writable(cache_path)
+        check_writable(Path(str(opts.timing_cache)).expanduser())
     if opts.workspace_gb <= 0:
         raise UsageError(f"--workspace {opts.workspace_gb}: give the builder workspace limit in GiB (> 0)")
     profiles = profiles_for(spec, card, opts)  # usage errors before TensorRT is even imported
@@ -455,8 +361,13 @@ def build_engine(
     import tensorrt as trt
 
     gpu = gpu_info()
+    cache_path = (
+        Path(opts.timing_cache).expanduser()
+        if opts.timing_cache
+        else default_timing_cache(trt_version, gpu.compute_capability)
+    )
     if opts.hardware_compatible:
-        if _on_jetson():
+        if on_jetson():
             raise UsageError(
                 "--hardware-compatible is not supported by TensorRT on Jetson (JetPack); build without it on the device"
             )
@@ -467,8 +378,13 @@ def build_engine(
             )
 
     what = str(src or opts.model)
-    data = model.SerializeToString()
-    onnx_sha = hashlib.sha256(data).hexdigest()
+    # the source file's own bytes, so the sidecar matches `sha256sum model.onnx` (a proto serialised
+    # again may order its fields otherwise); a graph that is no file yet: the bytes onnx.save writes
+    if src is not None and src.is_file():
+        onnx_sha = sha256_file(src)
+    else:
+        onnx_sha = hashlib.sha256(model.SerializeToString()).hexdigest()
+    data = tensorrt_form(model)[0].SerializeToString()  # UINT8 casts only to and from FLOAT/HALF
     t0 = time.perf_counter()
     print(f"building a TensorRT {trt_version} engine ({spec.precision}, strongly typed) from {what} on "
           f"{gpu.name} (compute capability {gpu.compute_capability}): this takes a while")  # fmt: skip
@@ -487,7 +403,7 @@ def build_engine(
     if opts.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     _apply_profiles(builder, config, network, profiles, what)
-    timing_cache = _load_timing_cache(config, cache_path)
+    timing_cache = load_timing_cache(config, cache_path)
 
     progress = _Progress(opts.progress)
     monitor = _monitor(progress)
@@ -497,13 +413,19 @@ def build_engine(
         with _Cancel(progress, active=monitor is not None):
             plan = builder.build_serialized_network(network, config)
     finally:
-        progress.close()
+        progress.guard(progress.close)
+    if progress.interrupted:
+        raise KeyboardInterrupt
+    if progress.display_error is not None:
+        with contextlib.suppress(Exception):  # stderr itself may be what failed
+            print(f"build progress display stopped ({type(progress.display_error).__name__}: {progress.display_error})",
+                  file=sys.stderr)  # fmt: skip
     if plan is None:
         if progress.cancelled:
             raise KeyboardInterrupt
         raise RoadsegError(f"{what}: TensorRT could not build an engine (see its messages above); nothing written")
     build_seconds = time.perf_counter() - t0
-    _save_timing_cache(config, cache_path, explicit_cache)
+    save_timing_cache(config, cache_path, explicit_cache)
     del timing_cache  # kept alive until the build finished, as TensorRT requires
 
     blob = memoryview(plan).cast("B")
@@ -525,6 +447,7 @@ def build_engine(
         created=now_iso(),
         source=str(src) if src is not None else str(opts.model),
         plugins=plugins,
+        platform=platform_tag(),
     )
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
@@ -538,4 +461,4 @@ def build_engine(
     return out
 
 
-__all__ = ["GpuInfo", "build_engine", "engine_path", "gpu_info", "network_flags", "profiles_for", "require_tensorrt"]
+__all__ = ["build_engine", "network_flags", "profiles_for", "require_tensorrt"]

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx
 from onnx import TensorProto
@@ -41,13 +41,11 @@ from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 
 from .onnx_export import GraphSpec
-
-if TYPE_CHECKING:
-    from .command import ExportOptions
+from .options import ExportOptions, repository_path
 
 CARD_PARAMETER = "roadseg"
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
-DEFAULT_MAX_BATCH = 8  # export/tensorrt.py DEFAULT_MAX_SHAPE[0]
+DEFAULT_MAX_BATCH = 8  # runtime/engine.py DEFAULT_MAX_SHAPE[0]
 
 # ONNX element types -> Triton model-config data types (Triton's "Datatypes" table)
 TRITON_TYPES: dict[int, str] = {
@@ -156,17 +154,6 @@ def triton_config(
         "}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def repository_path(opts: ExportOptions, card: ModelCard, src: Path | None) -> Path:
-    if opts.output:
-        return Path(opts.output).expanduser()
-    if src is not None:
-        folder = src.parent
-    else:
-        model = Path(opts.model)
-        folder = model.parent if model.is_file() else Path.cwd()
-    return folder / f"{card.name}_triton"
 
 
 def check_repository_folder(repo: Path) -> None:

@@ -198,7 +198,8 @@ def _add_export(sub) -> None:
     p.add_argument("--max-drop", type=float, help="largest mIoU drop in points a variant may have vs fp32 (default 0.1 fp16, 1.0 int8)")
     p.add_argument("--output", "-o", help="output path (default: next to the input, named by precision and size)")
     p.add_argument("--workspace", type=float, default=4.0, help="engine: builder workspace limit in GiB (default 4)")
-    p.add_argument("--timing-cache", help="engine: persistent timing cache file (default ~/.cache/roadseg/timing.cache)")
+    p.add_argument("--timing-cache", help="engine: persistent timing cache file (default: one per TensorRT version and GPU "
+                   "architecture in ~/.cache/roadseg, e.g. timing-trt10.13.0.35-sm87.cache)")
     p.add_argument("--version-compatible", action="store_true", help="engine: build a version-compatible plan")
     p.add_argument("--hardware-compatible", action="store_true", help="engine: build for all Ampere+ GPUs (hardware compatibility level)")
     p.add_argument("--min-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: smallest input (default 1 and half the model size)")

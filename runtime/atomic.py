@@ -5,7 +5,11 @@ hidden `.name.*.tmp` behind, never a half-written file at the target path.
 The process umask is read once, at import (`UMASK`): setting it to read it back is process-wide,
 and a file another thread created in that window would get mode 0666. Temporary files and folders
 are made private (mkstemp/mkdtemp) and given the usual permissions, 0666/0777 & ~UMASK, when they
-are published."""
+are published.
+
+A published file is flushed to the disk (fsync) before the rename, and its folder after it: a power
+loss (a car's ignition) must not leave a renamed but empty or partial file, which a journal that
+orders metadata before data allows. Callers that write one small file per frame may opt out."""
 
 from __future__ import annotations
 
@@ -76,20 +80,47 @@ def temp_beside(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
     return Path(tmp)
 
 
-def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Give a finished temporary file the usual permissions and rename it to `target` (atomic)."""
+def _fsync(path: str | os.PathLike, folder: bool = False) -> None:
+    """Flush a file (or a folder's entries) to the disk. Folders cannot be opened on Windows, and
+    some file systems refuse to sync one: the file's own fsync is what matters there."""
+    if folder and not hasattr(os, "O_DIRECTORY"):
+        return
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if folder:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: str | os.PathLike, target: str | os.PathLike, sync: bool = True) -> None:
+    """Give a finished temporary file the usual permissions, flush it to the disk (sync) and
+    rename it to `target` (atomic), then flush the folder so the rename itself is on the disk."""
     os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600
+    if sync:
+        _fsync(tmp)
     os.replace(tmp, target)
+    if sync:
+        _fsync(Path(target).parent, folder=True)
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yields a temporary path beside `target`; renamed to `target` when the block succeeds."""
+def atomic_path(target: str | os.PathLike, suffix: str = "", sync: bool = True) -> Iterator[Path]:
+    """Yields a temporary path beside `target`; flushed to the disk (sync) and renamed to `target`
+    when the block succeeds. The block must have closed the file it wrote."""
     target = check_writable(target)
     tmp = temp_beside(target, (suffix or target.suffix) + ".tmp")
     try:
         yield tmp
-        publish(tmp, target)
+        publish(tmp, target, sync)
     finally:
         if tmp.exists():
             tmp.unlink()

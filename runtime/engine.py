@@ -7,10 +7,14 @@ checked, without deserialising anything:
 
 - the sidecar exists and is well formed;
 - the sha256 of the plan equals the sidecar's (a truncated, bit-flipped or swapped file is refused);
-- the TensorRT major.minor here equals the one that built it (a version-compatible plan also runs on
-  newer TensorRT releases, never on older ones);
+- the TensorRT version here is the very one that built it, major.minor.patch.build (TensorRT itself
+  refuses a plan from another build: "expecting library version 8.6.1.2 got 8.6.0.12"); a
+  version-compatible plan also runs on newer releases of the same major version or the next one
+  (10 -> 11, never 8 -> 11), never on older ones;
+- the platform (OS, CPU architecture, Jetson or not) is the one it was built on: plans do not move
+  between platforms, and hardware compatibility is not supported on Jetson (JetPack);
 - the GPU's compute capability equals the one it was built for (a plan built with the Ampere+
-  hardware-compatibility level runs on any GPU of compute capability 8.0 or newer).
+  hardware-compatibility level runs on any GPU of compute capability 8.0 or newer, Jetson aside).
 
 Each refusal is one line naming the file, what does not match and the command that rebuilds it.
 A TensorRT plan is an executable artefact (it carries GPU kernels, and a version-compatible plan
@@ -26,8 +30,9 @@ import datetime as _dt
 import json
 import math
 import os
+import platform as _platform
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,20 @@ SIDECAR_FORMAT = 1
 SIDECAR_MAX_BYTES = 4 << 20  # a sidecar is a few KB; anything this large is not one
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 AMPERE = (8, 0)  # the first compute capability of the Ampere generation
+DEFAULT_MAX_SHAPE = (8, 1080, 1920)  # (N, H, W) the largest input a dynamic engine takes by default
+
+NHW = tuple[int, int, int]
+
+
+def default_profile(input_size: Any, opt: NHW | None = None) -> tuple[NHW, NHW, NHW]:
+    """The (min, opt, max) (N, H, W) range a dynamic graph is built for by default, for the engine
+    export and ONNX Runtime's TensorRT provider alike: opt (1, H, W) of the model input size, min
+    (1, H/2, W/2), max (8, 1080, 1920); both stretched to hold a given opt."""
+    mh, mw = (int(x) for x in input_size)
+    o = opt if opt is not None else (1, mh, mw)
+    mn = tuple(min(a, b) for a, b in zip((1, max(1, (mh + 1) // 2), max(1, (mw + 1) // 2)), o))
+    mx = tuple(max(a, b) for a, b in zip(DEFAULT_MAX_SHAPE, o))
+    return (mn[0], mn[1], mn[2]), o, (mx[0], mx[1], mx[2])
 
 
 @dataclass
@@ -62,6 +81,7 @@ class EngineSidecar:
     created: str = ""  # ISO 8601 date and time (UTC)
     source: str = ""  # what `roadseg export` was given (ONNX or checkpoint): used in the rebuild command
     plugins: list[str] = field(default_factory=list)  # plugin libraries / plugin layers the plan needs
+    platform: str = ""  # platform_tag() of the build machine, e.g. "linux-aarch64-jetson"; "" if not recorded
     format: int = SIDECAR_FORMAT
 
     def model_card(self, source: str = "engine sidecar") -> ModelCard:
@@ -102,7 +122,7 @@ _REQUIRED = {
 }  # fmt: skip
 _STR_FIELDS = {
     "plan_sha256", "onnx_sha256", "tensorrt_version", "cuda_version", "gpu_name", "compute_capability",
-    "precision", "hardware_compatibility", "roadseg_version", "created", "source",
+    "precision", "hardware_compatibility", "roadseg_version", "created", "source", "platform",
 }  # fmt: skip
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -278,15 +298,21 @@ def read_sidecar(engine_path: str | os.PathLike) -> EngineSidecar:
 
 
 def _numbers(v: str, what: str, source: str) -> tuple[int, ...]:
-    m = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", v or "")
+    m = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.(\d+))?", v or "")
     if not m:
         raise RoadsegError(f"{source}: cannot read the {what} '{v}'")
     return tuple(int(x) for x in m.groups() if x is not None)
 
 
-def major_minor(version: str, source: str = "TensorRT version") -> tuple[int, int]:
+def trt_version_tuple(version: str, source: str = "TensorRT version") -> tuple[int, int, int, int]:
+    """"10.13.0.35" -> (10, 13, 0, 35); missing parts are 0."""
     n = _numbers(version, "TensorRT version", source)
-    return n[0], (n[1] if len(n) > 1 else 0)
+    return (*n, 0, 0, 0)[:4]  # type: ignore[return-value]
+
+
+def major_minor(version: str, source: str = "TensorRT version") -> tuple[int, int]:
+    n = trt_version_tuple(version, source)
+    return n[0], n[1]
 
 
 def parse_compute_capability(cc: str | tuple[int, int], source: str = "compute capability") -> tuple[int, int]:
@@ -300,24 +326,56 @@ def _fmt(v: tuple[int, int]) -> str:
     return f"{v[0]}.{v[1]}"
 
 
+def on_jetson() -> bool:
+    """A Jetson (JetPack, L4T): the Tegra release file that L4T installs."""
+    return Path("/etc/nv_tegra_release").exists()
+
+
+def platform_tag() -> str:
+    """This machine's platform as the sidecar records it: OS, CPU architecture, and "-jetson" on a
+    Jetson (same OS and architecture as an aarch64 server, but TensorRT's plans differ)."""
+    machine = _platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return f"{_platform.system().lower()}-{machine}" + ("-jetson" if on_jetson() else "")
+
+
 def check_compatibility(
-    engine_path: str | os.PathLike, sc: EngineSidecar, trt_version: str, compute_capability: str
+    engine_path: str | os.PathLike,
+    sc: EngineSidecar,
+    trt_version: str,
+    compute_capability: str,
+    platform: str | None = None,
 ) -> None:
-    """TensorRT version and GPU checks of `verify_engine` (the plan's hash aside)."""
+    """TensorRT version, platform and GPU checks of `verify_engine` (the plan's hash aside).
+    `platform`: this machine's platform_tag() (None: found here)."""
     engine = Path(engine_path)
     rebuild = rebuild_command(engine, sc)
-    built = major_minor(sc.tensorrt_version, f"{sidecar_path(engine)}: tensorrt_version")
-    here = major_minor(trt_version, "this TensorRT")
+    built = trt_version_tuple(sc.tensorrt_version, f"{sidecar_path(engine)}: tensorrt_version")
+    here = trt_version_tuple(trt_version, "this TensorRT")
     if sc.version_compatible:
-        if here < built:
+        if here < built or here[0] > built[0] + 1:
             raise RoadsegError(
-                f"{engine}: a version-compatible plan built with TensorRT {sc.tensorrt_version} runs on TensorRT {_fmt(built)} "
-                f"or newer, and this machine has TensorRT {trt_version}. Rebuild it here: {rebuild}"
+                f"{engine}: a version-compatible plan built with TensorRT {sc.tensorrt_version} runs on that release or a "
+                f"newer one of TensorRT {built[0]} or {built[0] + 1}, and this machine has TensorRT {trt_version}. "
+                f"Rebuild it here: {rebuild}"
             )
     elif here != built:
         raise RoadsegError(
             f"{engine}: built with TensorRT {sc.tensorrt_version}, but this machine has TensorRT {trt_version}; a plan runs "
-            f"only on the TensorRT {_fmt(built)} that built it (unless built with --version-compatible). Rebuild it here: {rebuild}"
+            f"only on the exact TensorRT release that built it (major.minor.patch.build; unless built with "
+            f"--version-compatible). Rebuild it here: {rebuild}"
+        )
+    platform = platform_tag() if platform is None else platform
+    if sc.platform and sc.platform != platform:
+        raise RoadsegError(
+            f"{engine}: built on {sc.platform}, and this machine is {platform}; a plan runs only on the platform "
+            f"(OS, CPU architecture, Jetson or not) it was built on. Rebuild it here: {rebuild}"
+        )
+    if sc.hardware_compatibility != "none" and platform.endswith("-jetson"):
+        raise RoadsegError(
+            f"{engine}: built hardware-compatible ({sc.hardware_compatibility}), which TensorRT does not support on "
+            f"Jetson (JetPack). Rebuild it here without --hardware-compatible: "
+            f"{rebuild_command(engine, replace(sc, hardware_compatibility='none'))}"
         )
     if sc.compute_capability == "unknown" or compute_capability == "unknown":
         return  # nothing recorded to compare with: TensorRT checks the plan's kernels itself
@@ -339,14 +397,18 @@ def check_compatibility(
         )
 
 
-def verify_engine(engine_path: str | os.PathLike, trt_version: str, compute_capability: str) -> EngineSidecar:
-    """Check a plan against its sidecar, this TensorRT and this GPU before anything deserialises it.
+def verify_engine(
+    engine_path: str | os.PathLike, trt_version: str, compute_capability: str, platform: str | None = None
+) -> EngineSidecar:
+    """Check a plan against its sidecar, this TensorRT, this platform and this GPU before anything
+    deserialises it.
 
     Returns the sidecar; raises one RoadsegError (file, what differs, the rebuild command) when the
     sidecar is missing or corrupt, the plan's sha256 differs (truncated, bit-flipped, replaced), the
-    TensorRT major.minor differs (unless built version-compatible: then newer is fine), or the
-    compute capability differs (unless built with the Ampere+ hardware-compatibility level and this
-    GPU is Ampere or newer)."""
+    TensorRT version differs in any of major.minor.patch.build (unless built version-compatible:
+    then a newer release of the same or the next major is fine), the platform differs (or the plan
+    is hardware-compatible and this is a Jetson), or the compute capability differs (unless built
+    with the Ampere+ hardware-compatibility level and this GPU is Ampere or newer)."""
     engine = Path(engine_path)
     if not engine.is_file():
         raise RoadsegError(f"{engine}: engine file not found; build one with `roadseg export MODEL.onnx --to engine`")
@@ -361,5 +423,5 @@ def verify_engine(engine_path: str | os.PathLike, trt_version: str, compute_capa
             f"{engine}: sha256 of the plan ({actual[:16]}..., {size} bytes) differs from its sidecar ({sc.plan_sha256[:16]}...): "
             f"the file is truncated, corrupted or was replaced, and is not loaded. Rebuild it: {rebuild_command(engine, sc)}"
         )
-    check_compatibility(engine, sc, trt_version, compute_capability)
+    check_compatibility(engine, sc, trt_version, compute_capability, platform)
     return sc

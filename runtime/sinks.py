@@ -162,7 +162,7 @@ class MaskSink:
             raise RoadsegError(f"{self.folder}: could not encode the mask of frame {name}")
         target = self.folder / f"{name}.png"
         try:
-            with atomic_path(target) as tmp:
+            with atomic_path(target, sync=False) as tmp:  # one per frame: an fsync each would stall the stream
                 tmp.write_bytes(png.tobytes())
         except OSError as e:
             raise RoadsegError(

@@ -15,6 +15,7 @@ bound (GPU) path share the IO binding and its output buffer, so they are seriali
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..card import ModelCard
+from ..engine import NHW, default_profile
 from ..errors import MissingDependencyError, RoadsegError, UsageError
 from ..model import ORT_CPU_KEY, ModelInfo, check_onnx_file, describe_session, inspect_model, open_session
 from . import probe
@@ -80,8 +82,30 @@ def _refuse_cpu_form(info: ModelInfo, name: str) -> None:
         )
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)[:200]
+
+
 def _flag(value: bool | None) -> str:
     return "True" if value else "False"  # the spelling ORT's Python binding parses for TensorRT EP flags
+
+
+def trt_profile(info: ModelInfo) -> tuple[NHW, NHW, NHW] | None:
+    """(min, opt, max) (N, H, W) for the TensorRT EP on a graph with dynamic dimensions: the range
+    `roadseg export --to engine` builds by default (runtime/engine.py default_profile), fixed
+    dimensions kept. Without it the EP builds its engine at the first run and again for every new
+    shape range (minutes each on a Jetson). None for a fixed-shape graph."""
+    if not info.dynamic:
+        return None
+    lo, opt, hi = default_profile(info.card.input_size)
+
+    def fix(s: NHW) -> NHW:
+        n = info.batch if info.batch is not None else s[0]
+        h, w = info.frame_size if info.frame_size is not None else s[1:]
+        return n, h, w
+
+    return fix(lo), fix(opt), fix(hi)
 
 
 def default_trt_cache_dir() -> Path:
@@ -138,6 +162,7 @@ class OrtBackend:
         if gpu_info is not None:
             _refuse_cpu_form(gpu_info, self.name)
         self.device_id = device_id
+        self._profile: tuple[NHW, NHW, NHW] | None = None  # the TensorRT EP's shape range (dynamic graphs)
         ep = PROVIDERS[provider]
         try:
             import onnxruntime as ort
@@ -179,6 +204,12 @@ class OrtBackend:
                 "trt_timing_cache_enable": "True",
                 "trt_timing_cache_path": str(cache),
             }
+            assert gpu_info is not None
+            self._profile = trt_profile(gpu_info)
+            if self._profile is not None:
+                name = gpu_info.inputs[0].name
+                for key, (n, h, w) in zip(("min", "opt", "max"), self._profile):
+                    self._trt_options[f"trt_profile_{key}_shapes"] = f"{name}:{n}x{h}x{w}x3"
             providers.append((ep, self._trt_options))
         cuda_options: dict[str, Any] = {"device_id": device_id}
         self.graph: str | None = "off" if provider == "cuda" else None  # "captured" once replaying, else why not
@@ -248,7 +279,7 @@ class OrtBackend:
         single = x.ndim == 3
         if single:
             x = x[None]
-        x, restore = fit_frames(x, self.info.frame_size)
+        x, restore = fit_frames(x, self._run_size(x))
         labels = restore(self._run_batches(np.ascontiguousarray(x)))
         return labels[0] if single else labels
 
@@ -270,12 +301,24 @@ class OrtBackend:
         )
 
     # -- internals -----------------------------------------------------------------------------
+    def _run_size(self, x: np.ndarray) -> tuple[int, int] | None:
+        """The (H, W) the graph runs at: its fixed size; under the TensorRT EP's profile, the frames'
+        size when the profile covers it, else the profile's opt size; else the frames' own."""
+        if self._profile is None:
+            return self.info.frame_size
+        (_, h0, w0), (_, h1, w1), (_, h2, w2) = self._profile
+        h, w = x.shape[1:3]
+        return (h, w) if h0 <= h <= h2 and w0 <= w <= w2 else (h1, w1)
+
     def _run_batches(self, x: np.ndarray) -> np.ndarray:
         batch = self.info.batch
-        if batch is None or len(x) == batch:
+        lo, hi = (batch, batch) if batch is not None else (1, len(x))
+        if self._profile is not None:  # the TensorRT EP's batch range
+            lo, hi = self._profile[0][0], self._profile[2][0]
+        if lo <= len(x) <= hi:
             return self._run(x)
         out = []
-        for start, stop, size in batch_chunks(len(x), batch, batch):
+        for start, stop, size in batch_chunks(len(x), lo, hi):
             chunk = x[start:stop]
             k = len(chunk)
             if k < size:  # pad the last chunk by repeating its last frame; the extra labels are dropped
@@ -291,7 +334,16 @@ class OrtBackend:
             with self._lock:
                 if self.session is None:
                     raise RoadsegError(f"{self.path}: backend {self.name} is closed")
-                result = self._run_bound(x)
+                try:
+                    result = self._run_bound(x)
+                except Exception as e:  # noqa: BLE001 - ORT raises pybind types (Fail, RuntimeException, ...)
+                    if self.provider != "trt":
+                        raise
+                    raise RoadsegError(
+                        f"{self.path}: ONNX Runtime's TensorRT provider failed on frames {list(x.shape)} "
+                        f"({_one_line(e)}); run it with --backend ort-cuda, or build an engine for --backend trt: "
+                        f"roadseg export {self.path} --to engine"
+                    ) from None
         if result.dtype != np.uint8 or result.shape != x.shape[:3]:
             raise RoadsegError(
                 f"{self.path}: the graph returned {result.dtype} {list(result.shape)} for frames {list(x.shape)}; "

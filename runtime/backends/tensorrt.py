@@ -22,28 +22,33 @@ Execution (TensorRT 10/11 name-based API): tensors are bound by name (`set_input
 when a larger shape arrives. pycuda is used with an explicit context, no `pycuda.autoinit`: the
 context is created (and the plan deserialised) by the first thread that calls `infer()` (or
 `load()`), and is made current only for the duration of each call (push ... pop), so no thread is
-left holding it; calls are serialised by a lock. `cuda_graph=True` captures `execute_async_v3` into
-a CUDA graph once per input shape and replays it (most useful for fixed-shape engines; a new shape
-or reallocated buffers recapture it; an engine that cannot be captured falls back to plain
-execution with one warning).
+left holding it; calls are serialised by a lock. `close()` may run on any thread: it pushes the
+context, releases everything, and detaches the context while it is current, which destroys it (a
+backend never closed is released the same way when collected or at interpreter exit).
+`cuda_graph=True` captures `execute_async_v3` into one CUDA graph per execution context once an
+input shape runs twice in a row, and replays it while the shape stays (fixed-shape engines: always;
+a change of shape or reallocated buffers drops it and runs plainly until a shape repeats; an engine
+that cannot be captured falls back to plain execution with one warning).
 
 Frames follow the ONNX contract (uint8 [N,H,W,3] BGR -> uint8 [N,H,W]); an engine with a fixed frame
 size takes any frame size (frames resized with bilinear interpolation, labels back with nearest
 neighbour), as the ONNX Runtime backend does; batches larger than the engine's are chunked.
 
 tensorrt and pycuda are imported only when a backend is opened (MissingDependencyError otherwise);
-the planning logic (binding plan, run plan, buffer pool) is plain Python, unit-tested with fakes.
+the planning logic (binding plan, run plan, buffer pool) is plain Python in tensorrt_plan.py.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import traceback
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +57,17 @@ import numpy as np
 from ..card import ModelCard
 from ..engine import EngineSidecar, rebuild_command, sidecar_path, verify_engine
 from ..errors import MissingDependencyError, RoadsegError, UsageError
-from .base import TensorSpec, batch_chunks, check_frames, fit_frames
+from .base import TensorSpec, check_frames, fit_frames
+from .tensorrt_plan import (
+    BindingPlan,
+    BufferPool,
+    TensorInfo,
+    binding_plan,
+    check_plugin_policy,
+    plan_run,
+    specs_from_plan,
+    specs_from_sidecar,
+)
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -61,198 +76,6 @@ INSTALL_HINT = "TensorRT is not installed: pip install roadseg[gpu] on a machine
 PYCUDA_HINT = (
     "pycuda is not installed: pip install roadseg[gpu] (pycuda builds against the CUDA toolkit on this machine)"
 )
-SYMBOLIC = ("N", "H", "W")
-
-
-# -- pure planning logic -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One engine I/O tensor, as TensorRT describes it."""
-
-    name: str
-    is_input: bool
-    dtype: str  # numpy dtype name
-    shape: tuple[int, ...]  # -1 for dynamic dimensions
-    on_device: bool = True
-    # inputs with dynamic dimensions: (min, opt, max) shapes of optimisation profile 0
-    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
-
-
-@dataclass(frozen=True)
-class BindingPlan:
-    """The frames input and labels output of a roadseg engine, checked."""
-
-    input: TensorInfo
-    output: TensorInfo
-
-    def _range(self, axis: int) -> tuple[int, int, int]:
-        d = self.input.shape[axis]
-        if d > 0:
-            return d, d, d
-        assert self.input.profile is not None
-        lo, opt, hi = self.input.profile
-        return lo[axis], opt[axis], hi[axis]
-
-    @property
-    def batch_range(self) -> tuple[int, int]:
-        lo, _, hi = self._range(0)
-        return lo, hi
-
-    @property
-    def fixed_size(self) -> tuple[int, int] | None:
-        h, w = self.input.shape[1:3]
-        return (h, w) if h > 0 and w > 0 else None
-
-    @property
-    def dynamic(self) -> bool:
-        return any(d < 0 for d in self.input.shape)
-
-    def size_range(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-        """(min, opt, max) frame (H, W)."""
-        (h0, h1, h2), (w0, w1, w2) = self._range(1), self._range(2)
-        return (h0, w0), (h1, w1), (h2, w2)
-
-
-def binding_plan(tensors: Sequence[TensorInfo], source: str) -> BindingPlan:
-    """Check that the engine is roadseg's frames->labels graph: one uint8 [N,H,W,3] input on the
-    device, one uint8 [N,H,W] output, a profile for every dynamic input dimension."""
-    inputs = [t for t in tensors if t.is_input]
-    outputs = [t for t in tensors if not t.is_input]
-    if len(inputs) != 1 or len(outputs) != 1:
-        names = ", ".join(f"{t.name}({'in' if t.is_input else 'out'})" for t in tensors)
-        raise RoadsegError(
-            f"{source}: expected one input (frames) and one output (labels), the engine has {names}; build it from a roadseg ONNX"
-        )
-    i, o = inputs[0], outputs[0]
-    if i.dtype != "uint8" and len(i.shape) == 4 and i.shape[1] == 3:
-        raise RoadsegError(
-            f"{source}: is an engine of a raw-network export ({i.dtype} NCHW in, logits out); the runtime streams "
-            "frames->labels engines: export the checkpoint again without --raw, then --to engine"
-        )
-    if i.dtype != "uint8" or len(i.shape) != 4 or i.shape[3] != 3:
-        raise RoadsegError(f"{source}: input '{i.name}' is {i.dtype} {list(i.shape)}; expected uint8 [N,H,W,3] frames")
-    if o.dtype != "uint8" or len(o.shape) != 3:
-        raise RoadsegError(f"{source}: output '{o.name}' is {o.dtype} {list(o.shape)}; expected uint8 [N,H,W] labels")
-    if not (i.on_device and o.on_device):
-        raise RoadsegError(
-            f"{source}: an I/O tensor lives in host memory; roadseg engines keep frames and labels on the device"
-        )
-    if any(d < 0 for d in i.shape):
-        if i.profile is None or any(len(p) != 4 for p in i.profile):
-            raise RoadsegError(
-                f"{source}: input '{i.name}' is dynamic but has no optimisation profile; rebuild the engine"
-            )
-    return BindingPlan(i, o)
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """How one infer() call runs: at which frame size, in which batches."""
-
-    run_hw: tuple[int, int]  # (H, W) the engine runs at
-    resize: bool  # frames are resized to run_hw, labels back to the frame size
-    # (start, stop, batch): frames [start, stop) run as one batch of `batch` (padded with the last frame)
-    chunks: tuple[tuple[int, int, int], ...]
-
-
-def plan_run(n: int, h: int, w: int, plan: BindingPlan) -> RunPlan:
-    """Frame size: a fixed-size engine runs at its size; a dynamic one at the frame's size when its
-    profile covers it, else at the profile's opt size. Batch: chunks of at most the largest batch
-    the engine takes, each padded up to the smallest (a fixed batch pads every chunk to it)."""
-    fixed = plan.fixed_size
-    if fixed is not None:
-        run_hw = fixed
-    else:
-        (hmin, wmin), (hopt, wopt), (hmax, wmax) = plan.size_range()
-        inside = hmin <= h <= hmax and wmin <= w <= wmax
-        run_hw = (h, w) if inside else (hopt, wopt)
-    bmin, bmax = plan.batch_range
-    return RunPlan(run_hw, run_hw != (h, w), tuple(batch_chunks(n, bmin, bmax)))
-
-
-class BufferPool:
-    """Pinned host + device buffers per tensor name, reused across frames and grown (reallocated)
-    only when a request is larger than what the tensor already has. The allocators are injected:
-    pycuda's pagelocked_empty / mem_alloc in the backend, fakes in tests."""
-
-    def __init__(self, host_alloc: Callable[[int], np.ndarray], device_alloc: Callable[[int], Any]) -> None:
-        self._host_alloc = host_alloc
-        self._device_alloc = device_alloc
-        self._buffers: dict[str, tuple[np.ndarray, Any, int]] = {}
-        self.allocations = 0  # (host, device) pairs allocated so far
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, Any, bool]:
-        """(host view of `shape`/`dtype` over the pinned buffer, device allocation, grew)."""
-        dt = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        have = self._buffers.get(name)
-        grew = have is None or have[2] < nbytes
-        if grew:
-            if have is not None:
-                self._free(have[1])
-            cap = max(nbytes, 1)
-            host = self._host_alloc(cap)
-            dev = self._device_alloc(cap)
-            self._buffers[name] = (host, dev, cap)
-            self.allocations += 1
-        host, dev, _ = self._buffers[name]
-        view = host[:nbytes].view(dt).reshape(shape)
-        return view, dev, grew
-
-    def capacity(self, name: str) -> int:
-        have = self._buffers.get(name)
-        return 0 if have is None else have[2]
-
-    @staticmethod
-    def _free(dev: Any) -> None:
-        free = getattr(dev, "free", None)
-        if callable(free):
-            free()
-
-    def clear(self) -> None:
-        for _, dev, _ in self._buffers.values():
-            self._free(dev)
-        self._buffers.clear()
-
-
-def check_plugin_policy(sc: EngineSidecar, engine: str | os.PathLike, allow_plugins: bool) -> None:
-    """Refuse plans that need host code or plugins unless the caller opted in."""
-    if allow_plugins:
-        return
-    if sc.version_compatible:
-        raise RoadsegError(
-            f"{engine}: is a version-compatible plan, which embeds TensorRT's lean runtime (host code that runs when the "
-            "plan loads); roadseg loads such plans only when allowed (allow_plugins=True, `--allow-plugins`) for a plan you "
-            f"built or trust. Or rebuild it without --version-compatible: {rebuild_command(engine, replace(sc, version_compatible=False))}"
-        )
-    if sc.plugins:
-        raise RoadsegError(
-            f"{engine}: needs TensorRT plugins ({', '.join(sc.plugins)[:200]}): plugin libraries are native code and are "
-            "loaded only when allowed (allow_plugins=True, `--allow-plugins`) for a plan you built or trust"
-        )
-
-
-def specs_from_sidecar(sc: EngineSidecar, card: ModelCard) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input/output specs before the plan is deserialised, from the sidecar's profile."""
-    prof = next((p for p in sc.profiles if p.get("input") == card.input_name), sc.profiles[0] if sc.profiles else None)
-    if prof is None:
-        dims: tuple[int | str | None, ...] = ("N", "H", "W", 3)
-        name = card.input_name
-    else:
-        name = str(prof["input"])
-        dims = tuple(lo if lo == hi else sym for lo, hi, sym in zip(prof["min"], prof["max"], (*SYMBOLIC, "C")))
-    out = tuple(dims[:3])
-    return [TensorSpec(name, dims, "uint8")], [TensorSpec(card.output_name, out, "uint8")]
-
-
-def specs_from_plan(plan: BindingPlan) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    def dims(shape: tuple[int, ...]) -> tuple[int | str | None, ...]:
-        return tuple(d if d > 0 else SYMBOLIC[k] for k, d in enumerate(shape))
-
-    i, o = plan.input, plan.output
-    return [TensorSpec(i.name, dims(i.shape), i.dtype)], [TensorSpec(o.name, dims(o.shape), o.dtype)]
 
 
 # -- CUDA graphs through the driver API (pycuda has no stream capture) ---------------------------
@@ -323,7 +146,28 @@ def _import_gpu() -> tuple[Any, Any]:
     return tensorrt, cuda
 
 
-def engine_tensors(engine: trt.ICudaEngine) -> list[TensorInfo]:
+# TensorRT I/O types roadseg can describe with numpy (its graphs use uint8, raw exports float); the
+# others (BF16, FP8, INT4, FP4, E8M0) have no numpy type, and trt.nptype raises a bare TypeError
+IO_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+             "BOOL": "bool", "UINT8": "uint8"}  # fmt: skip
+
+
+def io_dtype(dtype: Any, tensor: str, source: str) -> str:
+    """The numpy dtype name of a TensorRT I/O DataType, or one RoadsegError for a type roadseg does
+    not take (the engine was not built from a roadseg ONNX)."""
+    import tensorrt as trt
+
+    for name, np_name in IO_DTYPES.items():
+        if getattr(trt.DataType, name, None) == dtype:
+            return np_name
+    kind = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+    raise RoadsegError(
+        f"{source}: I/O tensor '{tensor}' is {kind}, which roadseg does not take (frames uint8 in, labels uint8 out); "
+        "build the engine from a roadseg ONNX with `roadseg export MODEL.onnx --to engine`"
+    )
+
+
+def engine_tensors(engine: trt.ICudaEngine, source: str = "engine") -> list[TensorInfo]:
     """The engine's I/O tensors by name (TensorRT 10/11 API)."""
     import tensorrt as trt
 
@@ -340,7 +184,7 @@ def engine_tensors(engine: trt.ICudaEngine) -> list[TensorInfo]:
             lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
             profile = (dims(lo), dims(opt), dims(hi))
         out.append(TensorInfo(
-            name=name, is_input=is_input, dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name, shape=shape,
+            name=name, is_input=is_input, dtype=io_dtype(engine.get_tensor_dtype(name), name, source), shape=shape,
             on_device=engine.get_tensor_location(name) == trt.TensorLocation.DEVICE, profile=profile,
         ))  # fmt: skip
     return out
@@ -349,7 +193,7 @@ def engine_tensors(engine: trt.ICudaEngine) -> list[TensorInfo]:
 class TensorRTBackend:
     """Backend "trt": a roadseg TensorRT plan, verified against its sidecar, run with pycuda.
 
-    device_id: the CUDA device. cuda_graph: replay execute_async_v3 as a CUDA graph per input shape.
+    device_id: the CUDA device. cuda_graph: replay execute_async_v3 as a CUDA graph while the input shape stays.
     allow_plugins: load plans that need host code (version-compatible builds) or plugin libraries;
     only for plans you built or trust (see the module docstring)."""
 
@@ -397,7 +241,9 @@ class TensorRTBackend:
         self._graph: CudaGraph | None = None
         self._graph_key: tuple | None = None
         self._graph_failed = False
+        self._last_key: tuple | None = None  # (shape, addresses) of the previous execution
         self._closed = False
+        self._at_exit: Callable[[], None] | None = None
 
     # -- Backend protocol ---------------------------------------------------------------------
     @property
@@ -430,17 +276,28 @@ class TensorRTBackend:
         return labels[0] if single else labels
 
     def close(self) -> None:
+        """Free the engine, buffers and CUDA context; from any thread. The context is pushed, the
+        TensorRT objects and buffers released while it is current, then detached while still
+        current: pycuda destroys (and pops) a current context, but detaching it from a thread that
+        did not create it while it is not current only marks it invalid and leaks it (and its
+        100-400 MB of device memory)."""
         with self._lock:
             self._closed = True
+            if self._at_exit is not None:
+                atexit.unregister(self._at_exit)
+                self._at_exit = None
             if self._ctx is None:
                 return
-            self._ctx.push()
+            ctx, self._ctx = self._ctx, None
+            ctx.push()
             try:
                 self._release()
             finally:
-                self._ctx.pop()
-                self._ctx.detach()
-                self._ctx = None
+                ctx.detach()
+
+    def __del__(self) -> None:  # a backend dropped without close(): free the GPU state with its context
+        if getattr(self, "_ctx", None) is not None:
+            self.close()
 
     def __enter__(self) -> TensorRTBackend:
         return self
@@ -461,15 +318,27 @@ class TensorRTBackend:
         ctx = cuda.Device(self.device_id).make_context()  # current on this thread until popped below
         try:
             self._load()
-        except BaseException:
+        except BaseException as e:
+            # the failed load's frames (in the traceback) still hold its runtime/engine/context: clear
+            # them so TensorRT frees its device memory now, while the CUDA context is still current
+            traceback.clear_frames(e.__traceback__)
             try:
                 self._release()
             finally:
-                ctx.pop()
-                ctx.detach()
+                ctx.detach()  # current: destroyed and popped
             raise
         ctx.pop()
         self._ctx = ctx
+        if self._at_exit is None:  # interpreter exit without close(): release while the libraries are there
+            ref = weakref.ref(self)
+
+            def at_exit() -> None:
+                backend = ref()
+                if backend is not None:
+                    backend.close()
+
+            self._at_exit = at_exit
+            atexit.register(at_exit)
 
     def _load(self) -> None:
         import tensorrt as trt
@@ -497,7 +366,7 @@ class TensorRTBackend:
             raise RoadsegError(
                 f"{self.path}: TensorRT could not deserialise the plan (see its messages above). Rebuild it: {rebuild_command(self.path, self.sidecar)}"
             )
-        plan = binding_plan(engine_tensors(engine), str(self.path))
+        plan = binding_plan(engine_tensors(engine, str(self.path)), str(self.path))
         context = engine.create_execution_context()
         if context is None:
             raise RoadsegError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
@@ -507,9 +376,8 @@ class TensorRTBackend:
         self._inputs, self._outputs = specs_from_plan(plan)
 
     def _release(self) -> None:
-        if self._graph is not None:
-            self._graph.destroy()
-            self._graph = None
+        self._drop_graph()
+        self._last_key = None
         if self._stream is not None:
             self._stream.synchronize()
         if self._pool is not None:
@@ -563,23 +431,32 @@ class TensorRTBackend:
         if self._graph is not None and self._graph_key == key:
             self._graph.launch(stream.handle)
         else:
+            if self._graph is not None:  # the context now runs another shape: its graph is stale
+                self._drop_graph()
             if not context.execute_async_v3(stream.handle):
                 raise RoadsegError(f"{self.path}: TensorRT failed to execute the engine (see its messages above)")
         cuda.memcpy_dtoh_async(host_out, dev_out, stream)
         stream.synchronize()
         result = host_out[:k].copy()
-        if self.cuda_graph and not self._graph_failed and self._graph_key != key:
+        repeated, self._last_key = self._last_key == key, key
+        if self.cuda_graph and not self._graph_failed and self._graph is None and repeated:
             self._capture(key)
         return result
 
-    def _capture(self, key: tuple) -> None:
-        """Capture execute_async_v3 for the shape and addresses just run (TensorRT has already run
-        once with them, which flushes its deferred setup out of the capture)."""
-        context = self._context
-        assert context is not None
+    def _drop_graph(self) -> None:
         if self._graph is not None:
             self._graph.destroy()
-            self._graph, self._graph_key = None, None
+        self._graph, self._graph_key = None, None
+
+    def _capture(self, key: tuple) -> None:
+        """Capture execute_async_v3 for the shape and addresses just run. One graph per execution
+        context (a graph replays the context's state at capture), and only for a shape that ran twice
+        in a row: batches of 4, 2, 4, 2 (a short last chunk) or alternating frame sizes run plainly
+        instead of capturing and instantiating a graph on every call that is never replayed. TensorRT
+        has already run with this shape, which flushes its deferred setup out of the capture."""
+        context = self._context
+        assert context is not None
+        self._drop_graph()
         graph = CudaGraph()
         handle = int(self._stream.handle)
         try:
@@ -600,7 +477,4 @@ class TensorRTBackend:
             raise RuntimeError("execute_async_v3 during capture")
 
 
-__all__ = [
-    "BindingPlan", "BufferPool", "CudaGraph", "RunPlan", "TensorInfo", "TensorRTBackend", "binding_plan",
-    "check_frames", "check_plugin_policy", "engine_tensors", "plan_run", "specs_from_plan", "specs_from_sidecar",
-]  # fmt: skip
+__all__ = ["CudaGraph", "TensorRTBackend", "engine_tensors", "io_dtype"]
