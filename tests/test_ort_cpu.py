@@ -43,6 +43,17 @@ def _frames(size, n, seed):
     return [make_scene(seed=seed + i, size=size)[0] for i in range(n)]
 
 
+def _exact():
+    """Sessions that add the u8 x s8 products exactly on every CPU: with AVX2 but no VNNI, MLAS
+    otherwise sums pairs in 16 bits with saturation, so the same integer sums in another order
+    (what stem and channels make) can round differently. ONNX Runtime's x64 quantisation
+    precision mode turns that off; with VNNI the sums are exact either way. These tests are about
+    the rewrites' arithmetic, not about one CPU's kernels."""
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.x64quantprecision", "1")
+    return so
+
+
 def _first_conv_output(model: onnx.ModelProto, frames) -> np.ndarray:
     """The network's first convolution's quantised output (uint8, as int), read off the graph."""
     m = copy.deepcopy(model)
@@ -51,12 +62,12 @@ def _first_conv_output(model: onnx.ModelProto, frames) -> np.ndarray:
     while (nxt := next(n for n in m.graph.node if t in n.input)).op_type != "QuantizeLinear":
         t = nxt.output[0]  # through a Relu, if the quantiser kept it
     m.graph.output.append(onnx.helper.make_tensor_value_info(nxt.output[0], onnx.TensorProto.UINT8, None))
-    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(m.SerializeToString(), _exact(), providers=["CPUExecutionProvider"])
     return np.stack([s.run([nxt.output[0]], {"frames": f[None]})[0][0] for f in frames]).astype(int)
 
 
 def _labels(model: onnx.ModelProto, frames) -> np.ndarray:
-    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(model.SerializeToString(), _exact(), providers=["CPUExecutionProvider"])
     return np.stack([s.run(None, {"frames": f[None]})[0][0] for f in frames])
 
 
@@ -173,7 +184,7 @@ def test_stem_blocks_the_first_convolution(u8_graph):
     outputs = []
     for g in (m, blocked):
         g.graph.output.append(onnx.helper.make_tensor_value_info(q, onnx.TensorProto.UINT8, None))
-        s = ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
+        s = ort.InferenceSession(g.SerializeToString(), _exact(), providers=["CPUExecutionProvider"])
         outputs.append(np.stack([s.run([q], {"frames": f[None]})[0][0] for f in frames]))
     assert outputs[0].shape == outputs[1].shape and np.array_equal(outputs[0], outputs[1])
     assert ort_cpu.stem(blocked) is None  # a second pass finds no 3-channel convolution

@@ -228,16 +228,15 @@ class OrtBackend:
         if provider in ("trt", "cuda"):
             providers.append(("CUDAExecutionProvider", cuda_options))
         providers.append("CPUExecutionProvider")  # nodes a GPU provider cannot run; checked below
-        self.session = None
+        session: Any = None
         if want_graph:
             try:
-                self.session = open_session(self.path, [("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"}),
-                                                        "CPUExecutionProvider"], so)  # fmt: skip
+                session = open_session(self.path, [("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"}),
+                                                   "CPUExecutionProvider"], so)  # fmt: skip
             except RoadsegError as e:  # e.g. a node ONNX Runtime places on the CPU: no capture possible
                 self.graph = f"off: ONNX Runtime could not capture it ({e})"
                 want_graph = False
-        if self.session is None:
-            self.session = open_session(self.path, providers, so)
+        self.session = session if session is not None else open_session(self.path, providers, so)
         got = self.session.get_providers()
         if not got or got[0] != ep:
             self.session = None
