@@ -1615,6 +1615,7 @@ def test_ort_tensorrt_provider_gets_the_export_profile(tiny_onnx_dynamic, monkey
     monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])  # fmt: skip
+    monkeypatch.setattr(ort_backend.probe, "gpu_reason", lambda name: None)  # as if driver, GPU and TensorRT were here
     real_open = ort_backend.open_session
     sessions: list[TrtEpSession] = []
 
