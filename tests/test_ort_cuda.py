@@ -211,3 +211,25 @@ def test_real_cuda_ep_graph_matches_the_cpu(tiny_onnx):
             got = np.stack([b.infer(f) for f in frames])
             assert (got == want).mean() >= 0.999
         assert b.graph == "captured", b.graph
+
+
+def test_open_backend_reads_the_model_once_on_the_way_to_a_gpu_provider(tiny_onnx, fake_cuda, monkeypatch):
+    """auto on a GPU machine inspects the file (CPU-form refusal, INT8 flag) once and hands the
+    result to the backend, which used to inspect it again before opening its own session."""
+    from roadseg.runtime import model as model_mod
+    from roadseg.runtime.backends import ort as ort_backend
+
+    calls = []
+    real = model_mod.inspect_model
+
+    def counting(path):
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(model_mod, "inspect_model", counting)
+    monkeypatch.setattr(ort_backend, "inspect_model", counting)
+    for backend in ("auto", "ort-cuda"):
+        calls.clear()
+        with open_backend(tiny_onnx, backend) as b:
+            assert b.name == "ort-cuda"
+        assert len(calls) == 1, (backend, calls)

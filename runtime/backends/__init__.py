@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import MissingDependencyError, RoadsegError, UsageError
 from . import probe
@@ -123,12 +124,16 @@ def available_backends(model: str | os.PathLike | None = None, **opts) -> dict[s
     return reasons
 
 
-def _open(name: str, model: str | os.PathLike, opts: dict) -> Backend:
+def _open(name: str, model: str | os.PathLike, opts: dict, info: Any = None) -> Backend:
+    """BACKENDS[name] with the options it takes; `info`, the model already inspected by
+    open_backend, is handed to ONNX Runtime backends so the file is read and checked once."""
     opts = {k: v for k, v in opts.items() if v is not None}
     if name == "trt":
         opts = {k: v for k, v in opts.items() if k not in ORT_OPTIONS}
     else:
         opts = {k: v for k, v in opts.items() if k not in TRT_OPTIONS}
+        if info is not None:
+            opts["info"] = info
     return BACKENDS[name](model, **opts)
 
 
@@ -138,27 +143,35 @@ def resolve_backend(model: str | os.PathLike, backend: str = "auto") -> list[str
     return [backend] if backend != "auto" else _auto(model)[0]
 
 
-def _auto(model: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
+def _auto(model: str | os.PathLike, info: Any = None) -> tuple[list[str], dict[str, str]]:
     """auto's candidates for `model`, best first, and why each better one that onnxruntime lists
-    is left out (checked before any session opens: see probe.py). ONNX models end with ort-cpu."""
+    is left out (checked before any session opens: see probe.py). ONNX models end with ort-cpu.
+    `info`: the model already inspected (else it is inspected here when a GPU provider is listed)."""
     if is_engine(model):
         return ["trt"], {}
     have = probe.ort_providers()
     listed = [name for name in AUTO_ORDER[:-1] if probe.EP[name] in have]
-    if listed and _cpu_form(model):
+    if listed and _cpu_form(info if info is not None else _inspect(model)):
         return ["ort-cpu"], dict.fromkeys(listed, "this INT8 graph is rewritten for ONNX Runtime's CPU kernels")
     skipped = {name: why for name in listed if (why := probe.gpu_reason(name))}
     return [name for name in listed if name not in skipped] + ["ort-cpu"], skipped
 
 
-def _cpu_form(model: str | os.PathLike) -> bool:
-    """An INT8 graph rewritten for ONNX Runtime's CPU kernels (the GPU providers refuse it)."""
-    from ..model import ORT_CPU_KEY, inspect_model
+def _inspect(model: str | os.PathLike) -> Any:
+    """The model's ModelInfo, or None when it does not open (opening it on a backend says why)."""
+    from ..model import inspect_model
 
     try:
-        return bool(inspect_model(model).metadata.get(ORT_CPU_KEY))
-    except RoadsegError:  # opening it says what is wrong
-        return False
+        return inspect_model(model)
+    except RoadsegError:
+        return None
+
+
+def _cpu_form(info: Any) -> bool:
+    """An INT8 graph rewritten for ONNX Runtime's CPU kernels (the GPU providers refuse it)."""
+    from ..model import ORT_CPU_KEY
+
+    return info is not None and bool(info.metadata.get(ORT_CPU_KEY))
 
 
 def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Backend:
@@ -180,12 +193,18 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     if backend != "auto" and (backend == "trt") != is_engine(path):
         need = "a TensorRT .engine (`roadseg export MODEL --to engine`)" if backend == "trt" else "an .onnx model"
         raise UsageError(f"{path}: --backend {backend} needs {need}; use --backend auto to pick by file type")
+    # GPU providers need to know what the file is before they open it (ort.py's CPU-form refusal,
+    # the TensorRT EP's INT8 flag): it is inspected once here and handed on
+    gpu = backend in ("ort-cuda", "ort-trt") or (
+        backend == "auto" and not is_engine(path) and any(probe.EP[n] in probe.ort_providers() for n in AUTO_ORDER[:-1])
+    )
+    info = _inspect(path) if gpu else None
     if backend != "auto":
-        return _open(backend, path, opts)
-    names, skipped = _auto(path)
+        return _open(backend, path, opts, info)
+    names, skipped = _auto(path, info)
     for i, name in enumerate(names):
         try:
-            chosen = _open(name, path, opts)
+            chosen = _open(name, path, opts, info)
         except RoadsegError as e:  # a GPU provider that fails on this model or device: the next one may not
             if i == len(names) - 1:  # the last one (CPU): its error is the answer
                 raise

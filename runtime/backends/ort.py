@@ -131,6 +131,8 @@ class OrtBackend:
     nhwc (cuda): ONNX Runtime's channels-last CUDA kernels (its `prefer_nhwc`): FP16 tensor-core
       convolutions take NHWC, and NCHW FP16 pays for layout transposes around each one; None: on
       for FP16 graphs.
+    info: the file's ModelInfo when the caller has inspected it already (open_backend does), so it
+      is not read and checked twice.
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class OrtBackend:
         trt_cache_dir: str | os.PathLike | None = None,
         cuda_graph: bool | None = None,
         nhwc: bool | None = None,
+        info: ModelInfo | None = None,
     ) -> None:
         if provider not in PROVIDERS:
             raise UsageError(f"ONNX Runtime provider '{provider}': choose one of {', '.join(PROVIDERS)}")
@@ -154,11 +157,12 @@ class OrtBackend:
             raise UsageError(f"threads {threads!r}: give a positive number of threads (or leave it unset)")
         if not isinstance(device_id, int) or device_id < 0:
             raise UsageError(f"device id {device_id!r}: give a CUDA device index (0, 1, ...)")
-        self.path = check_onnx_file(path)
+        self.path = info.path if info is not None else check_onnx_file(path)
         self.provider = provider
         self.name = f"ort-{provider}"
-        # GPU providers: what the file is (read once, on the CPU) decides whether it may run there
-        gpu_info = inspect_model(self.path) if provider != "cpu" else None
+        # GPU providers: what the file is (read once, on the CPU; by open_backend when it opened
+        # this) decides whether it may run there
+        gpu_info = (info or inspect_model(self.path)) if provider != "cpu" else None
         if gpu_info is not None:
             _refuse_cpu_form(gpu_info, self.name)
         self.device_id = device_id
