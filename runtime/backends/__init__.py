@@ -27,7 +27,7 @@ __all__ = ["BACKENDS", "Backend", "TensorSpec", "available_backends", "open_back
 
 log = logging.getLogger("roadseg")
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # TensorRT plans; the one list (runtime/model.py still has a copy)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # TensorRT plans: the one list (runtime/model.py imports it)
 # options only ONNX Runtime understands: not passed to the native TensorRT backend
 ORT_OPTIONS = frozenset({"provider", "threads", "graph_opt", "trt_fp16", "trt_int8", "trt_cache_dir", "nhwc"})
 TRT_OPTIONS = frozenset({"allow_plugins"})  # native TensorRT backend only (both take cuda_graph)
