@@ -143,6 +143,11 @@ def check_onnx_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def strip_ort_prefix(text: str) -> str:
+    """An ONNX Runtime error message without its "[ONNXRuntimeError] : N : CODE : " prefix."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+
+
 def _first_line(e: BaseException, limit: int = 160) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:limit]
@@ -173,7 +178,7 @@ def open_session(path: Path, providers: list, options: Any = None) -> Any:
             warnings.simplefilter("ignore", UserWarning)  # "provider not available": callers check get_providers()
             return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # noqa: BLE001 - ORT raises pybind types (InvalidProtobuf, Fail, InvalidGraph, ...)
-        msg = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", _first_line(e, 400))[:200]
+        msg = strip_ort_prefix(_first_line(e, 400))[:200]
         if type(e).__name__ == "InvalidProtobuf" or "protobuf parsing failed" in msg.lower():
             raise _not_onnx(path, "it does not parse as ONNX: truncated, corrupt or another format") from None
         raise RoadsegError(

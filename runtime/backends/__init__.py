@@ -62,7 +62,6 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 AUTO_ORDER = ("ort-trt", "ort-cuda", "ort-cpu")  # best first, for ONNX models
 
 
-
 def is_engine(model: str | os.PathLike) -> bool:
     return Path(model).suffix.lower() in ENGINE_SUFFIXES
 
@@ -84,13 +83,10 @@ def _reasons_without_model() -> dict[str, str | None]:
         else:
             out[name] = probe.gpu_reason(name)
     missing = [m for m in ("tensorrt", "pycuda") if importlib.util.find_spec(m) is None]
-    devices = probe.cuda_devices() if not missing else None
     if missing:
         out["trt"] = f"{' and '.join(missing)} not installed; `pip install roadseg[gpu]`"
-    elif devices is None:
-        out["trt"] = "no NVIDIA driver (libcuda) on this machine"
-    elif devices == 0:
-        out["trt"] = "the NVIDIA driver shows no CUDA device"
+    elif (why := probe.cuda_reason()) is not None:
+        out["trt"] = why
     elif importlib.util.find_spec("roadseg.runtime.backends.tensorrt") is None:
         out["trt"] = "this roadseg has no native TensorRT backend"
     else:

@@ -15,7 +15,6 @@ bound (GPU) path share the IO binding and its output buffer, so they are seriali
 from __future__ import annotations
 
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,15 @@ import numpy as np
 from ..card import ModelCard
 from ..engine import NHW, default_profile
 from ..errors import MissingDependencyError, RoadsegError, UsageError
-from ..model import ORT_CPU_KEY, ModelInfo, check_onnx_file, describe_session, inspect_model, open_session
+from ..model import (
+    ORT_CPU_KEY,
+    ModelInfo,
+    check_onnx_file,
+    describe_session,
+    inspect_model,
+    open_session,
+    strip_ort_prefix,
+)
 from . import probe
 from .base import TensorSpec, batch_chunks, check_frames, fit_frames
 
@@ -84,7 +91,7 @@ def _refuse_cpu_form(info: ModelInfo, name: str) -> None:
 
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)[:200]
+    return strip_ort_prefix(text)[:200]
 
 
 def _flag(value: bool | None) -> str:
@@ -394,7 +401,7 @@ class OrtBackend:
         except Exception as e:  # noqa: BLE001 - ORT raises pybind types; the capture is what is new here
             if self._graph_runs > 0:
                 raise
-            raise RoadsegError(f"{self.path}: ONNX Runtime could not capture a CUDA graph ({str(e).splitlines()[0][:200]}); "
+            raise RoadsegError(f"{self.path}: ONNX Runtime could not capture a CUDA graph ({_one_line(e)}); "
                                "run with --no-cuda-graph") from None  # fmt: skip
         self._graph_runs += 1
         if self._graph_runs == 2:

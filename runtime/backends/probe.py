@@ -73,15 +73,23 @@ def has_provider_library(name: str) -> bool:
     return any((capi / f).is_file() for f in (f"lib{stem}.so", f"{stem}.dll", f"lib{stem}.dylib"))
 
 
-def gpu_reason(name: str) -> str | None:
-    """None when the listed GPU provider `name` ("ort-cuda" | "ort-trt") can start here as far as
-    can be told without opening a session, else why not."""
+def cuda_reason() -> str | None:
+    """None when the driver shows at least one CUDA device, else why not (every GPU backend's first check)."""
     devices = cuda_devices()
     if devices is None:
         return "no NVIDIA driver (libcuda) on this machine"
     if devices == 0:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         return "the NVIDIA driver shows no CUDA device" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+    return None
+
+
+def gpu_reason(name: str) -> str | None:
+    """None when the listed GPU provider `name` ("ort-cuda" | "ort-trt") can start here as far as
+    can be told without opening a session, else why not."""
+    why = cuda_reason()
+    if why is not None:
+        return why
     if not has_provider_library(name):
         return f"this onnxruntime lists {EP[name]} but has no {PROVIDER_LIBRARY[name]} library"
     if name == "ort-trt" and not has_nvinfer():
