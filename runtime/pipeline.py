@@ -1,18 +1,27 @@
-"""The streaming pipeline: capture thread -> inference -> overlay + write thread, bounded queues between.
+"""The streaming pipeline: capture threads -> batched inference -> overlay + write threads, bounded
+queues between.
 
-- `iterate(backend, source)` yields (frame, labels, timings) for the Python API (`Segmenter.stream`):
-  the capture thread reads ahead while the caller's thread runs inference.
-- `run_stream(backend, source, save=, save_masks=, show=)` adds a writer thread that draws the
-  overlay and feeds the sinks, so decoding, inference and writing overlap and throughput on a file
-  approaches the slowest stage. Inference stays on the calling thread (GPU backends own their
-  context there).
+One or several sources run through one backend. Each source has its own capture thread (with its
+own drop policy and reconnects, runtime.sources), its own writer thread (overlay and sinks) and its
+own Stats; inference runs on the calling thread (GPU backends own their context there) and takes at
+most one frame from each stream per call, so N streams become batches of up to N frames: one
+`backend.infer` per frame size (frames a fixed-size graph would resize anyway are resized first,
+so they share a call). A stream that fails (a camera lost for good, a broken file, a full disk under
+its video) ends alone, its outputs finalised and its error kept; the others go on. Files drop
+nothing; live streams keep only their newest frame.
+
+- `iterate(backend, source)` yields (frame, labels, timings) for the Python API (`Segmenter.stream`),
+  and (stream name, frame, labels, timings) for a list of sources.
+- `run_streams(backend, sources, save=, save_masks=, ...)` runs the writers too, so decoding,
+  inference and writing overlap and throughput approaches the slowest stage; `run_stream` is the
+  same for one source, returning that stream's Summary.
 
 Stopping: set the `stop` event (the CLI's SIGINT/SIGTERM handlers do) and the pipeline drains what
-is in flight, finalises the video, and returns its Summary with `interrupted=True`. A
-KeyboardInterrupt raised inside is finalised the same way and re-raised; one that arrives during
-finalisation (a second Ctrl-C) does not skip it: every finalisation step runs in its own
-try/finally. An error (a source lost for good, a full disk) also finalises everything written so
-far, then raises a RoadsegError whose `.summary` holds the Summary.
+is in flight, finalises the videos, and returns with `interrupted=True`. A KeyboardInterrupt raised
+inside is finalised the same way and re-raised; one that arrives during finalisation (a second
+Ctrl-C) does not skip it: every finalisation step runs in its own try/finally. An error ending the
+run (every stream failed, or the backend failed) also finalises everything written so far, then
+raises a RoadsegError whose `.summary` holds the summary.
 
 The sinks are written on the writer thread and closed on the caller's thread only once the writer
 has ended; a writer that does not end within WRITER_TIMEOUT seconds (a blocked sink) is abandoned
@@ -26,22 +35,25 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import RoadsegError
+from .backends.base import fit_frames
+from .errors import RoadsegError, UsageError
 from .sources import Frame, Source, open_source
-from .stats import Stats, Summary
+from .stats import Stats, StreamsSummary, Summary
 
-WRITE_QUEUE = 4  # frames between inference and the writer thread
-WRITER_TIMEOUT = 30.0  # seconds the writer gets to write what is queued once the stream ends
+WRITE_QUEUE = 4  # frames between inference and each writer thread
+WRITER_TIMEOUT = 30.0  # seconds a writer gets to write what is queued once its stream ends
 REPORT_EVERY = 5.0  # seconds between progress tables with verbose / show
+WAIT_STEP = 0.1  # seconds the inference loop waits for a frame before it checks `stop` again
 
 
 def _stderr(text: str) -> None:
@@ -60,11 +72,54 @@ def fixed_frame_size(backend: Any) -> tuple[int, int] | None:
     return None
 
 
+def fixed_batch(backend: Any) -> int | None:
+    """The batch a graph with a fixed batch dimension takes, else None (dynamic)."""
+    try:
+        n = tuple(backend.inputs[0].shape)[0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def _backend_name(backend: Any) -> str:
+    return getattr(backend, "name", type(backend).__name__)
+
+
+def infer_frames(backend: Any, images: Sequence[np.ndarray], size: tuple[int, int] | None) -> list[np.ndarray]:
+    """Frames of any sizes -> their labels at their own sizes, in as few `backend.infer` calls as
+    their sizes allow: a fixed-size graph (`size`) gets every frame resized to it first (bilinear;
+    labels back with nearest neighbour: base.fit_frames), so all share one call; a dynamic graph
+    gets one call per distinct frame size."""
+    fitted, restores = [], []
+    for image in images:
+        x, restore = fit_frames(image[None], size)
+        fitted.append(x[0])
+        restores.append(restore)
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(fitted):
+        groups.setdefault(x.shape, []).append(i)
+    out: list[Any] = [None] * len(images)
+    for idx in groups.values():
+        labels = np.asarray(backend.infer(np.stack([fitted[i] for i in idx])))
+        if labels.ndim == 2:
+            labels = labels[None]
+        if labels.shape[0] != len(idx):
+            raise RoadsegError(f"backend {_backend_name(backend)} returned {labels.shape[0]} label maps for "
+                               f"{len(idx)} frames; a backend returns one per frame")  # fmt: skip
+        for j, i in enumerate(idx):
+            out[i] = restores[i](labels[j : j + 1])[0]
+    for image, labels in zip(images, out):
+        if labels.shape != image.shape[:2]:
+            raise RoadsegError(
+                f"backend {_backend_name(backend)} returned labels {list(labels.shape)} for a frame "
+                f"{list(image.shape[:2])}; a backend returns labels at the frame size"
+            )
+    return [m if m.dtype == np.uint8 else m.astype(np.uint8) for m in out]
+
+
 class Inferer:
-    """One frame -> labels at the frame's size: `backend.infer` on a batch of one. Every backend
-    takes frames of any size (a fixed-size graph gets them resized in, bilinear, and its labels
-    resized back, nearest neighbour: runtime.backends.base.fit_frames) and pads a fixed batch itself;
-    frames that the backend resizes are counted in `stats`."""
+    """One frame -> labels at the frame's size (`infer_frames` on a batch of one); frames that a
+    fixed-size graph resizes are counted in `stats`."""
 
     def __init__(self, backend: Any, stats: Stats | None = None):
         self.backend = backend
@@ -74,43 +129,162 @@ class Inferer:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self.stats is not None and self.size is not None and image.shape[:2] != self.size:
             self.stats.count_resized()
-        labels = np.asarray(self.backend.infer(image[None]))
-        labels = labels[0] if labels.ndim == 3 else labels
-        if labels.shape != image.shape[:2]:
-            raise RoadsegError(
-                f"backend {getattr(self.backend, 'name', type(self.backend).__name__)} returned labels "
-                f"{list(labels.shape)} for a frame {list(image.shape[:2])}; a backend returns labels at the frame size"
-            )
-        return labels if labels.dtype == np.uint8 else labels.astype(np.uint8)
+        return infer_frames(self.backend, [image], self.size)[0]
 
 
-def _as_source(source: Source | str | Any, live: bool | None, options: dict) -> tuple[Source, bool]:
-    if isinstance(source, Source):
-        return source, False
-    return open_source(source, live, **options), True
+# ---------------------------------------------------------------- streams: names, outputs, the batcher
 
 
-def _frames(
-    backend: Any, source: Source, stats: Stats, stop: threading.Event, max_frames: int | None
-) -> Iterator[tuple[Frame, np.ndarray, float]]:
-    """(frame, labels, infer ms) until the source ends, `stop` is set or max_frames were inferred."""
-    infer = Inferer(backend, stats)
-    n = 0
-    while not stop.is_set() and (max_frames is None or n < max_frames):
-        frame = source.read(0.1)
-        if frame is None:
-            if source.ended:
-                if source.error is not None:
-                    raise source.error
-                return
-            continue
-        stats.record("read", frame.read_ms)
+def stream_name(spec: Any) -> str:
+    """A short, file-name-safe name for a source: a file's or folder's stem, `cam0` for camera 0,
+    host + path for a URL, `synthetic`, `frames` for frames passed from Python."""
+    if isinstance(spec, Source):
+        spec = spec.spec
+    if not isinstance(spec, (str, int, os.PathLike)):
+        return "frames"
+    text = str(spec).strip()
+    if re.fullmatch(r"\d+", text) or re.fullmatch(r"/dev/video\d+", text):
+        name = "cam" + re.sub(r"\D", "", text)
+    elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        rest = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/]*@)?", "", text)  # no credentials in names
+        name = rest.split("?")[0].strip("/")
+    elif text.startswith("synthetic"):
+        name = text.split(":")[0]
+    else:
+        path = Path(text.rstrip("/*"))
+        name = path.stem if path.suffix else path.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "stream"
+
+
+def stream_names(specs: Sequence[Any]) -> list[str]:
+    """`stream_name` of each, made unique with -2, -3 ... in order."""
+    seen: collections.Counter[str] = collections.Counter()
+    names = []
+    for spec in specs:
+        base = stream_name(spec)
+        seen[base] += 1
+        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return names
+
+
+def _output_for(pattern: str | os.PathLike | None, name: str, several: bool, suffix: str) -> str | None:
+    """One stream's output path: `pattern` itself for a single stream; with several streams, the
+    pattern with {stream} replaced, or, for a folder, folder/<name><suffix>."""
+    if pattern is None:
+        return None
+    text = str(pattern)
+    if "{stream}" in text:
+        return text.replace("{stream}", name)
+    if not several:
+        return text
+    return str(Path(text) / f"{name}{suffix}")
+
+
+def stream_outputs(
+    names: Sequence[str], save: str | os.PathLike | None, save_masks: str | os.PathLike | None
+) -> list[tuple[str | None, str | None]]:
+    """(video path, mask folder) of each stream. With several streams, --save is a folder (one
+    <stream>.mp4 each) or a name with {stream}; --save-masks is a folder (one subfolder each) or
+    a name with {stream}."""
+    several = len(names) > 1
+    if several and save is not None and "{stream}" not in str(save) and Path(str(save)).suffix.lower() in (".mp4", ".avi"):
+        raise UsageError(
+            f"--save {save}: {len(names)} streams need a folder (one video per stream) or a name with "
+            "{stream}, e.g. --save out/ or --save 'out/{stream}.mp4'"
+        )
+    return [(_output_for(save, n, several, ".mp4"), _output_for(save_masks, n, several, "")) for n in names]
+
+
+class _Stream:
+    """One source's state in a run: its capture, Stats, writer and sinks."""
+
+    def __init__(self, name: str, spec: Any, total: Stats | None):
+        self.name, self.spec = name, spec
+        self.stats = Stats(parent=total)
+        self.src: Source | None = None
+        self.owned = False
+        self.video: Any = None
+        self.masks: Any = None
+        self.window: Any = None
+        self.save_masks: str | None = None
+        self.writer: _Writer | None = None
+        self.frames = 0  # frames inferred
+        self.done = False  # no more frames will be taken from it
+        self.told = False  # its end was handled (writer end marker, capture closed, failure logged)
+        self.error: BaseException | None = None
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Take no more frames; the first error is kept."""
+        self.done = True
+        self.error = self.error or error
+
+
+def _open(spec: Any, live: bool | None, options: dict) -> tuple[Source, bool]:
+    if isinstance(spec, Source):
+        return spec, False
+    return open_source(spec, live, **options), True
+
+
+def _take(streams: list[_Stream], ready: threading.Event, stop: threading.Event,
+          max_frames: int | None, start: int) -> list[tuple[_Stream, Frame]]:
+    """Up to one frame from each stream that has one (round-robin from `start`), waiting until at
+    least one has a frame, every stream is done, or `stop` is set. Streams whose source ended are
+    marked done here (with the source's error, if it failed)."""
+    while not stop.is_set():
+        ready.clear()  # before looking: a frame put after the look sets it again, so the wait ends at once
+        got = []
+        live = [s for s in streams if not s.done]
+        if not live:
+            return []
+        for s in live[start % len(live):] + live[: start % len(live)]:
+            if max_frames is not None and s.frames >= max_frames:
+                s.end()
+                continue
+            frame = s.src.read(0) if s.src is not None else None
+            if frame is not None:
+                got.append((s, frame))
+            elif s.src is not None and s.src.ended:
+                s.end(s.src.error)
+        if got:
+            return got
+        ready.wait(WAIT_STEP)
+    return []
+
+
+def _batches(backend: Any, streams: list[_Stream], stop: threading.Event, max_frames: int | None,
+             calls: collections.Counter) -> Iterator[list[tuple[_Stream, Frame, np.ndarray, float]]]:
+    """Batches of (stream, frame, labels, infer ms) until every stream is done or `stop` is set;
+    `calls["batches"]` counts the inference rounds."""
+    size = fixed_frame_size(backend)
+    ready = threading.Event()
+    for s in streams:
+        if s.src is not None:
+            s.src.buffer.listeners.append(ready.set)
+    turn = 0
+    while True:
+        got = _take(streams, ready, stop, max_frames, turn)
+        if not got:
+            return
+        turn += 1
+        for s, frame in got:
+            s.stats.record("read", frame.read_ms)
+            if size is not None and frame.image.shape[:2] != size:
+                s.stats.count_resized()
         t0 = time.perf_counter()
-        labels = infer(frame.image)
+        labels = infer_frames(backend, [f.image for _, f in got], size)
         ms = (time.perf_counter() - t0) * 1000.0
-        stats.record("infer", ms)
-        n += 1
-        yield frame, labels, ms
+        calls["batches"] += 1
+        for s, _ in got:
+            s.stats.record("infer", ms)
+            s.frames += 1
+        yield [(s, f, m, ms) for (s, f), m in zip(got, labels)]
+
+
+def _several(source: Any) -> bool:
+    """A list or tuple of source specs (several streams), not an iterable of frames."""
+    return isinstance(source, (list, tuple)) and bool(source) and all(
+        isinstance(x, (str, int, os.PathLike, Source)) and not isinstance(x, bool) for x in source
+    )
 
 
 def iterate(
@@ -122,35 +296,57 @@ def iterate(
     stop: threading.Event | None = None,
     stats: Stats | None = None,
     **source_options: Any,
-) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
-    """Yield (frame BGR uint8 [H,W,3], labels uint8 [H,W], timings) for each frame of `source`.
+) -> Iterator[tuple]:
+    """Yield (frame BGR uint8 [H,W,3], labels uint8 [H,W], timings) for each frame of `source`; for
+    a list of sources, (stream name, frame, labels, timings), their frames batched into one
+    inference call per round.
 
     source: a Source, or anything `open_source` takes (then opened with `live` and
-    `source_options`, and closed when the iterator ends or is closed). timings: index, name,
-    timestamp (capture, perf_counter), read_ms, infer_ms, latency_ms (capture -> labels ready).
-    Raises the RoadsegError that ended the source, if one did."""
-    stats = stats if stats is not None else Stats()
+    `source_options`, and closed when the iterator ends or is closed), or a list of those.
+    max_frames: per stream. timings: index, name, timestamp (capture, perf_counter), read_ms,
+    infer_ms (the batch's), latency_ms (capture -> labels ready), batch (frames in that call).
+    One source: raises the RoadsegError that ended it, if one did. Several: a stream that fails
+    ends alone (its error is logged through `source_options["log"]` if given); the error is raised
+    only when every stream has failed."""
+    several = _several(source)
+    specs = list(source) if several else [source]
+    total = stats if stats is not None else Stats()
     stop = stop if stop is not None else threading.Event()
-    src, owned = _as_source(source, live, source_options)
+    log = source_options.get("log")
+    streams = [_Stream(n, spec, total) for n, spec in zip(stream_names(specs), specs)]
     try:
-        for frame, labels, infer_ms in _frames(backend, src, stats, stop, max_frames):
-            latency = (time.perf_counter() - frame.timestamp) * 1000.0
-            stats.frame_out(latency)
-            yield frame.image, labels, {
-                "index": frame.index, "name": frame.name, "timestamp": frame.timestamp,
-                "read_ms": frame.read_ms, "infer_ms": infer_ms, "latency_ms": latency,
-            }  # fmt: skip
+        for s in streams:
+            s.src, s.owned = _open(s.spec, live, source_options)
+        for batch in _batches(backend, streams, stop, max_frames, collections.Counter()):
+            for s, frame, labels, infer_ms in batch:
+                latency = (time.perf_counter() - frame.timestamp) * 1000.0
+                s.stats.frame_out(latency)
+                timings = {
+                    "index": frame.index, "name": frame.name, "timestamp": frame.timestamp,
+                    "read_ms": frame.read_ms, "infer_ms": infer_ms, "latency_ms": latency, "batch": len(batch),
+                }  # fmt: skip
+                yield (s.name, frame.image, labels, timings) if several else (frame.image, labels, timings)
+            for s in streams:
+                if s.error is not None and several and log is not None and not s.told:
+                    s.told = True
+                    log(f"stream {s.name} failed: {s.error}; the other streams go on")
+        failed = [s for s in streams if s.error is not None]
+        if failed and (not several or len(failed) == len(streams)):
+            raise failed[0].error  # type: ignore[misc]
     finally:
-        stats.stop()
-        if owned:
-            src.close()
+        total.stop()
+        for s in streams:
+            if s.src is not None and s.owned:
+                s.src.close()
 
 
 class _Writer(threading.Thread):
-    """Overlay + sinks on its own thread, fed by a bounded queue."""
+    """One stream's overlay + sinks on its own thread, fed by a bounded queue. `stop` is the
+    stream's own event: set when the writer fails or its window is closed."""
 
     def __init__(
         self,
+        name: str,
         stats: Stats,
         overlay: Any,
         video: Any,
@@ -159,7 +355,7 @@ class _Writer(threading.Thread):
         on_frame: Callable | None,
         stop: threading.Event,
     ):
-        super().__init__(name="roadseg-writer", daemon=True)
+        super().__init__(name=f"roadseg-writer {name}", daemon=True)
         self.q: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
         self.stats, self.overlay, self.video, self.masks, self.window = stats, overlay, video, masks, window
         self.on_frame, self.stop = on_frame, stop
@@ -252,7 +448,10 @@ class _Writer(threading.Thread):
 
     def _end(self) -> None:
         """The window is destroyed on the thread that created it; then the caller may close the
-        other sinks, unless it gave up waiting, in which case the unfinished video is dropped here."""
+        other sinks, unless it gave up waiting, in which case the unfinished video is dropped here.
+        The stream's clock stops here (its last frame is written): a stream that ends before the
+        others keeps its own FPS."""
+        self.stats.end = self.stats.end or time.perf_counter()
         try:
             if self.window is not None:
                 self.window.close()
@@ -275,6 +474,264 @@ def _run_all(steps: list[Callable[[], None]]) -> None:
         _run_all(steps[1:])
 
 
+def run_streams(
+    backend: Any,
+    sources: Sequence[Source | str | Any],
+    save: str | os.PathLike | None = None,
+    save_masks: str | os.PathLike | None = None,
+    show: bool = False,
+    alpha: float = 0.5,
+    max_frames: int | None = None,
+    live: bool | None = None,
+    verbose: bool = False,
+    *,
+    stop: threading.Event | None = None,
+    log: Callable[[str], None] | None = _stderr,
+    report_every: float = REPORT_EVERY,
+    on_frame: Callable[[str, Frame, np.ndarray, np.ndarray | None], None] | None = None,
+    overlay: bool | None = None,
+    source_options: dict | None = None,
+    view: Any = None,
+) -> StreamsSummary:
+    """Stream every source through `backend` into its sinks; returns the StreamsSummary (also on a
+    requested stop). Raises a RoadsegError carrying `.summary` when a stream failed (after the
+    others ran to their end) or the run itself failed.
+
+    save: with one source the overlay video path (.mp4 or .avi); with several a folder (one
+    <stream>.mp4 each) or a name with {stream}. save_masks: a folder of 8-bit class-index PNGs
+    (with several sources one subfolder per stream, or a name with {stream}). show: a window (one
+    source only). alpha: mask opacity. max_frames: per stream. live: see `open_source`. verbose: a
+    progress table every `report_every` s (also with show) and source events on `log`. stop: an
+    Event that ends the run cleanly when set. on_frame(stream name, frame, labels, overlay image or
+    None) runs on the stream's writer thread for each frame. view: a live view (runtime.serve.
+    LiveView) that gets every overlay and the stats. source_options go to `open_source`. Every
+    output path is checked before any source is opened."""
+    from .overlay import Overlay
+    from .sinks import MaskSink, VideoSink, WindowSink, check_outputs
+
+    stop = stop if stop is not None else threading.Event()
+    specs = list(sources)
+    if not specs:
+        raise UsageError("no source given; pass --source at least once")
+    names = stream_names(specs)
+    total = Stats()
+    calls: collections.Counter = collections.Counter()
+    streams = [_Stream(n, spec, total) for n, spec in zip(names, specs)]
+    several = len(streams) > 1
+    bname = getattr(backend, "name", "")
+    note = ""
+    interrupted = False
+    error: BaseException | None = None
+
+    def hook(name: str) -> Callable | None:
+        if on_frame is None and view is None:
+            return None
+
+        def each(frame: Frame, labels: np.ndarray, image: np.ndarray | None) -> None:
+            if on_frame is not None:
+                on_frame(name, frame, labels, image)
+            if view is not None and image is not None:
+                view.publish(name, image)
+
+        return each
+
+    def snapshot() -> dict:
+        return _snapshot(streams, total, bname)
+
+    try:
+        if show and several:
+            raise UsageError("--show opens one window for one source; with several sources use --serve PORT "
+                             "(a browser page with every stream) or --save DIR")  # fmt: skip
+        outputs = stream_outputs(names, save, save_masks)
+        for s, (video_path, masks_path) in zip(streams, outputs):
+            check_outputs(s.spec, video_path, masks_path)
+        wants_overlay = overlay if overlay is not None else bool(save or show or view is not None)
+        painter = Overlay(backend.card, alpha) if wants_overlay else None
+        for s, (video_path, masks_path) in zip(streams, outputs):
+            s.video = VideoSink(video_path) if video_path else None
+            s.masks = MaskSink(masks_path) if masks_path else None
+            s.save_masks = masks_path
+            s.window = WindowSink() if show else None
+        options = dict(source_options or {})
+        options.setdefault("log", log)
+        for s in streams:
+            s.src, s.owned = _open(s.spec, live, options)
+            if s.video is not None and s.src.fps > 0:
+                s.video.fps = s.src.fps
+        if several and fixed_batch(backend) == 1:
+            note = "the model takes batch 1, so the streams ran one after another (export with a dynamic batch to batch them)"
+            if log is not None:
+                log(f"{len(streams)} streams on a batch-1 model: they run one after another (export with a dynamic batch to batch them)")
+        for s in streams:
+            s.writer = _Writer(s.name, s.stats, painter, s.video, s.masks, s.window, hook(s.name), threading.Event())
+            s.writer.start()
+        if view is not None:
+            view.set_stats(snapshot)
+        total.start = time.perf_counter()  # FPS from the moment frames can flow, not from model/sink setup
+        for s in streams:
+            s.stats.start = total.start
+        next_report = time.perf_counter() + report_every
+        try:
+            for batch in _batches(backend, streams, stop, max_frames, calls):
+                for s, frame, labels, _ in batch:
+                    if not s.writer.put((frame, labels)):  # type: ignore[union-attr]
+                        s.end(s.writer.error or RoadsegError(f"stream {s.name}: its writer stopped"))  # type: ignore[union-attr]
+                _settle_streams(streams, stop, several, log)
+                if (verbose or show) and log is not None and time.perf_counter() >= next_report:
+                    next_report += report_every
+                    log(_progress(streams, total, calls, bname, note))
+            _settle_streams(streams, stop, several, log)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        except BaseException as e:  # noqa: BLE001 - finalised below, then raised
+            error = e
+    finally:
+        # each step runs even when an earlier one raised (a second Ctrl-C included); a step's error
+        # is kept (the first one wins) and raised after the summary
+        outputs_done: dict[str, dict[str, str]] = {s.name: {} for s in streams}
+        pending: list[BaseException] = []  # a KeyboardInterrupt during finalisation, raised at the end
+        ended: dict[str, bool] = {}
+
+        def step(fn: Callable[[], None], s: _Stream | None = None) -> Callable[[], None]:
+            def run() -> None:
+                nonlocal error
+                try:
+                    fn()
+                except KeyboardInterrupt as e:
+                    pending.append(e)
+                except BaseException as e:  # noqa: BLE001 - raised after the summary
+                    if s is not None and several:
+                        s.error = s.error or e
+                    else:
+                        error = error or e
+
+            return run
+
+        def finish_writer(s: _Stream) -> None:
+            w = s.writer
+            ended[s.name] = True
+            if w is None:
+                return
+            try:
+                w.finish()
+            finally:
+                ended[s.name] = w.settle()
+                s.error = s.error or w.error
+                if not ended[s.name]:
+                    s.error = s.error or RoadsegError(
+                        f"the writer thread of stream {s.name} did not finish within {WRITER_TIMEOUT:g} s (a sink is "
+                        "blocked: a slow or hung disk or display); its outputs were not finalised"
+                    )
+
+        def close_source(s: _Stream) -> None:
+            if s.src is not None and s.owned:
+                s.src.close()
+
+        def close_video(s: _Stream) -> None:
+            if s.video is not None and ended.get(s.name, True):
+                done = s.video.close()
+                if done is not None:
+                    outputs_done[s.name]["video"] = str(done)
+
+        def close_masks(s: _Stream) -> None:
+            if s.masks is not None and ended.get(s.name, True):
+                s.masks.close()
+                if s.masks.frames:
+                    outputs_done[s.name]["masks"] = f"{s.save_masks}/ ({s.masks.frames} PNG)"
+
+        def close_window(s: _Stream) -> None:  # the writer destroys the window it made; this covers a writer never started
+            if s.window is not None and s.writer is None:
+                s.window.close()
+
+        steps = [step(lambda s=s: finish_writer(s), s) for s in streams]
+        for s in streams:
+            steps += [step(lambda s=s: close_source(s), s), step(s.stats.stop), step(lambda s=s: close_video(s), s),
+                      step(lambda s=s: close_masks(s), s), step(lambda s=s: close_window(s), s)]  # fmt: skip
+        _run_all([*steps, step(total.stop)])
+    window_closed = any(s.writer is not None and s.writer.window_closed for s in streams)
+    interrupted = interrupted or bool(pending) or (stop.is_set() and error is None and not window_closed)
+    summaries = {}
+    for s in streams:
+        summaries[s.name] = s.stats.summary(
+            s.src, interrupted=interrupted and s.error is None, outputs=outputs_done[s.name], backend=bname,
+            source=str(s.spec) if isinstance(s.spec, (str, int, Path)) else "",
+            error=str(s.error) if s.error is not None else None,
+        )  # fmt: skip
+    total_summary = total.summary(interrupted=interrupted, backend=bname, source=f"{len(streams)} streams",
+                                  error=str(error) if error is not None else None)  # fmt: skip
+    for key in ("frames_in", "dropped", "skipped", "converted", "reconnects"):
+        setattr(total_summary, key, sum(getattr(v, key) for v in summaries.values()))
+    result = StreamsSummary(summaries, total_summary, calls["batches"], note)
+    if pending:
+        raise pending[0]  # a Ctrl-C during finalisation: everything was finalised first
+    failed = [s for s in streams if s.error is not None]
+    if error is None and failed:
+        if several:
+            error = RoadsegError(f"{len(failed)} of {len(streams)} streams failed: "
+                                 + "; ".join(f"{s.name}: {s.error}" for s in failed))  # fmt: skip
+        else:
+            error = failed[0].error
+    if error is not None:
+        if isinstance(error, RoadsegError):
+            error.summary = result  # type: ignore[attr-defined]
+        raise error
+    return result
+
+
+def _settle_streams(streams: list[_Stream], stop: threading.Event, several: bool,
+                    log: Callable[[str], None] | None) -> None:
+    """After each batch: a stream whose writer failed is done; a closed window stops the run; a
+    stream that is done gets its writer's end marker and its capture closed, once; a failure is
+    logged (with several streams: the others go on)."""
+    for s in streams:
+        w = s.writer
+        if w is None:
+            continue
+        if w.window_closed:
+            stop.set()
+        if w.error is not None and not s.done:
+            s.end(w.error)
+        if s.done and not s.told:
+            s.told = True
+            w.put(None)  # the end marker: the writer writes what is queued, stops the stream's clock and ends
+            if s.src is not None and s.owned:
+                s.src.close()
+            if s.error is not None and several and log is not None:
+                log(f"stream {s.name} failed: {s.error}; the other streams go on")
+
+
+def _progress(streams: list[_Stream], total: Stats, calls: collections.Counter, backend: str, note: str) -> str:
+    if len(streams) == 1:
+        s = streams[0]
+        return s.stats.summary(s.src, backend=backend).table()
+    per = {s.name: s.stats.summary(s.src, backend=backend) for s in streams}
+    return StreamsSummary(per, total.summary(backend=backend), calls["batches"], note).table()
+
+
+def _snapshot(streams: list[_Stream], total: Stats, backend: str) -> dict:
+    """The live view's /stats.json: per stream and total, right now."""
+    out: dict[str, Any] = {"streams": {}, "backend": backend}
+    for s in streams:
+        summ = s.stats.summary(s.src)
+        lat = summ.stages.get("latency")
+        recent = s.writer._fps() if s.writer is not None else float("nan")
+        state = f"failed: {s.error}" if s.error is not None else ("ended" if s.done else "running")
+        out["streams"][s.name] = {
+            "frames": summ.frames_out, "fps": _finite(recent if recent == recent else summ.fps),
+            "latency_p50_ms": _finite(lat.p50_ms if lat else None), "latency_p99_ms": _finite(lat.p99_ms if lat else None),
+            "drops": summ.dropped, "reconnects": summ.reconnects, "state": state,
+        }  # fmt: skip
+    t = total.summary()
+    out["total"] = {"frames": t.frames_out, "fps": _finite(t.fps)}
+    return out
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON has no NaN: None instead, rounded for display."""
+    return None if x is None or x != x or x in (float("inf"), float("-inf")) else round(float(x), 2)
+
+
 def run_stream(
     backend: Any,
     source: Source | str | Any,
@@ -292,121 +749,26 @@ def run_stream(
     on_frame: Callable[[Frame, np.ndarray, np.ndarray | None], None] | None = None,
     overlay: bool | None = None,
     source_options: dict | None = None,
+    view: Any = None,
 ) -> Summary:
-    """Stream `source` through `backend` into the sinks; returns the Summary (also on a requested stop).
-
-    save: overlay video path (.mp4 or .avi). save_masks: folder of 8-bit class-index PNGs.
-    show: a window. alpha: mask opacity. max_frames: stop after this many frames. live: see
-    `open_source`. verbose: a progress table every `report_every` s (also with show) and source
-    events on `log`. stop: an Event that ends the stream cleanly when set. on_frame(frame, labels,
-    overlay image or None) runs on the writer thread for each frame. source_options go to
-    `open_source`. Every output path is checked before the source is opened."""
-    from .overlay import Overlay
-    from .sinks import MaskSink, VideoSink, WindowSink, check_outputs
-
-    stop = stop if stop is not None else threading.Event()
-    stats = Stats()
-    video = masks = window = None
-    src: Source | None = None
-    owned = False
-    writer: _Writer | None = None
-    interrupted = False
-    error: BaseException | None = None
+    """`run_streams` for one source; returns (and an error carries as `.summary`) its Summary.
+    on_frame(frame, labels, overlay image or None) runs on the writer thread for each frame."""
+    each = None if on_frame is None else (lambda _name, frame, labels, image: on_frame(frame, labels, image))
     try:
-        check_outputs(source, save, save_masks)
-        painter = Overlay(backend.card, alpha) if (overlay if overlay is not None else (save or show)) else None
-        video = VideoSink(save) if save else None
-        masks = MaskSink(save_masks) if save_masks else None
-        window = WindowSink() if show else None
-        options = dict(source_options or {})
-        options.setdefault("log", log)
-        src, owned = _as_source(source, live, options)
-        if video is not None and src.fps > 0:
-            video.fps = src.fps
-        writer = _Writer(stats, painter, video, masks, window, on_frame, stop)
-        writer.start()
-        stats.start = time.perf_counter()  # FPS from the moment frames can flow, not from model/sink setup
-        next_report = time.perf_counter() + report_every
-        try:
-            for frame, labels, _ in _frames(backend, src, stats, stop, max_frames):
-                if not writer.put((frame, labels)):
-                    break
-                if (verbose or show) and log is not None and time.perf_counter() >= next_report:
-                    next_report += report_every
-                    log(stats.summary(src, backend=getattr(backend, "name", "")).table())
-        except KeyboardInterrupt:
-            interrupted = True
-            raise
-        except BaseException as e:  # noqa: BLE001 - finalised below, then raised
-            error = e
-    finally:
-        # each step runs even when an earlier one raised (a second Ctrl-C included); a step's error
-        # is kept (the first one wins) and raised after the summary
-        outputs: dict[str, str] = {}
-        pending: list[BaseException] = []  # a KeyboardInterrupt during finalisation, raised at the end
-        writer_ended = True
+        result = run_streams(backend, [source], save=save, save_masks=save_masks, show=show, alpha=alpha,
+                             max_frames=max_frames, live=live, verbose=verbose, stop=stop, log=log,
+                             report_every=report_every, on_frame=each, overlay=overlay,
+                             source_options=source_options, view=view)  # fmt: skip
+    except RoadsegError as e:
+        if isinstance(getattr(e, "summary", None), StreamsSummary):
+            e.summary = _single(e.summary)  # type: ignore[attr-defined]
+        raise
+    return _single(result)
 
-        def step(fn: Callable[[], None]) -> Callable[[], None]:
-            def run() -> None:
-                nonlocal error
-                try:
-                    fn()
-                except KeyboardInterrupt as e:
-                    pending.append(e)
-                except BaseException as e:  # noqa: BLE001 - raised after the summary
-                    error = error or e
 
-            return run
-
-        def finish_writer() -> None:
-            nonlocal error, writer_ended
-            if writer is None:
-                return
-            try:
-                writer.finish()
-            finally:
-                writer_ended = writer.settle()
-                error = error or writer.error
-                if not writer_ended:
-                    error = error or RoadsegError(
-                        f"the writer thread did not finish within {WRITER_TIMEOUT:g} s (a sink is blocked: a slow or "
-                        "hung disk or display); the outputs were not finalised"
-                    )
-
-        def close_source() -> None:
-            if src is not None and owned:
-                src.close()
-
-        def close_video() -> None:
-            if video is not None and writer_ended:
-                done = video.close()
-                if done is not None:
-                    outputs["video"] = str(done)
-
-        def close_masks() -> None:
-            if masks is not None and writer_ended:
-                masks.close()
-                if masks.frames:
-                    outputs["masks"] = f"{save_masks}/ ({masks.frames} PNG)"
-
-        def close_window() -> None:  # the writer destroys the window it made; this only covers a writer never started
-            if window is not None and writer is None:
-                window.close()
-
-        _run_all([step(finish_writer), step(close_source), step(stats.stop), step(close_video), step(close_masks),
-                  step(close_window)])  # fmt: skip
-    interrupted = interrupted or bool(pending)
-    interrupted = interrupted or (stop.is_set() and error is None and not (writer is not None and writer.window_closed))
-    summary = stats.summary(
-        src, interrupted=interrupted, outputs=outputs, backend=getattr(backend, "name", ""),
-        source=str(source) if isinstance(source, (str, Path)) else "",
-        error=str(error) if error is not None else None,
-    )  # fmt: skip
-    if pending:
-        raise pending[0]  # a Ctrl-C during finalisation: everything was finalised first
-    if error is not None:
-        if isinstance(error, RoadsegError):
-            error.summary = summary  # type: ignore[attr-defined]
-            raise error
-        raise error
-    return summary
+def _single(result: StreamsSummary) -> Summary:
+    """The one stream's Summary, carrying the run's error and stop state."""
+    (s,) = result.streams.values()
+    s.error = s.error or result.total.error
+    s.interrupted = result.total.interrupted
+    return s

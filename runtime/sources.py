@@ -61,6 +61,9 @@ class FrameBuffer:
     def __init__(self, capacity: int, overwrite: bool):
         self.capacity, self.overwrite = max(1, int(capacity)), overwrite
         self._items: collections.deque = collections.deque()
+        # called (no arguments) after every put and on close: a consumer of several buffers waits on
+        # one Event that these set, instead of polling each buffer in turn
+        self.listeners: list[Callable[[], None]] = []
         self._cond = threading.Condition()
         self.closed = False
         self.dropped = 0
@@ -81,7 +84,8 @@ class FrameBuffer:
             self._items.append(item)
             self.high_water = max(self.high_water, len(self._items))
             self._cond.notify_all()
-            return True
+        self._tell()
+        return True
 
     def get(self, timeout: float | None = None) -> Any:
         """The oldest item, or None when none came within `timeout` or the buffer is closed and empty."""
@@ -98,6 +102,11 @@ class FrameBuffer:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+        self._tell()
+
+    def _tell(self) -> None:
+        for listener in list(self.listeners):
+            listener()
 
     @property
     def drained(self) -> bool:

@@ -143,9 +143,12 @@ class Summary:
 
 
 class Stats:
-    """Thread-safe collector; `summary()` snapshots it at any time (periodic reports, the end)."""
+    """Thread-safe collector; `summary()` snapshots it at any time (periodic reports, the end).
+    With a `parent`, everything recorded here is recorded there too: one stream's Stats feeds the
+    run's total."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Stats | None = None) -> None:
+        self.parent = parent
         self._lock = threading.Lock()
         self._hist = {name: Histogram() for name in STAGES}
         self.frames_out = 0
@@ -156,15 +159,21 @@ class Stats:
     def record(self, stage: str, ms: float) -> None:
         with self._lock:
             self._hist[stage].add(ms)
+        if self.parent is not None:
+            self.parent.record(stage, ms)
 
     def frame_out(self, latency_ms: float) -> None:
         with self._lock:
             self._hist["latency"].add(latency_ms)
             self.frames_out += 1
+        if self.parent is not None:
+            self.parent.frame_out(latency_ms)
 
     def count_resized(self) -> None:
         with self._lock:
             self.resized += 1
+        if self.parent is not None:
+            self.parent.count_resized()
 
     def stop(self) -> None:
         if self.end is None:
@@ -188,3 +197,58 @@ class Stats:
             s.converted, s.reconnects = c["converted"], c["reconnects"]
             s.source = s.source or src.spec
         return s
+
+
+@dataclass
+class StreamsSummary:
+    """The result of several streams through one backend: each stream's Summary (by stream name),
+    the total over all of them (its stages pool every stream's frames), and how the frames were
+    batched."""
+
+    streams: dict[str, Summary]
+    total: Summary
+    batches: int = 0  # inference calls
+    batch_note: str = ""  # e.g. "batch 1 graph: the streams ran one after another"
+
+    @property
+    def frames_out(self) -> int:
+        return self.total.frames_out
+
+    @property
+    def fps(self) -> float:
+        return self.total.fps
+
+    @property
+    def interrupted(self) -> bool:
+        return self.total.interrupted
+
+    @property
+    def mean_batch(self) -> float:
+        return self.total.frames_out / self.batches if self.batches else math.nan
+
+    def failed(self) -> dict[str, str]:
+        return {name: s.error for name, s in self.streams.items() if s.error}
+
+    def table(self) -> str:
+        t = self.total
+        lines = [
+            f"{len(self.streams)} streams -> {t.backend or 'backend'}: {t.frames_out} frames in {self.batches} "
+            f"inference calls (mean batch {self.mean_batch:.2f}){'; ' + self.batch_note if self.batch_note else ''}",
+            f"{'stream':<20} {'in':>6} {'out':>6} {'dropped':>7} {'reconn':>6} {'FPS':>7} {'p50 ms':>8} {'p99 ms':>8}  state",
+        ]
+        for name, s in self.streams.items():
+            lat = s.stages.get("latency")
+            p50, p99 = (lat.p50_ms, lat.p99_ms) if lat and lat.count else (math.nan, math.nan)
+            state = f"failed: {s.error}" if s.error else ("stopped" if s.interrupted else "ended")
+            lines.append(f"{name[:20]:<20} {s.frames_in:>6} {s.frames_out:>6} {s.dropped:>7} {s.reconnects:>6} "
+                         f"{s.fps:>7.1f} {p50:>8.1f} {p99:>8.1f}  {state}")  # fmt: skip
+        body = t.table().splitlines()[2:]  # the total's FPS line, stage table, stop reason and outputs
+        lines.append(f"total: {t.frames_out} frames, " + body[0])
+        lines.extend(body[1:])
+        for name, s in self.streams.items():
+            lines.extend(f"{name} {kind}: {path}" for kind, path in s.outputs.items())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"streams": {k: v.to_dict() for k, v in self.streams.items()}, "total": self.total.to_dict(),
+                "batches": self.batches, "mean_batch": self.mean_batch, "batch_note": self.batch_note}  # fmt: skip

@@ -407,7 +407,7 @@ def test_window_calls_all_happen_on_the_writer_thread(monkeypatch):
     names = [n for n, _ in calls]
     assert names[0] == "namedWindow" and names.count("namedWindow") == 1 and names.count("imshow") == 4
     assert "destroyWindow" in names
-    assert {t for _, t in calls} == {"roadseg-writer"}
+    assert len({t for _, t in calls}) == 1 and calls[0][1].startswith("roadseg-writer")
 
 
 def test_unwritable_outputs_fail_before_the_first_frame(tmp_path):
