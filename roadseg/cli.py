@@ -232,14 +232,19 @@ def _add_run(sub) -> None:
                        description="Stream frames from SRC through an exported model and show or save the segmented stream. "
                        "Ctrl-C / SIGTERM stop cleanly: the video is finalised, the summary printed (exit 130 / 143).")  # fmt: skip
     p.add_argument("model", help="an .onnx or .engine made by `roadseg export`, or `default` (the bundled model)")
-    p.add_argument("--source", required=True, metavar="SRC",
-                   help="video file, camera index (0), rtsp:// or http(s):// URL, image folder or glob, or synthetic[:N]")  # fmt: skip
+    p.add_argument("--source", required=True, metavar="SRC", action="append",
+                   help="video file, camera index (0), rtsp:// or http(s):// URL, image folder or glob, or synthetic[:N]; "
+                   "repeat for several streams, batched through one model")  # fmt: skip
     p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
-    p.add_argument("--save", metavar="OUT", help="write the overlay video (.mp4 or .avi)")
-    p.add_argument("--save-masks", metavar="DIR", help="write one 8-bit PNG of class indices per frame")
+    p.add_argument("--save", metavar="OUT", help="write the overlay video (.mp4 or .avi); with several sources a folder "
+                   "(one <stream>.mp4 each) or a name with {stream}")  # fmt: skip
+    p.add_argument("--save-masks", metavar="DIR", help="write one 8-bit PNG of class indices per frame (several sources: "
+                   "one subfolder per stream, or a name with {stream})")  # fmt: skip
+    p.add_argument("--serve", metavar="[HOST:]PORT", help="live view in a browser: every stream's overlay and its stats "
+                   "at http://HOST:PORT/ (HOST defaults to 127.0.0.1, this machine only; PORT 0 picks a free one)")  # fmt: skip
     p.add_argument("--alpha", type=_unit, default=0.5, help="mask opacity in the overlay, 0..1 (default 0.5)")
-    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames (per stream)")
     drop = p.add_mutually_exclusive_group()
     drop.add_argument("--live", dest="live", action="store_true", default=None,
                       help="keep only the newest frame (default for cameras and URLs); files play at their frame rate")  # fmt: skip
@@ -298,10 +303,12 @@ class _StopOnSignal:
         return 128 + (self.signum or 2)
 
 
-def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frames, live, verbose, threads, **kw):
-    """Open the backend, run the stream under the signal handlers; (summary, exit code)."""
+def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, max_frames, live, verbose, threads,
+            serve: str | None = None, **kw):
+    """Open the backend (and the live view), run the streams under the signal handlers;
+    (summary, exit code): a Summary for one source, a StreamsSummary for several."""
     from roadseg.runtime.backends import open_backend
-    from roadseg.runtime.pipeline import run_stream
+    from roadseg.runtime.pipeline import run_stream, run_streams, stream_names, stream_outputs
     from roadseg.runtime.sinks import check_outputs
 
     if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
@@ -311,30 +318,49 @@ def _stream(a, model: str, source: str, save, save_masks, show, alpha, max_frame
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-    check_outputs(source, save, save_masks)  # fail on a bad output before opening anything (the model may export first)
-    opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
-            "cuda_graph": getattr(a, "cuda_graph", None)}
-    backend = open_backend(model, a.backend, **opts)
-    if callable(kw.get("source_options")):
-        kw["source_options"] = kw["source_options"](backend)
+    names = stream_names(sources)
+    for source, (video, masks) in zip(sources, stream_outputs(names, save, save_masks)):
+        check_outputs(source, video, masks)  # fail on a bad output before opening anything (the model may export first)
+    view = None
+    if serve is not None:  # bound before the model opens: a port in use fails at once, not after an export
+        from roadseg.runtime.serve import LiveView, parse_serve
+
+        host, port = parse_serve(serve)
+        view = LiveView(host, port, streams=names)
+        view.start()
+        sys.stderr.write(f"roadseg run: live view at {view.url}\n")
+        sys.stderr.flush()
     try:
-        with _StopOnSignal() as sig:
-            try:
-                summary = run_stream(backend, source, save=save, save_masks=save_masks, show=show, alpha=alpha,
-                                     max_frames=max_frames, live=live, verbose=verbose, stop=sig.event, **kw)  # fmt: skip
-            except RoadsegError as e:
-                if getattr(e, "summary", None) is not None:
-                    print(e.summary.table())
-                raise
+        opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
+                "cuda_graph": getattr(a, "cuda_graph", None)}  # fmt: skip
+        backend = open_backend(model, a.backend, **opts)
+        if callable(kw.get("source_options")):
+            kw["source_options"] = kw["source_options"](backend)
+        try:
+            with _StopOnSignal() as sig:
+                try:
+                    args = dict(save=save, save_masks=save_masks, show=show, alpha=alpha, max_frames=max_frames,
+                                live=live, verbose=verbose, stop=sig.event, view=view, **kw)  # fmt: skip
+                    if len(sources) == 1:
+                        summary = run_stream(backend, sources[0], **args)
+                    else:
+                        summary = run_streams(backend, sources, **args)
+                except RoadsegError as e:
+                    if getattr(e, "summary", None) is not None:
+                        print(e.summary.table())
+                    raise
+        finally:
+            backend.close()
     finally:
-        backend.close()
+        if view is not None:
+            view.close()
     return summary, (sig.exit_code if summary.interrupted else 0)
 
 
 def _cmd_run(a) -> int:
     options = {"read_timeout": a.read_timeout, "reconnects": a.reconnects}
     summary, code = _stream(a, a.model, a.source, a.save, a.save_masks, a.show, a.alpha, a.max_frames, a.live,
-                            a.verbose, a.threads, source_options=options)  # fmt: skip
+                            a.verbose, a.threads, serve=a.serve, source_options=options)  # fmt: skip
     print(summary.table())
     return code
 
@@ -379,7 +405,7 @@ def _cmd_demo(a) -> int:
                 tmp.write_bytes(data.tobytes())
             pngs.append(target)
 
-    summary, code = _stream(a, a.model, f"synthetic:{a.frames}", str(video), None, False, 0.5, None, False, False,
+    summary, code = _stream(a, a.model, [f"synthetic:{a.frames}"], str(video), None, False, 0.5, None, False, False,
                             a.threads, on_frame=snapshot, source_options=clip_size)  # fmt: skip
     print(summary.table())
     print(f"demo: {summary.frames_out} frames at {summary.fps:.1f} FPS end to end "

@@ -281,10 +281,13 @@ def _batches(backend: Any, streams: list[_Stream], stop: threading.Event, max_fr
 
 
 def _several(source: Any) -> bool:
-    """A list or tuple of source specs (several streams), not an iterable of frames."""
-    return isinstance(source, (list, tuple)) and bool(source) and all(
-        isinstance(x, (str, int, os.PathLike, Source)) and not isinstance(x, bool) for x in source
-    )
+    """A list or tuple of sources (specs, Sources or iterables of frames), not a list of frames
+    (arrays, or (array, name) pairs)."""
+
+    def is_frame(x: Any) -> bool:
+        return isinstance(x, np.ndarray) or (isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], np.ndarray))
+
+    return isinstance(source, (list, tuple)) and bool(source) and not any(is_frame(x) or isinstance(x, bool) for x in source)
 
 
 def iterate(

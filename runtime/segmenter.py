@@ -6,6 +6,8 @@
         labels = seg(frame)                       # uint8 BGR [H,W,3] -> uint8 class map [H,W]
         for frame, labels, timings in seg.stream("video.mp4"):
             ...
+        for name, frame, labels, timings in seg.stream(["front.mp4", "rtsp://cam2/live"]):
+            ...                                   # several streams, batched into one call per round
 
 No torch is imported, except once for `default` when the bundled model is first exported.
 """
@@ -67,10 +69,12 @@ class Segmenter:
         """uint8 BGR [H,W,3] -> uint8 [H,W]; [N,H,W,3] -> [N,H,W] class indices (see `card.classes`)."""
         return self.backend.infer(frame_or_batch)
 
-    def stream(self, source: Any, **kwargs: Any) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    def stream(self, source: Any, **kwargs: Any) -> Iterator[tuple]:
         """Iterate (frame, labels, timings) over a source: a video file, a camera index, an rtsp://
-        or http:// URL, an image folder or glob, or "synthetic". Capture runs on its own thread;
-        keyword options go to roadseg.runtime.pipeline.iterate (e.g. live=True, max_frames=N)."""
+        or http:// URL, an image folder or glob, or "synthetic"; over a list of sources, iterate
+        (stream name, frame, labels, timings), their frames batched into one inference call per
+        round (a stream that fails ends alone). Capture runs on its own thread per source; keyword
+        options go to roadseg.runtime.pipeline.iterate (e.g. live=True, max_frames=N per stream)."""
         from .pipeline import iterate
 
         return iterate(self.backend, source, **kwargs)
