@@ -35,6 +35,7 @@ class BenchConfig:
     imgsz: tuple[int, int] | None = None  # model input size (default: the card's)
     frame_size: tuple[int, int] | None = None  # frame size the graphs take (default: the model input size)
     batch: int = 1  # throughput batch
+    streams: tuple[int, ...] = ()  # stream counts for the multi-stream scaling rows (worker._streams)
     frames: int = 100  # timed runs per row (model-only latency) and end-to-end frames
     warmup: int = 10
     source: str | None = None  # end-to-end source (default: the synthetic clip at the frame size)
@@ -60,6 +61,8 @@ class BenchConfig:
             raise UsageError(f"--batch {self.batch}: give a batch of at least 1")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads}: give at least 1 thread")
+        if any(n < 1 for n in self.streams):
+            raise UsageError(f"--streams {' '.join(map(str, self.streams))}: give stream counts of at least 1")
         if not 1 <= self.rounds <= self.frames:
             raise UsageError(f"--rounds {self.rounds}: give 1 to --frames ({self.frames}) rounds")
 
@@ -80,6 +83,7 @@ class RowResult:
     e2e_fps: float | None = None
     e2e_vs_model: float | None = None  # end-to-end FPS / model-only FPS (1000 / median)
     e2e: dict | None = None
+    streams: dict | None = None  # stream count -> total_fps, per_stream_fps, mean_batch, infer_median_ms
     peak_rss_mb: float | None = None
     gpu_memory_mb: float | None = None
     build_s: float | None = None
@@ -188,10 +192,10 @@ def run_bench(cfg: BenchConfig) -> dict:
                 model, res.artifact, res.build_s = str(art.path), str(art.path), art.build_s
                 if art.cached:
                     res.notes.append("exported file reused from the cache (build time from when it was made)")
-                if cfg.batch > 1:
+                if cfg.batch > 1 or max(cfg.streams, default=1) > 1:
                     bart = make(row.precision, dynamic=True)
                     if bart.path is None:
-                        res.notes.append(f"no dynamic-batch {row.kind} for throughput: {bart.error}")
+                        res.notes.append(f"no dynamic-batch {row.kind} for throughput or streams: {bart.error}")
                     else:
                         batch_model = str(bart.path)
             bar.set_postfix_str(f"{name}: measure")
@@ -206,7 +210,8 @@ def run_bench(cfg: BenchConfig) -> dict:
                       backend_options=options, compile=row.compile, cuda=res.device == "cuda" and row.kind == "torch",
                       cuda_graph=cfg.cuda_graph,
                       warmup=cfg.warmup, iters=cfg.frames, batch=cfg.batch, batch_model=batch_model,
-                      e2e_source=e2e_source, e2e_frames=e2e_frames, work=str(work / "e2e"), threads=cfg.threads)  # fmt: skip
+                      e2e_source=e2e_source, e2e_frames=e2e_frames, work=str(work / "e2e"), threads=cfg.threads,
+                      streams=list(cfg.streams))  # fmt: skip
             row_session = InProcess(job) if not cfg.isolate else Worker(job, work, cfg.row_timeout_s)
             loaded.append((res, row_session, labels_file))
             if cfg.rounds == 1:  # one row at a time: only one model loaded
@@ -292,6 +297,7 @@ def _fill(res: RowResult, got: dict, batch: int) -> None:
         median = lat.get("median")
         if res.e2e_fps and median and median > 0:
             res.e2e_vs_model = res.e2e_fps / (1000.0 / median)
+    res.streams = got.get("streams")
     res.graph = got.get("graph")
     if res.graph:
         res.notes.append(f"CUDA graph: {res.graph}")

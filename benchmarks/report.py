@@ -1,7 +1,8 @@
 """The report folder: results.json (everything), results.csv (one flat line per row), results.md (a
-table ready for the README) and results.png (latency against mIoU, or against agreement with the
-reference when the frames have no labels, one labelled point per measured row). Each file is
-written to a temporary name and renamed into place.
+table ready for the README), results.png (latency against mIoU, or against agreement with the
+reference when the frames have no labels, one labelled point per measured row) and, with
+--streams, streams.png (total FPS against the number of streams). Each file is written to a
+temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def to_markdown(doc: dict) -> str:
             st = e.get("stage_median_ms") or {}
             lines.append(f"| {r['name']} | {e.get('frames')} | {_num(e.get('fps'), 1)} | "
                          + " | ".join(_num(st.get(s)) for s in PIPELINE_STAGES) + " |")  # fmt: skip
+    lines += _streams_table(doc)
     missing = [r for r in doc["rows"] if r["status"] != "ok"]
     if missing:
         lines += ["", "Not measured here:", ""]
@@ -120,6 +122,62 @@ def to_markdown(doc: dict) -> str:
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{name}`: {n}" for name, n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _stream_rows(doc: dict) -> list[dict]:
+    return [r for r in doc["rows"] if r["status"] == "ok" and r.get("streams")]
+
+
+def _streams_table(doc: dict) -> list[str]:
+    rows = _stream_rows(doc)
+    if not rows:
+        return []
+    counts = sorted({int(n) for r in rows for n in r["streams"]})
+    lines = [
+        "",
+        f"Several streams through one model (runtime.pipeline.run_streams: {doc['config'].get('e2e_frames')} frames "
+        "a stream from memory, batched inference, no overlay or sinks): total FPS, its ratio to one stream, "
+        "and the slowest stream's FPS.",
+        "",
+        "| Row | " + " | ".join(f"{n} stream{'s' if n > 1 else ''}" for n in counts) + " |",
+        "|---|" + "---:|" * len(counts),
+    ]
+    for r in rows:
+        one = (r["streams"].get("1") or {}).get("total_fps")
+        cells = []
+        for n in counts:
+            m = r["streams"].get(str(n))
+            if not m:
+                cells.append("-")
+                continue
+            ratio = f" ({m['total_fps'] / one:.2f}x)" if one and n > 1 else ""
+            cells.append(f"{_num(m['total_fps'], 1)}{ratio}, {_num(min(m['per_stream_fps']), 1)} each, batch "
+                         f"{_num(m.get('mean_batch'), 1)}")  # fmt: skip
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_streams(doc: dict, target: Path) -> None:
+    """Total FPS against the number of streams, one line per row."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    for r in _stream_rows(doc):
+        pts = sorted((int(n), m["total_fps"]) for n, m in r["streams"].items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=r["name"])
+    ax.set_xlabel("streams batched through one model")
+    ax.set_ylabel("total frames per second")
+    env = doc["environment"]
+    ax.set_title(f"{doc['model']['name']}: multi-stream scaling on {env.get('gpu') or env.get('cpu')}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def plot(doc: dict, target: Path) -> None:
@@ -179,6 +237,9 @@ def write(folder: str | Path, doc: dict) -> dict[str, Path]:
         with atomic_path(out[name]) as tmp:
             tmp.write_text(text)
     plot(doc, out["results.png"])
+    if _stream_rows(doc):
+        out["streams.png"] = folder / "streams.png"
+        plot_streams(doc, out["streams.png"])
     return out
 
 

@@ -59,7 +59,8 @@ class Job:
     warmup: int = 10
     iters: int = 100
     batch: int = 1
-    batch_model: str | None = None  # dynamic-batch .onnx/.engine for throughput (batch > 1)
+    batch_model: str | None = None  # dynamic-batch .onnx/.engine for throughput (batch > 1) and streams (> 1)
+    streams: list[int] = field(default_factory=list)  # stream counts to run through the multi-stream pipeline
     e2e_source: str | None = None  # None: no end-to-end run
     e2e_frames: int = 100
     work: str = "."  # scratch folder (the end-to-end video)
@@ -272,6 +273,37 @@ def _e2e(job: Job, runner: Any) -> dict:
     }  # fmt: skip
 
 
+def _streams(job: Job, runner: Any, frames: np.ndarray) -> dict[str, dict]:
+    """For each stream count N: N streams of the benchmark frames (held in memory, so decoding is
+    not what is measured) through the multi-stream pipeline (runtime.pipeline.run_streams: batched
+    inference, a writer per stream; no overlay or sinks), e2e_frames frames each. Total and
+    per-stream FPS, the mean batch and the per-call inference median. Exported rows run the
+    dynamic-batch model, which batches the streams; torch rows take any batch."""
+    from roadseg.runtime.pipeline import run_streams
+
+    other = None
+    if job.kind != "torch" and max(job.streams) > 1:
+        if not job.batch_model:
+            raise RuntimeError("no dynamic-batch model to run several streams with")
+        other = runner = open_runner(job, job.batch_model)
+    try:
+        clip = [np.ascontiguousarray(frames[i % len(frames)]) for i in range(job.e2e_frames)]
+        run_streams(runner, [clip[:4]] * max(job.streams), log=None, overlay=False)  # warm the batch shapes
+        out = {}
+        for n in job.streams:
+            result = run_streams(runner, [list(clip) for _ in range(n)], log=None, overlay=False, live=False)
+            infer = result.total.stages.get("infer")
+            out[str(n)] = {
+                "total_fps": result.fps, "per_stream_fps": [s.fps for s in result.streams.values()],
+                "mean_batch": result.mean_batch, "frames": result.frames_out,
+                "infer_median_ms": infer.p50_ms if infer else None,
+            }  # fmt: skip
+        return out
+    finally:
+        if other is not None:
+            other.close()
+
+
 REWARM = 2  # untimed calls before each round: other rows may have loaded or run in between
 
 
@@ -315,6 +347,8 @@ class RowSession:
                 out["batch_samples_ms"] = _batched(job, self.runner, self.frames)
             if job.e2e_source:
                 out["e2e"] = _e2e(job, self.runner)
+            if job.streams:
+                out["streams"] = _streams(job, self.runner, self.frames)
             out["graph"] = getattr(self.runner, "graph", None)  # after timing: "captured" once replayed
             gpu_row = job.cuda or (job.backend or "").startswith(("ort-cuda", "ort-trt", "trt"))
             out["gpu_memory_mb"] = gpu_memory_mb() if gpu_row else None

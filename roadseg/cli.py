@@ -429,6 +429,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
     p.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for the throughput column (default 1)")
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
+    p.add_argument("--streams", type=_positive, nargs="+", metavar="N",
+                   help="multi-stream scaling: total and per-stream FPS of N streams batched through each row "
+                   "(one N: 1, 2, 4 ... N; several: those counts)")  # fmt: skip
     p.add_argument("--warmup", type=_nonnegative, default=10, metavar="N", help="warm-up runs before timing (default 10)")
     p.add_argument("--rounds", type=_positive, default=1, metavar="R",
                    help="time the rows in R interleaved rounds, every row's model loaded meanwhile, so a machine whose "
@@ -444,6 +447,19 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
+def stream_counts(given: list[int] | None) -> tuple[int, ...]:
+    """`--streams 8` -> (1, 2, 4, 8); `--streams 1 3` -> (1, 3); none -> ()."""
+    if not given:
+        return ()
+    if len(given) > 1:
+        return tuple(sorted(set(given)))
+    counts, n = [], 1
+    while n < given[0]:
+        counts.append(n)
+        n *= 2
+    return (*counts, given[0])
+
+
 def _cmd_bench(a) -> int:
     from roadseg.benchmarks.harness import BenchConfig, run_bench
 
@@ -451,14 +467,15 @@ def _cmd_bench(a) -> int:
         model=a.model, backends=a.backends, imgsz=tuple(a.imgsz) if a.imgsz else None,
         frame_size=tuple(a.frame_size) if a.frame_size else None, batch=a.batch, frames=a.frames, warmup=a.warmup, rounds=a.rounds,
         source=a.source, data=a.data, calib=a.calib, report=a.report, threads=a.threads, progress=not a.quiet,
-        cuda_graph=a.cuda_graph,
+        cuda_graph=a.cuda_graph, streams=stream_counts(a.streams),
     )  # fmt: skip
     doc = run_bench(cfg)
     from pathlib import Path
 
     md = Path(a.report) / "results.md"
     print(md.read_text())
-    print(f"bench: wrote {', '.join(str(Path(a.report) / n) for n in ('results.json', 'results.csv', 'results.md', 'results.png'))}")
+    names = ("results.json", "results.csv", "results.md", "results.png") + (("streams.png",) if cfg.streams else ())
+    print(f"bench: wrote {', '.join(str(Path(a.report) / n) for n in names)}")
     if not any(r["status"] == "ok" for r in doc["rows"]):
         print("roadseg bench: error: no backend was measured; the table gives each row's reason", file=sys.stderr)
         return 1

@@ -38,7 +38,7 @@ ENV_KEYS = {
 ROW_KEYS = {
     "name", "status", "reason", "kind", "backend", "precision", "device", "artifact", "latency_ms", "batch",
     "throughput_fps", "e2e_fps", "e2e_vs_model", "e2e", "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
-    "agreement", "miou", "speedup", "graph", "notes", "latency_samples_ms",
+    "agreement", "miou", "speedup", "graph", "notes", "latency_samples_ms", "streams",
 }  # fmt: skip
 LATENCY_KEYS = {"n", "median", "p90", "p99", "mean", "std", "min", "max"}
 
@@ -159,7 +159,7 @@ def bench(tiny_checkpoint, tmp_path_factory):
     cfg = BenchConfig(
         model=str(tiny_checkpoint), backends=",".join(TWO_ROWS + missing), frame_size=(72, 96), frames=FRAMES,
         warmup=WARMUP, data=str(data), report=str(root / "report"), threads=1, cache=str(root / "cache"),
-        progress=False, rounds=2,
+        progress=False, rounds=2, streams=(1, 2),
     )  # fmt: skip
     doc = run_bench(cfg)
     return doc, root / "report", missing
@@ -167,12 +167,12 @@ def bench(tiny_checkpoint, tmp_path_factory):
 
 def test_every_report_file_is_written(bench):
     _, report, _ = bench
-    for name in ("results.json", "results.csv", "results.md", "results.png"):
+    files = ("results.json", "results.csv", "results.md", "results.png", "streams.png")
+    for name in files:
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     assert (report / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    leftovers = [
-        p.name for p in report.iterdir() if p.name not in ("results.json", "results.csv", "results.md", "results.png")
-    ]
+    assert (report / "streams.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    leftovers = [p.name for p in report.iterdir() if p.name not in files]
     assert leftovers == []  # the scratch folder (frames, labels, videos) is gone
 
 
@@ -251,7 +251,7 @@ def test_csv_and_markdown(bench):
     assert f"median of {FRAMES} runs after {WARMUP} warm-up runs in 2 rounds interleaved across the rows" in md
     assert f"CPU reference: {doc['environment']['cpu_reference_ms']:.2f} ms" in md
     table = [ln for ln in md.splitlines() if ln.startswith("| torch |") or ln.startswith("| ort-cpu-fp32 |")]
-    assert len(table) == 4  # latency table and end-to-end table
+    assert len(table) == 6  # latency, end-to-end and streams tables
     assert all(ln.count("|") == table[0].count("|") for ln in table[:2])
 
 
@@ -452,3 +452,26 @@ def test_torch_fp16_row_replays_a_cuda_graph_of_each_calls_frames(tiny_checkpoin
         assert fp16.graph == "captured" and (got == want).mean() >= 0.99
     np.testing.assert_array_equal(fp16.infer(frames), got)  # a batch of 4: its own graph, same labels
     assert len(fp16._graphs) == 2 and ref.graph == "off"
+
+
+def test_stream_scaling_rows(bench):
+    """--streams 1 2: each row runs one and two streams through the multi-stream pipeline; two
+    streams of in-memory frames are batched (ort-cpu: the dynamic-batch graph), and the report
+    has the table."""
+    doc, report, _ = bench
+    for r in (r for r in doc["rows"] if r["status"] == "ok"):
+        got = r["streams"]
+        assert set(got) == {"1", "2"}, r["name"]
+        assert got["1"]["frames"] == FRAMES and got["2"]["frames"] == 2 * FRAMES
+        assert len(got["2"]["per_stream_fps"]) == 2 and all(f > 0 for f in got["2"]["per_stream_fps"])
+        assert got["1"]["mean_batch"] == 1.0 and got["2"]["mean_batch"] > 1.0
+        assert got["2"]["total_fps"] > 0
+    md = (report / "results.md").read_text()
+    assert "Several streams through one model" in md and "| 1 stream | 2 streams |" in md
+
+
+def test_stream_counts_expand_one_count_to_powers_of_two():
+    from roadseg.cli import stream_counts
+
+    assert stream_counts([8]) == (1, 2, 4, 8) and stream_counts([6]) == (1, 2, 4, 6) and stream_counts([1]) == (1,)
+    assert stream_counts([4, 1, 4]) == (1, 4) and stream_counts(None) == ()
