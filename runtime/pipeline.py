@@ -225,28 +225,34 @@ def _open(spec: Any, live: bool | None, options: dict) -> tuple[Source, bool]:
     return open_source(spec, live, **options), True
 
 
-def _take(streams: list[_Stream], ready: threading.Event, stop: threading.Event,
-          max_frames: int | None, start: int) -> list[tuple[_Stream, Frame]]:
-    """Up to one frame from each stream that has one (round-robin from `start`), waiting until at
-    least one has a frame, every stream is done, or `stop` is set. Streams whose source ended are
+def _take(
+    streams: list[_Stream], ready: threading.Event, stop: threading.Event, max_frames: int | None, start: int
+) -> list[tuple[_Stream, Frame]]:
+    """One round: a frame from each stream that drops nothing (files, folders, frames from Python:
+    the round waits for them, so they are always batched together) and from each live stream that
+    has one now (live streams never wait), in round-robin order from `start`. Waits until the
+    round has a frame, every stream is done, or `stop` is set. Streams whose source ended are
     marked done here (with the source's error, if it failed)."""
+    got: dict[int, Frame] = {}
     while not stop.is_set():
         ready.clear()  # before looking: a frame put after the look sets it again, so the wait ends at once
-        got = []
-        live = [s for s in streams if not s.done]
-        if not live:
-            return []
-        for s in live[start % len(live):] + live[: start % len(live)]:
+        for i, s in enumerate(streams):
+            if s.done or i in got or s.src is None:
+                continue
             if max_frames is not None and s.frames >= max_frames:
                 s.end()
                 continue
-            frame = s.src.read(0) if s.src is not None else None
+            frame = s.src.read(0)
             if frame is not None:
-                got.append((s, frame))
-            elif s.src is not None and s.src.ended:
+                got[i] = frame
+            elif s.src.ended:
                 s.end(s.src.error)
-        if got:
-            return got
+        waiting = any(not s.done and i not in got and not s.src.live for i, s in enumerate(streams))  # type: ignore[union-attr]
+        if got and not waiting:
+            order = sorted(got, key=lambda i: (i - start) % len(streams))
+            return [(streams[i], got[i]) for i in order]
+        if not got and all(s.done for s in streams):
+            return []
         ready.wait(WAIT_STEP)
     return []
 
@@ -365,6 +371,7 @@ class _Writer(threading.Thread):
         self.error: BaseException | None = None
         self.window_closed = False
         self.high_water = 0
+        self.no_more = threading.Event()  # set when no frame will come: end once the queue is empty
         self._end_lock = threading.Lock()
         self._ended = False  # run() is over: the caller may close the sinks
         self._abandoned = False  # the caller gave up waiting: run() drops the unfinished video itself
@@ -419,7 +426,12 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         try:
             while True:
-                item = self.q.get()
+                try:
+                    item = self.q.get(timeout=WAIT_STEP)
+                except queue.Empty:
+                    if self.no_more.is_set():
+                        return
+                    continue
                 if item is None:
                     return
                 frame, labels = item
@@ -697,7 +709,7 @@ def _settle_streams(streams: list[_Stream], stop: threading.Event, several: bool
             s.end(w.error)
         if s.done and not s.told:
             s.told = True
-            w.put(None)  # the end marker: the writer writes what is queued, stops the stream's clock and ends
+            w.no_more.set()  # the writer writes what is queued, stops the stream's clock and ends, never blocking here
             if s.src is not None and s.owned:
                 s.src.close()
             if s.error is not None and several and log is not None:
