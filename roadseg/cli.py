@@ -501,7 +501,8 @@ def _check_urls(args: argparse.Namespace) -> None:
     scheme for a stream source, any URL where a local file or folder is expected."""
     import re
 
-    for name, value in sorted(vars(args).items()):
+    pairs = [(k, x) for k, v in sorted(vars(args).items()) for x in (v if isinstance(v, list) else [v])]  # --source A --source B
+    for name, value in pairs:
         m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value) if isinstance(value, str) else None
         if m is None:
             continue
