@@ -419,7 +419,8 @@ class _Writer(threading.Thread):
                 self._abandoned = True
             return self._ended
 
-    def _fps(self) -> float:
+    def recent_fps(self) -> float:
+        """Frames per second over the last 30 frames written (the overlay HUD and the live view)."""
         t = self._times
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
 
@@ -438,7 +439,7 @@ class _Writer(threading.Thread):
                 image = None
                 if self.overlay is not None:
                     t0 = time.perf_counter()
-                    image = self.overlay(frame.image, labels, fps=self._fps(), latency_ms=self._latency)
+                    image = self.overlay(frame.image, labels, fps=self.recent_fps(), latency_ms=self._latency)
                     self.stats.record("overlay", (time.perf_counter() - t0) * 1000.0)
                 t0 = time.perf_counter()
                 if self.video is not None:
@@ -730,7 +731,7 @@ def _snapshot(streams: list[_Stream], total: Stats, backend: str) -> dict:
     for s in streams:
         summ = s.stats.summary(s.src)
         lat = summ.stages.get("latency")
-        recent = s.writer._fps() if s.writer is not None else float("nan")
+        recent = s.writer.recent_fps() if s.writer is not None else float("nan")
         state = f"failed: {s.error}" if s.error is not None else ("ended" if s.done else "running")
         out["streams"][s.name] = {
             "frames": summ.frames_out, "fps": _finite(recent if recent == recent else summ.fps),

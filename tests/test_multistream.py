@@ -185,3 +185,32 @@ def test_segmenter_streams_several_sources(tiny_onnx_dynamic):
         assert sorted({g[0] for g in got}) == ["frames", "synthetic"] and len(got) == 5
         for name, frame, labels, timings in got:
             assert np.array_equal(labels, seg(frame)) and timings["batch"] in (1, 2)
+
+
+def test_a_live_view_gets_every_overlay_and_the_stats():
+    """The pipeline's side of --serve: each stream's overlays reach view.publish on its writer
+    thread, and view's stats callable returns /stats.json's content for every stream."""
+
+    class View:
+        def __init__(self):
+            self.published, self.stats, self.threads = [], None, set()
+
+        def publish(self, name, image):
+            self.published.append((name, image.shape))
+            self.threads.add(threading.current_thread().name)
+
+        def set_stats(self, fn):
+            self.stats = fn
+
+    view = View()
+    run_streams(BatchBackend(), [ramp_frames(3), ramp_frames(4, (72, 96))], view=view, log=None)
+    assert sorted(view.published) == sorted([("frames", (48, 64, 3))] * 3 + [("frames-2", (72, 96, 3))] * 4)
+    assert all(t.startswith("roadseg-writer") for t in view.threads)
+    snap = view.stats()
+    assert snap["backend"] == "fake" and snap["total"]["frames"] == 7
+    assert {n: (s["frames"], s["state"], s["drops"]) for n, s in snap["streams"].items()} == {
+        "frames": (3, "ended", 0), "frames-2": (4, "ended", 0)}  # fmt: skip
+    assert all(s["latency_p50_ms"] is not None and s["latency_p50_ms"] >= 0 for s in snap["streams"].values())
+    import json
+
+    json.dumps(snap, allow_nan=False)  # strict JSON: no NaN reaches the browser
