@@ -670,7 +670,7 @@ def run_streams(
     summaries = {}
     for s in streams:
         summaries[s.name] = s.stats.summary(
-            s.src, interrupted=interrupted and s.error is None, outputs=outputs_done[s.name], backend=bname,
+            s.src, interrupted=interrupted and s.error is None and not s.done, outputs=outputs_done[s.name], backend=bname,
             source=str(s.spec) if isinstance(s.spec, (str, int, Path)) else "",
             error=str(s.error) if s.error is not None else None,
         )  # fmt: skip

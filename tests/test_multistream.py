@@ -183,7 +183,7 @@ def test_segmenter_streams_several_sources(tiny_onnx_dynamic):
     with Segmenter(tiny_onnx_dynamic, backend="ort-cpu", threads=1) as seg:
         got = list(seg.stream(["synthetic:3", ramp_frames(2, (72, 96))]))
         assert sorted({g[0] for g in got}) == ["frames", "synthetic"] and len(got) == 5
-        for name, frame, labels, timings in got:
+        for _name, frame, labels, timings in got:
             assert np.array_equal(labels, seg(frame)) and timings["batch"] in (1, 2)
 
 
