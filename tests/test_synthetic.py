@@ -94,3 +94,31 @@ def test_make_dataset_writes_camvid_layout(tmp_path: Path):
 def test_synthetic_does_not_import_torch():
     code = "import sys, roadseg.runtime.synthetic; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_synthetic_source_draws_a_small_clip_once_and_reads_copies(monkeypatch):
+    """A clip that fits PRERENDER_BYTES is drawn when the source opens, so reading a frame costs a
+    copy (not a render); what is read equals a fresh render of the same index, and a consumer that
+    writes into a frame does not change the clip. A clip too big for the budget is drawn per frame."""
+    from roadseg.runtime import readers
+    from roadseg.runtime.sources import open_source
+
+    calls = []
+    real = SyntheticClip.__getitem__
+    monkeypatch.setattr(SyntheticClip, "__getitem__", lambda self, i: calls.append(i) or real(self, i))
+    src = open_source("synthetic:6", size=(48, 64))
+    drawn_at_open = len(calls)
+    frames = [f.image for f in src]
+    assert drawn_at_open == 6 and len(calls) == 6  # reading drew nothing more
+    fresh = SyntheticClip(6, (48, 64))
+    assert all(np.array_equal(f, real(fresh, i)[0]) for i, f in enumerate(frames))
+    reader = readers.SyntheticReader(4, (48, 64), 0, 30.0)
+    first = reader.read()[0]
+    first[:] = 0  # the consumer's copy
+    reader.i = 0
+    assert reader.read()[0].any()
+    calls.clear()
+    monkeypatch.setattr(readers, "PRERENDER_BYTES", 48 * 64 * 3 * 3)  # three frames' worth: a 6-frame loop is too big
+    big = open_source("synthetic:6", size=(48, 64))
+    assert calls == []
+    assert len(list(big)) == 6 and calls == list(range(6))
