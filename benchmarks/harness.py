@@ -34,7 +34,7 @@ class BenchConfig:
     backends: str | list[str] = "all"  # "all", "a,b", or a list of row names (see rows.ROWS)
     imgsz: tuple[int, int] | None = None  # model input size (default: the card's)
     frame_size: tuple[int, int] | None = None  # frame size the graphs take (default: the model input size)
-    batch: int = 1  # throughput batch
+    batch: tuple[int, ...] = (1,)  # throughput batch sizes (FPS at each; batch 1 is the latency runs)
     streams: tuple[int, ...] = ()  # stream counts for the multi-stream scaling rows (worker._streams)
     frames: int = 100  # timed runs per row (model-only latency) and end-to-end frames
     warmup: int = 10
@@ -57,8 +57,11 @@ class BenchConfig:
             raise UsageError(f"--frames {self.frames}: give at least 1 timed run")
         if self.warmup < 0:
             raise UsageError(f"--warmup {self.warmup}: give 0 or more warm-up runs")
-        if self.batch < 1:
-            raise UsageError(f"--batch {self.batch}: give a batch of at least 1")
+        if isinstance(self.batch, int):
+            self.batch = (self.batch,)
+        self.batch = tuple(sorted(set(self.batch)))
+        if not self.batch or self.batch[0] < 1:
+            raise UsageError(f"--batch {' '.join(map(str, self.batch))}: give batch sizes of at least 1")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads}: give at least 1 thread")
         if any(n < 1 for n in self.streams):
@@ -78,8 +81,9 @@ class RowResult:
     device: str = "cpu"
     artifact: str | None = None
     latency_ms: dict = field(default_factory=dict)
-    batch: int = 1
+    batch: int = 1  # the largest --batch: throughput_fps is measured at it
     throughput_fps: float | None = None
+    throughput_fps_by_batch: dict = field(default_factory=dict)  # str(batch) -> frames per second
     e2e_fps: float | None = None
     e2e_vs_model: float | None = None  # end-to-end FPS / model-only FPS (1000 / median)
     e2e: dict | None = None
@@ -157,7 +161,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         calib = cfg.calib or cfg.data or (cfg.source if cfg.source and framesrc._is_local_media(cfg.source) else None)
         variants = None
         if any(reasons[n] is None and rowreg.ROWS[n].kind != "torch" for n in names):
-            variants = Variants(checkpoint, cfg.imgsz, frame_size, cfg.batch,  # type: ignore[arg-type]
+            variants = Variants(checkpoint, cfg.imgsz, frame_size, max(cfg.batch),  # type: ignore[arg-type]
                                 Path(cfg.cache) if cfg.cache else _default_cache(), calib, cfg.data)  # fmt: skip
         results: list[RowResult] = []
         labels_files: dict[str, Path] = {}
@@ -167,7 +171,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         for name in bar:
             row = rowreg.ROWS[name]
             res = RowResult(name, "ok", kind=row.kind, backend=row.backend, precision=row.precision,
-                            device=_device(row, cuda_reason), batch=cfg.batch)  # fmt: skip
+                            device=_device(row, cuda_reason), batch=max(cfg.batch))  # fmt: skip
             results.append(res)
             if reasons[name] is not None:
                 res.status, res.reason = "skipped", reasons[name]
@@ -192,7 +196,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                 model, res.artifact, res.build_s = str(art.path), str(art.path), art.build_s
                 if art.cached:
                     res.notes.append("exported file reused from the cache (build time from when it was made)")
-                if cfg.batch > 1 or max(cfg.streams, default=1) > 1:
+                if max(cfg.batch) > 1 or max(cfg.streams, default=1) > 1:
                     bart = make(row.precision, dynamic=True)
                     if bart.path is None:
                         res.notes.append(f"no dynamic-batch {row.kind} for throughput or streams: {bart.error}")
@@ -209,7 +213,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                       labels_out=str(labels_file), frame_size=frame_size, imgsz=cfg.imgsz, backend=row.backend,  # type: ignore[arg-type]
                       backend_options=options, compile=row.compile, cuda=res.device == "cuda" and row.kind == "torch",
                       cuda_graph=cfg.cuda_graph,
-                      warmup=cfg.warmup, iters=cfg.frames, batch=cfg.batch, batch_model=batch_model,
+                      warmup=cfg.warmup, iters=cfg.frames, batch=list(cfg.batch), batch_model=batch_model,
                       e2e_source=e2e_source, e2e_frames=e2e_frames, work=str(work / "e2e"), threads=cfg.threads,
                       streams=list(cfg.streams))  # fmt: skip
             row_session = InProcess(job) if not cfg.isolate else Worker(job, work, cfg.row_timeout_s)
@@ -269,7 +273,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _finish(res: RowResult, row_session: InProcess | Worker, labels_file: Path, batch: int,
+def _finish(res: RowResult, row_session: InProcess | Worker, labels_file: Path, batch: tuple[int, ...],
             labels_files: dict[str, Path]) -> None:  # fmt: skip
     got = row_session.finish()
     if "error" in got:
@@ -279,17 +283,18 @@ def _finish(res: RowResult, row_session: InProcess | Worker, labels_file: Path, 
     labels_files[res.name] = labels_file
 
 
-def _fill(res: RowResult, got: dict, batch: int) -> None:
+def _fill(res: RowResult, got: dict, batch: tuple[int, ...]) -> None:
     res.latency_samples_ms = [float(v) for v in got.get("latency_samples_ms", [])]
     lat = summarize(res.latency_samples_ms)
     res.latency_ms = lat
     res.load_s = got.get("load_s")
     res.peak_rss_mb = got.get("peak_rss_mb")
     res.gpu_memory_mb = got.get("gpu_memory_mb")
-    if batch > 1:
-        res.throughput_fps = throughput_fps(batch, got["batch_samples_ms"]) if got.get("batch_samples_ms") else None
-    else:
-        res.throughput_fps = throughput_fps(1, got.get("latency_samples_ms", []))
+    batched = got.get("batch_samples_ms") or {}
+    for b in batch:  # frames per second at each batch; batch 1 is the latency runs themselves
+        samples = got.get("latency_samples_ms", []) if b == 1 else batched.get(str(b))
+        res.throughput_fps_by_batch[str(b)] = throughput_fps(b, samples) if samples else None
+    res.throughput_fps = res.throughput_fps_by_batch.get(str(max(batch)))
     e2e = got.get("e2e")
     if e2e:
         res.e2e = e2e

@@ -23,7 +23,7 @@ FILES = ("results.json", "results.csv", "results.md", "results.png")
 CSV_COLUMNS = [
     "name", "status", "reason", "kind", "backend", "precision", "device", "artifact",
     "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
-    "latency_min_ms", "latency_max_ms", "latency_n", "batch", "throughput_fps", "e2e_fps", "e2e_vs_model",
+    "latency_min_ms", "latency_max_ms", "latency_n", "batch", "throughput_fps", "throughput_fps_by_batch", "e2e_fps", "e2e_vs_model",
     *[f"e2e_{s}_median_ms" for s in PIPELINE_STAGES], "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
     "agreement", "miou", "speedup", "graph", "notes",
 ]  # fmt: skip
@@ -45,6 +45,7 @@ def flat(row: dict) -> dict:
     for s in PIPELINE_STAGES:
         out[f"e2e_{s}_median_ms"] = stages.get(s)
     out["notes"] = "; ".join(row.get("notes") or [])
+    out["throughput_fps_by_batch"] = " ".join(f"{b}:{_num(v, 1)}" for b, v in (row.get("throughput_fps_by_batch") or {}).items())
     return {k: out.get(k) for k in CSV_COLUMNS}
 
 
@@ -60,7 +61,8 @@ def to_csv(doc: dict) -> str:
 def to_markdown(doc: dict) -> str:
     env, cfg, fr, model = doc["environment"], doc["config"], doc["frames"], doc["model"]
     labelled = fr.get("labelled")
-    batch = cfg.get("batch", 1)
+    given = cfg.get("batch", 1)
+    batches = [int(b) for b in (given if isinstance(given, (list, tuple)) else [given])]
     gpu = (f"{env['gpu']} (driver {env.get('driver')}, CUDA {env.get('cuda')}"
            + (f", cuDNN {env['cudnn']}" if env.get("cudnn") else "") + ")") if env.get("gpu") else "no GPU"  # fmt: skip
     versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "onnxruntime", "tensorrt", "roadseg") if env.get(k))
@@ -80,9 +82,9 @@ def to_markdown(doc: dict) -> str:
         + (f"in {cfg['rounds']} rounds interleaved across the rows " if cfg.get("rounds", 1) > 1 else "")
         + f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}.",
         "",
-        f"| Row | Median ms | p90 ms | p99 ms | Std ms | Speed-up | FPS (batch {batch}) | End-to-end FPS | E2E / model "
-        f"| Agreement % | mIoU % | Peak RSS MB | GPU MB | Build s | Load s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Row | Median ms | p90 ms | p99 ms | Std ms | Speed-up | " + " | ".join(f"FPS (batch {b})" for b in batches)
+        + " | End-to-end FPS | E2E / model | Agreement % | mIoU % | Peak RSS MB | GPU MB | Build s | Load s |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(batches) + "---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["rows"]:
         if r["status"] != "ok":
@@ -90,7 +92,8 @@ def to_markdown(doc: dict) -> str:
         lat = r.get("latency_ms") or {}
         lines.append(
             f"| {r['name']} | {_num(lat.get('median'))} | {_num(lat.get('p90'))} | {_num(lat.get('p99'))} "
-            f"| {_num(lat.get('std'))} | {_num(r.get('speedup'), 2, suffix='x')} | {_num(r.get('throughput_fps'), 1)} "
+            f"| {_num(lat.get('std'))} | {_num(r.get('speedup'), 2, suffix='x')} | "
+            + " | ".join(_num((r.get("throughput_fps_by_batch") or {}).get(str(b)), 1) for b in batches) + " "
             f"| {_num(r.get('e2e_fps'), 1)} | {_num(r.get('e2e_vs_model'), 2)} | {_num(r.get('agreement'), 2, 100)} "
             f"| {_num(r.get('miou'), 2, 100) if labelled else '-'} | {_num(r.get('peak_rss_mb'), 0)} "
             f"| {_num(r.get('gpu_memory_mb'), 0)} | {_num(r.get('build_s'), 1)} | {_num(r.get('load_s'), 2)} |"

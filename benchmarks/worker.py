@@ -58,7 +58,7 @@ class Job:
     cuda_graph: bool = True  # GPU rows: replay CUDA graphs (torch-fp16, torch-compile's reduce-overhead, ort-cuda)
     warmup: int = 10
     iters: int = 100
-    batch: int = 1
+    batch: list[int] = field(default_factory=lambda: [1])  # throughput batch sizes
     batch_model: str | None = None  # dynamic-batch .onnx/.engine for throughput (batch > 1) and streams (> 1)
     streams: list[int] = field(default_factory=list)  # stream counts to run through the multi-stream pipeline
     e2e_source: str | None = None  # None: no end-to-end run
@@ -343,7 +343,7 @@ class RowSession:
         try:
             out["latency_samples_ms"] = self.samples
             out["batch"] = job.batch
-            if job.batch > 1:
+            if max(job.batch) > 1:
                 out["batch_samples_ms"] = _batched(job, self.runner, self.frames)
             if job.e2e_source:
                 out["e2e"] = _e2e(job, self.runner)
@@ -371,18 +371,22 @@ def error_line(e: BaseException) -> str:
     return str(e) if isinstance(e, RoadsegError) else f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _batched(job: Job, runner: Any, frames: np.ndarray) -> list[float]:
-    """Milliseconds per batch of --batch frames (a dynamic-batch model for exported rows)."""
-    batch = np.ascontiguousarray(np.stack([frames[i % min(len(frames), TIMING_FRAMES)] for i in range(job.batch)]))
+def _batched(job: Job, runner: Any, frames: np.ndarray) -> dict[str, list[float]]:
+    """Milliseconds per batch at each --batch above 1 (one dynamic-batch model for exported rows),
+    as many calls as make about --frames frames (at least 3)."""
     other = None
     if job.kind != "torch":
         if not job.batch_model:
             raise RuntimeError("no dynamic-batch model to measure throughput with")
         other = runner = open_runner(job, job.batch_model)
     try:
-        for _ in range(max(2, min(job.warmup, 5))):
-            runner.infer(batch)
-        return time_calls(runner.infer, [batch], max(3, math.ceil(job.iters / job.batch)))
+        out = {}
+        for size in (b for b in job.batch if b > 1):
+            batch = np.ascontiguousarray(np.stack([frames[i % min(len(frames), TIMING_FRAMES)] for i in range(size)]))
+            for _ in range(max(2, min(job.warmup, 5))):
+                runner.infer(batch)
+            out[str(size)] = time_calls(runner.infer, [batch], max(3, math.ceil(job.iters / size)))
+        return out
     finally:
         if other is not None:
             other.close()

@@ -427,7 +427,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--backends", default="all", metavar="LIST", help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32 (default all)")
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
     p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
-    p.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for the throughput column (default 1)")
+    p.add_argument("--batch", type=_positive, nargs="+", default=[1], metavar="N",
+                   help="batch sizes for the throughput columns, frames per second at each, e.g. --batch 1 8 32 (default 1)")  # fmt: skip
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
     p.add_argument("--streams", type=_positive, nargs="+", metavar="N",
                    help="multi-stream scaling: total and per-stream FPS of N streams batched through each row "
@@ -465,7 +466,7 @@ def _cmd_bench(a) -> int:
 
     cfg = BenchConfig(
         model=a.model, backends=a.backends, imgsz=tuple(a.imgsz) if a.imgsz else None,
-        frame_size=tuple(a.frame_size) if a.frame_size else None, batch=a.batch, frames=a.frames, warmup=a.warmup, rounds=a.rounds,
+        frame_size=tuple(a.frame_size) if a.frame_size else None, batch=tuple(a.batch), frames=a.frames, warmup=a.warmup, rounds=a.rounds,
         source=a.source, data=a.data, calib=a.calib, report=a.report, threads=a.threads, progress=not a.quiet,
         cuda_graph=a.cuda_graph, streams=stream_counts(a.streams),
     )  # fmt: skip

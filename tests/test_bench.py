@@ -38,7 +38,7 @@ ENV_KEYS = {
 ROW_KEYS = {
     "name", "status", "reason", "kind", "backend", "precision", "device", "artifact", "latency_ms", "batch",
     "throughput_fps", "e2e_fps", "e2e_vs_model", "e2e", "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
-    "agreement", "miou", "speedup", "graph", "notes", "latency_samples_ms", "streams",
+    "agreement", "miou", "speedup", "graph", "notes", "latency_samples_ms", "streams", "throughput_fps_by_batch",
 }  # fmt: skip
 LATENCY_KEYS = {"n", "median", "p90", "p99", "mean", "std", "min", "max"}
 
@@ -159,7 +159,7 @@ def bench(tiny_checkpoint, tmp_path_factory):
     cfg = BenchConfig(
         model=str(tiny_checkpoint), backends=",".join(TWO_ROWS + missing), frame_size=(72, 96), frames=FRAMES,
         warmup=WARMUP, data=str(data), report=str(root / "report"), threads=1, cache=str(root / "cache"),
-        progress=False, rounds=2, streams=(1, 2),
+        progress=False, rounds=2, streams=(1, 2), batch=(1, 3),
     )  # fmt: skip
     doc = run_bench(cfg)
     return doc, root / "report", missing
@@ -205,7 +205,9 @@ def test_measured_rows(bench):
         assert set(lat) == LATENCY_KEYS and lat["n"] == FRAMES == len(r["latency_samples_ms"])
         assert lat == pytest.approx(summarize(r["latency_samples_ms"]))
         assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-        assert r["throughput_fps"] == pytest.approx(1000.0 / lat["mean"])  # batch 1
+        by_batch = r["throughput_fps_by_batch"]
+        assert by_batch["1"] == pytest.approx(1000.0 / lat["mean"])  # batch 1: the latency runs
+        assert by_batch["3"] > 0 and r["throughput_fps"] == by_batch["3"] and r["batch"] == 3  # frames/s, not batches
         assert r["speedup"] == pytest.approx(by["torch"]["latency_ms"]["median"] / lat["median"])
         assert r["peak_rss_mb"] > 0 and r["load_s"] > 0
         # torch rows run on CUDA where torch sees a GPU (the bench's GPU behaviour), else on the CPU
@@ -252,6 +254,8 @@ def test_csv_and_markdown(bench):
     assert f"CPU reference: {doc['environment']['cpu_reference_ms']:.2f} ms" in md
     table = [ln for ln in md.splitlines() if ln.startswith("| torch |") or ln.startswith("| ort-cpu-fp32 |")]
     assert len(table) == 6  # latency, end-to-end and streams tables
+    assert "| FPS (batch 1) | FPS (batch 3) |" in md
+    assert torch_line["throughput_fps_by_batch"].startswith("1:") and " 3:" in torch_line["throughput_fps_by_batch"]
     assert all(ln.count("|") == table[0].count("|") for ln in table[:2])
 
 
@@ -398,7 +402,7 @@ def test_cli_bench(tiny_checkpoint, tmp_path, capsys):
         "torch,ort-cpu-int8",
         [64, 96],
         [72, 96],
-        4,
+        [4],
         3,
         0,
     )
