@@ -77,8 +77,11 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=_nonnegative, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--val-every", type=_positive, default=1, help="validate every N epochs (default 1)")
-    p.add_argument("--train-split", default="train", help="training split name (default train)")
-    p.add_argument("--val-split", default="val", help="validation split name, or none (default val)")
+    p.add_argument("--train-split", default="train", help="training split: a name, names joined with + (train+val), "
+                   "and drives kept or dropped: train+val[^0006R0] (default train)")  # fmt: skip
+    p.add_argument("--val-split", default="val", help="validation split (same forms), or none (default val)")
+    p.add_argument("--holdout-drive", metavar="SEQ", help="validate on drive SEQ's frames of the train and val splits "
+                   "and train on every other frame (CamVid: 0001TP, 0006R0 or 0016E5)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--no-amp", action="store_true", help="train in FP32 (default: mixed precision on CUDA, and bfloat16 on CPUs with native bf16)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
@@ -108,7 +111,7 @@ def _cmd_train(a) -> int:
         crop=tuple(a.crop), imgsz=tuple(a.imgsz) if a.imgsz else None, scale=tuple(a.scale),
         optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
         class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, lovasz=a.lovasz, seed=a.seed,
-        workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split,
+        workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split, holdout_drive=a.holdout_drive,
         device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, overwrite=a.overwrite, stop_after=a.stop_after, model_kwargs=kwargs,
         init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes,
         progress=not a.quiet,
@@ -123,7 +126,8 @@ def _add_eval(sub) -> None:
     p.add_argument("model", help="checkpoint path or bundled name (default)")
     p.add_argument("--data", required=True, help="dataset root folder")
     p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset layout (default camvid)")
-    p.add_argument("--split", default="val", help="split (default val)")
+    p.add_argument("--split", default="val", help="split: a name, names joined with + and drives kept or dropped, "
+                   "e.g. train+val[0006R0] (default val)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted)")
     p.add_argument("--confusion", metavar="DIR", help="write confusion.csv and confusion.png to DIR")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")

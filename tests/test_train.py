@@ -649,3 +649,46 @@ def test_ddp_two_processes_gloo(synth, tmp_path):
     assert ck["train_state"]["step"] == 6
     assert r.stdout.count("epoch 1 ") == 1  # only rank 0 logs
 
+
+
+def _drives_dataset(root: Path) -> Path:
+    """A CamVid-layout folder whose frames are named after three drives, as CamVid's are."""
+    for split, names in {"train": ["0001TP_000010", "0001TP_000040", "0006R0_f00930", "0016E5_00390"],
+                         "val": ["0016E5_07959", "0016E5_07961"]}.items():  # fmt: skip
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        lines = []
+        for i, name in enumerate(names):
+            frame, mask = make_scene(i, SIZE)
+            cv2.imwrite(str(root / split / f"{name}.png"), frame)
+            cv2.imwrite(str(root / f"{split}annot" / f"{name}.png"), mask)
+            lines.append(f"{split}/{name}.png {split}annot/{name}.png")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_splits_join_and_select_drives(tmp_path):
+    root = _drives_dataset(tmp_path / "camvid")
+
+    def stems(split):
+        return [s.image.stem for s in load_dataset(root, "camvid", split).samples]
+
+    assert stems("train+val") == stems("train") + stems("val") and len(stems("train+val+train")) == 6  # no repeats
+    assert stems("train+val[0016E5]") == ["0016E5_00390", "0016E5_07959", "0016E5_07961"]
+    assert stems("train+val[^0016E5]") == ["0001TP_000010", "0001TP_000040", "0006R0_f00930"]
+    assert stems("train[0001TP,0006R0]") == stems("train+val[^0016E5]")
+    with pytest.raises(RoadsegError, match=r"no frames of drive Seq05VD in train\+val; its drives are 0001TP, 0006R0, 0016E5"):
+        load_dataset(root, "camvid", "train+val[Seq05VD]")
+    with pytest.raises(RoadsegError, match="leaves no frames"):
+        load_dataset(root, "camvid", "val[^0016E5]")
+
+
+def test_holdout_drive_trains_on_the_other_drives_and_records_the_split(tmp_path):
+    root = _drives_dataset(tmp_path / "camvid")
+    best = train(TrainConfig(model="fcn", data=str(root), out=str(tmp_path / "run"), epochs=1, batch=2, crop=(96, 128),
+                             holdout_drive="0006R0", progress=False, seed=1))  # fmt: skip
+    config = load_raw(Path(best).parent / "last.pt")["train_state"]["config"]  # what --resume compares
+    assert config["train_split"] == "train+val[^0006R0]" and config["val_split"] == "train+val[0006R0]"
+    with pytest.raises(UsageError, match="--holdout-drive validates on the held-out drive"):
+        train(TrainConfig(model="fcn", data=str(root), out=str(tmp_path / "x"), epochs=1, batch=2, crop=(96, 128),
+                          holdout_drive="0006R0", val_split="none", progress=False))  # fmt: skip

@@ -21,7 +21,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,7 @@ class TrainConfig:
     val_every: int = 1
     train_split: str = "train"
     val_split: str = "val"  # "none" trains without validation
+    holdout_drive: str | None = None  # validate on this drive of train+val, train on the others (layouts.py)
     device: str = "auto"
     amp: bool = True  # mixed precision: fp16 on CUDA, bfloat16 on CPUs with native bf16 (see _amp_dtype)
     skip_bad: bool = False
@@ -242,6 +243,12 @@ def train(cfg: TrainConfig) -> Path:
         _check_out(out, cfg)
     _seed_all(cfg.seed)
 
+    if cfg.holdout_drive:  # the splits the checkpoint records are the ones used
+        if cfg.val_split == "none":
+            raise UsageError("--holdout-drive validates on the held-out drive; drop --val-split none")
+        pool = f"{cfg.train_split}+{cfg.val_split}"
+        cfg = replace(cfg, train_split=f"{pool}[^{cfg.holdout_drive}]", val_split=f"{pool}[{cfg.holdout_drive}]",
+                      holdout_drive=None)  # fmt: skip
     train_ds = load_dataset(cfg.data, cfg.dataset, cfg.train_split, skip_bad=cfg.skip_bad, cache=True)
     pasted = _paste_classes(cfg.paste_classes, train_ds) if cfg.paste > 0 else ()
     if cfg.paste > 0 and (not pasted or len(train_ds) < 2):

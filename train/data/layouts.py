@@ -5,11 +5,18 @@
 - cityscapes: `leftImg8bit/<split>/<city>/*_leftImg8bit.png` + `gtFine/<split>/<city>/*_gtFine_labelTrainIds.png`.
 - folder: `<root>/<split>/images/*` + `<root>/<split>/masks/<stem>.png` + `<root>/classes.txt`
   (one class per line: `name` or `name R G B`), optional `ignore: N` line (default 255).
+
+A split may join several (`train+val`) and keep or drop drives: `train+val[0006R0]` is the frames
+of drive 0006R0 in train and val, `train+val[^0006R0]` all the others. A frame's drive is its
+file name up to the first `_` (CamVid's sequence, 0001TP_006690.png; a Cityscapes city). CamVid's
+val frames all come from a drive that is also in train, so selecting models on val flatters them;
+a drive held out of training is the honest check (`roadseg train --holdout-drive`).
 """
 
 from __future__ import annotations
 
 import colorsys
+import re
 from pathlib import Path
 
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
@@ -104,12 +111,42 @@ def folder_samples(root: Path, split: str) -> tuple[DatasetInfo, list[Sample]]:
 LAYOUTS = {"camvid": camvid_samples, "cityscapes": cityscapes_samples, "folder": folder_samples}
 
 
+def drive_of(sample: Sample) -> str:
+    """The drive (sequence) a frame comes from: its file name up to the first `_`."""
+    return sample.image.stem.split("_")[0]
+
+
+def _split_samples(root: Path, layout: str, split: str) -> tuple[DatasetInfo, list[Sample]]:
+    """`a+b[DRIVES]` / `a+b[^DRIVES]` -> the samples of the joined splits, kept or dropped by drive."""
+    m = re.fullmatch(r"([^\[\]]+?)(?:\[(\^?)([^\[\]]+)\])?", split.strip())
+    if m is None:
+        raise RoadsegError(f"split '{split}': write NAME, NAME+NAME, or NAME[DRIVE,...] / NAME[^DRIVE,...]")
+    info, samples, seen = None, [], set()
+    for name in m.group(1).split("+"):
+        info, got = LAYOUTS[layout](root, name.strip())
+        samples += [x for x in got if x.image not in seen and not seen.add(x.image)]  # type: ignore[func-returns-value]
+    assert info is not None
+    if m.group(3):
+        drives = {d.strip() for d in m.group(3).split(",") if d.strip()}
+        found = sorted({drive_of(x) for x in samples})
+        unknown = sorted(drives - set(found))
+        if unknown:
+            raise RoadsegError(f"split '{split}': no frames of drive {', '.join(unknown)} in {m.group(1)}; "
+                               f"its drives are {', '.join(found)}")  # fmt: skip
+        keep = m.group(2) != "^"
+        samples = [x for x in samples if (drive_of(x) in drives) == keep]
+        if not samples:
+            raise RoadsegError(f"split '{split}': leaves no frames (its drives are {', '.join(found)})")
+    return info, samples
+
+
 def load_dataset(root: str | Path, layout: str, split: str, **kwargs) -> SegDataset:
-    """Open `split` of the dataset at `root` in the given layout (camvid, cityscapes, folder)."""
+    """Open `split` of the dataset at `root` in the given layout (camvid, cityscapes, folder); the
+    split may join several and select drives (see the module's docstring)."""
     root = Path(root).expanduser()
     if layout not in LAYOUTS:
         raise RoadsegError(f"unknown dataset layout '{layout}'; choose one of {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise RoadsegError(f"{root}: dataset folder not found; pass the dataset root with --data")
-    info, samples = LAYOUTS[layout](root, split)
+    info, samples = _split_samples(root, layout, split)
     return SegDataset(info, samples, split, root, **kwargs)
