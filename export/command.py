@@ -231,10 +231,11 @@ def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: Expo
         if spec.raw:
             calib = list(_raw_inputs(np.stack(calib), card))
         acts = int8_activations(opts)
-        print(f"calibrating INT8 ({opts.calib_method}, {acts} activations) on {len(calib)} frames of {opts.calib}")
-        model = to_int8(fp32, calib, opts.calib_method, opts.progress, acts)
+        rr = ", 7-bit weights" if opts.int8_reduce_range else ""
+        print(f"calibrating INT8 ({opts.calib_method}, {acts} activations{rr}) on {len(calib)} frames of {opts.calib}")
+        model = to_int8(fp32, calib, opts.calib_method, opts.progress, acts, opts.int8_reduce_range)
         report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method,
-                                 "activations": acts}  # fmt: skip
+                                 "activations": acts, "reduce_range": opts.int8_reduce_range}  # fmt: skip
         if acts == "u8":  # ONNX Runtime's CPU form: fit it to MLAS's kernels (the gate below checks it)
             from .ort_cpu import tune
 

@@ -25,6 +25,7 @@ class ExportOptions:
     calib_count: int = 100
     calib_method: str = "minmax"
     int8_activations: str = "auto"  # u8 (ONNX Runtime CPU), s8 (TensorRT); auto: s8 for engines
+    int8_reduce_range: bool = False  # 7-bit weights: exact on x86 CPUs without VNNI (precision.to_int8)
     imgsz: tuple[int, int] | None = None
     frame_size: tuple[int, int] | None = None
     dynamic: bool = False

@@ -27,11 +27,14 @@ None, leaving the graph alone, on anything else.
 - nhwc: the logits' final upsampling and ArgMax run channels-last (a Transpose of the small
   low-resolution logits first): ONNX Runtime's bilinear Resize and ArgMax are faster over NHWC.
 
-"Exact" holds on CPUs with VNNI (this one: AVX512-VNNI). On AVX2 without VNNI, ONNX Runtime's
+"Exact" holds on CPUs with VNNI (AVX512-VNNI, AVX-VNNI). On AVX2 without VNNI, ONNX Runtime's
 u8 x s8 kernels add pairs of products in 16 bits with saturation (VPMADDUBSW; its quantisation
 docs suggest reduce_range or U8U8 where that costs accuracy), so a different pairing (stem's and
 channels' reordered and zero inputs) can round differently where a pair saturates, as can the u8
-graph itself against FP32. The accuracy gate measures the graph on the CPU that exports it.
+graph itself against FP32. A reduce-range graph (`--int8-reduce-range`: weights in [-64, 64], so
+a pair sums to at most 2 x 255 x 64 = 32640) never saturates, and is exact on every x86 CPU;
+pixels keeps that range when it quantises again. The accuracy gate measures the graph on the CPU
+that exports it.
 What each rewrite saved on the default model is in docs/EXPORT.md.
 """
 
@@ -49,6 +52,7 @@ from .onnx_export import set_props
 from .precision import toposort
 
 PAD_MULTIPLE, PAD_MIN_CHANNELS = 4, 8
+REDUCED_QMAX = 64  # onnxruntime's reduce_range for symmetric int8 weights: [-64, 64]
 
 
 class _Graph:
@@ -124,12 +128,16 @@ class _Graph:
 def _requantize_conv(gr: _Graph, conv: onnx.NodeProto, wdq: onnx.NodeProto, w: np.ndarray, bias: np.ndarray,
                      x_scale: float) -> None:  # fmt: skip
     """Writes float weights `w` (per-channel symmetric int8) and `bias` (int32 at x_scale * w_scale).
-    A channel's scale is raised where its bias would not fit int32 (a dead channel: zero weights,
-    non-zero bias), so the bias never wraps around."""
+    The weights keep the range the graph's were quantised to: 127, or 64 for a reduce-range graph
+    (7-bit weights, whose pair sums never saturate on CPUs without VNNI). A channel's scale is
+    raised where its bias would not fit int32 (a dead channel: zero weights, non-zero bias), so the
+    bias never wraps around."""
+    old = gr.const(wdq.input[0])
+    qmax = REDUCED_QMAX if old is not None and np.abs(old.astype(np.int32)).max() <= REDUCED_QMAX else 127
     absmax = np.abs(w).reshape(len(w), -1).max(1)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0)
+    scale = np.where(absmax > 0, absmax / qmax, 1.0)
     scale = np.maximum(scale, np.abs(bias) / (x_scale * (2**31 - 1) / 2))  # half the int32 range: rounding margin
-    q = np.clip(np.round(w / scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+    q = np.clip(np.round(w / scale.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(np.int8)
     name = conv.name.strip("/").replace("/", "_")
     wdq.input[0] = gr.set_const(f"{name}_pixels_weight_q", q)
     wdq.input[1] = gr.set_const(f"{name}_pixels_weight_scale", scale.astype(np.float32))

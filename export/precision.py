@@ -173,9 +173,11 @@ def int8_activation_type(model: onnx.ModelProto) -> str | None:
 
 
 def to_int8(model: onnx.ModelProto, frames: Sequence[np.ndarray], method: str = "minmax", progress: bool = True,
-            activations: str = "u8") -> onnx.ModelProto:  # fmt: skip
+            activations: str = "u8", reduce_range: bool = False) -> onnx.ModelProto:  # fmt: skip
     """Static PTQ with explicit Q/DQ. `frames`: uint8 [H,W,3] BGR calibration frames at the graph's size;
-    `activations`: "u8" (asymmetric uint8, fast on ONNX Runtime CPU) or "s8" (symmetric int8, TensorRT)."""
+    `activations`: "u8" (asymmetric uint8, fast on ONNX Runtime CPU) or "s8" (symmetric int8, TensorRT).
+    `reduce_range`: 7-bit weights ([-64, 64]), so ONNX Runtime's u8 x s8 kernels never saturate on
+    x86 CPUs without VNNI: the same labels on every CPU, for a little accuracy (the gate says how much)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -202,7 +204,7 @@ def to_int8(model: onnx.ModelProto, frames: Sequence[np.ndarray], method: str = 
             quantize_static(
                 str(pre), str(dst), _FrameReader(input_name, frames, progress), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=calib, nodes_to_exclude=exclude,
+                weight_type=QuantType.QInt8, calibrate_method=calib, nodes_to_exclude=exclude, reduce_range=reduce_range,
                 # no CalibMaxIntermediateOutputs: in onnxruntime 1.32 the MinMax calibrater clears each
                 # full buffer without reducing it (only the last partial buffer counts), and the
                 # histogram calibraters ignore it. MinMax keeps only per-tensor min/max anyway.

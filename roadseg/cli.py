@@ -192,6 +192,8 @@ def _add_export(sub) -> None:
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax", help="INT8 calibration method (default minmax)")
     p.add_argument("--int8-activations", choices=["auto", "u8", "s8"], default="auto",
                    help="INT8 activations: u8 (asymmetric, ONNX Runtime's fast CPU path), s8 (symmetric, what TensorRT takes); auto: s8 for engines, else u8")
+    p.add_argument("--int8-reduce-range", action="store_true",
+                   help="INT8 weights in 7 bits: the same labels on x86 CPUs without VNNI, where ONNX Runtime's 8-bit kernels can saturate")  # fmt: skip
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="fixed frame size the graph takes (default: the model input size)")
@@ -220,7 +222,7 @@ def _cmd_export(a) -> int:
 
     opts = ExportOptions(
         model=a.model, to=a.to, precision=a.precision, calib=a.calib, calib_count=a.calib_count,
-        calib_method=a.calib_method, int8_activations=a.int8_activations, imgsz=tuple(a.imgsz) if a.imgsz else None,
+        calib_method=a.calib_method, int8_activations=a.int8_activations, int8_reduce_range=a.int8_reduce_range, imgsz=tuple(a.imgsz) if a.imgsz else None,
         frame_size=tuple(a.frame_size) if a.frame_size else None, dynamic=a.dynamic, batch=a.batch, raw=a.raw,
         verify=a.verify, max_drop=a.max_drop, output=a.output, progress=not a.quiet, workspace_gb=a.workspace,
         timing_cache=a.timing_cache, version_compatible=a.version_compatible, hardware_compatible=a.hardware_compatible,
