@@ -538,12 +538,27 @@ def _log_to_stderr(command: str, verbose: bool):
     return logger, handler, old
 
 
+TORCH_COMMANDS = ("train", "eval", "export", "models", "bench")  # the rest (run, demo) is the torch-free runtime
+
+
+def _need_torch(command: str) -> None:
+    """One line, not an ImportError's traceback, where PyTorch (the `train` extra) is missing."""
+    try:
+        import torch  # noqa: F401
+    except (ImportError, OSError) as e:
+        why = "" if isinstance(e, ModuleNotFoundError) else f" (it failed to import: {str(e).splitlines()[0]})"
+        raise RoadsegError(f"roadseg {command} needs PyTorch{why}: pip install \"roadseg[train]\" "
+                           "(the base install is the runtime: run, demo)") from None  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logger, handler, level = _log_to_stderr(args.command, bool(getattr(args, "verbose", False)))
     try:
         _check_urls(args)
+        if args.command in TORCH_COMMANDS:
+            _need_torch(args.command)
         return int(args.func(args) or 0)
     except RoadsegError as e:
         sys.stderr.write(f"roadseg {args.command}: error: {e}\n")

@@ -1,12 +1,12 @@
-"""`default`: the bundled model, exported to ONNX on first use and reused.
+"""`default`: the bundled model, as the ready ONNX variant for the backend that runs it.
 
-The bundled checkpoint (train/weights/, see roadseg.train.checkpoint.BUNDLED) is exported once into
-the cache folder as a dynamic-size frames->labels graph, so any camera resolution works. The cache
-key is the sha256 of the checkpoint file plus the roadseg version: a new checkpoint or a new
-release exports again; everything else reuses the file.
-
-Only the export step imports torch (through roadseg.export, imported lazily inside
-`default_onnx`); a cache hit finds, hashes and returns the file without importing torch.
+The package ships gated variants of the bundled checkpoint in runtime/models/ (made by
+`python -m roadseg.train.variants`; its docstring says why these two): an INT8 for ONNX Runtime's
+CPU, exact on every x86 CPU, and an FP16 for GPUs, both taking any batch and frame size. So
+`roadseg run default` needs no PyTorch. Where a variant is missing (a source checkout without
+them), the checkpoint (train/weights/, see roadseg.train.checkpoint.BUNDLED) is exported once into
+the cache folder as a dynamic-size FP32 graph, keyed by the sha256 of the checkpoint file plus the
+roadseg version; only that step imports torch (through roadseg.export, lazily inside `default_onnx`).
 Cache folder: $ROADSEG_CACHE, else $XDG_CACHE_HOME/roadseg, else ~/.cache/roadseg.
 """
 
@@ -26,6 +26,26 @@ from .hashing import sha256_file
 # here without importing roadseg.train, which imports torch
 BUNDLED_NAMES = ("default", "ddrnet23s_camvid")
 DEFAULT_CHECKPOINT = "ddrnet23s_camvid.pt"
+VARIANT_FILES = {"int8": "ddrnet23s_camvid_int8.onnx", "fp16": "ddrnet23s_camvid_fp16.onnx"}
+BACKEND_VARIANT = {"ort-cpu": "int8", "ort-cuda": "fp16", "ort-trt": "fp16", "trt": "fp16"}  # the fastest accepted
+GATE_KEY = "roadseg_gate"  # metadata: the variant's accuracy gate against FP32, as JSON
+
+
+def variants_dir() -> Path:
+    """runtime/models/ of this install (found without importing anything heavy)."""
+    return Path(__file__).resolve().parent / "models"
+
+
+def is_bundled(model: str | os.PathLike) -> bool:
+    """`default` or the bundled model's own name, unless a file of that name is in the current folder."""
+    return str(model) in BUNDLED_NAMES and not Path(model).exists()
+
+
+def shipped_variant(backend: str) -> Path | None:
+    """The packaged variant of the bundled model for `backend` (ort-cpu: INT8; GPUs: FP16), or None."""
+    name = BACKEND_VARIANT.get(backend)
+    path = variants_dir() / VARIANT_FILES[name] if name else None
+    return path if path is not None and path.is_file() else None
 
 
 def cache_dir() -> Path:
@@ -83,6 +103,9 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
     from roadseg.runtime.atomic import check_writable
 
     check_writable(target, fix="set ROADSEG_CACHE to a writable folder")  # the user named no output path
+    if importlib.util.find_spec("torch") is None:
+        raise RoadsegError(f"{variants_dir()}: the default model's ready ONNX variants are missing from this install, and "
+                           "exporting it needs PyTorch: reinstall roadseg, or pip install \"roadseg[train]\"")  # fmt: skip
     print(f"roadseg: exporting the default model to ONNX once (cached at {target})", file=sys.stderr)
     from roadseg.export.command import ExportOptions, export  # imports torch: only on a cache miss
 
@@ -91,9 +114,10 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
     return Path(out)
 
 
-def resolve_model(model: str | os.PathLike) -> Path:
-    """`default` (or its own name) -> the cached default ONNX (exported on first use); anything
-    else -> its path. A file of that name in the current folder wins."""
-    if str(model) in BUNDLED_NAMES and not Path(model).exists():
-        return default_onnx()
+def resolve_model(model: str | os.PathLike, backend: str = "ort-cpu") -> Path:
+    """`default` (or its own name) -> the shipped variant for `backend`, else the cached FP32 export
+    (made on first use, with PyTorch); anything else -> its path. A file of that name in the
+    current folder wins."""
+    if is_bundled(model):
+        return shipped_variant(backend) or default_onnx()
     return Path(model)

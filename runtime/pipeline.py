@@ -85,6 +85,15 @@ def _backend_name(backend: Any) -> str:
     return getattr(backend, "name", type(backend).__name__)
 
 
+def model_label(backend: Any) -> str:
+    """The model file and its precision (`ddrnet23s_camvid_int8.onnx, INT8`), so a summary says
+    which variant ran on which backend; "" for a backend without a file."""
+    path, card = getattr(backend, "path", None), getattr(backend, "card", None)
+    if not isinstance(path, (str, os.PathLike)) or card is None:
+        return ""
+    return f"{Path(path).name}, {str(getattr(card, 'precision', '')).upper()}".rstrip(", ")
+
+
 def infer_frames(backend: Any, images: Sequence[np.ndarray], size: tuple[int, int] | None) -> list[np.ndarray]:
     """Frames of any sizes -> their labels at their own sizes, in as few `backend.infer` calls as
     their sizes allow: a fixed-size graph (`size`) gets every frame resized to it first (bilinear;
@@ -534,7 +543,7 @@ def run_streams(
     calls: collections.Counter = collections.Counter()
     streams = [_Stream(n, spec, total) for n, spec in zip(names, specs)]
     several = len(streams) > 1
-    bname = getattr(backend, "name", "")
+    bname, mlabel = getattr(backend, "name", ""), model_label(backend)
     note = ""
     interrupted = False
     error: BaseException | None = None
@@ -671,10 +680,11 @@ def run_streams(
     for s in streams:
         summaries[s.name] = s.stats.summary(
             s.src, interrupted=interrupted and s.error is None and not s.done, outputs=outputs_done[s.name], backend=bname,
+            model=mlabel,
             source=str(s.spec) if isinstance(s.spec, (str, int, Path)) else "",
             error=str(s.error) if s.error is not None else None,
         )  # fmt: skip
-    total_summary = total.summary(interrupted=interrupted, backend=bname, source=f"{len(streams)} streams",
+    total_summary = total.summary(interrupted=interrupted, backend=bname, model=mlabel, source=f"{len(streams)} streams",
                                   error=str(error) if error is not None else None)  # fmt: skip
     for key in ("frames_in", "dropped", "skipped", "converted", "reconnects"):
         setattr(total_summary, key, sum(getattr(v, key) for v in summaries.values()))

@@ -20,7 +20,8 @@ from .errors import RoadsegError
 from .images import read_image
 
 SYNTHETIC_LOOP = 1800  # one minute at 30 FPS
-PRERENDER_BYTES = 384 << 20  # a synthetic clip this small is drawn once, at open (SyntheticReader)
+PRERENDER_BYTES = 384 << 20  # a synthetic clip this small (and this short) is drawn once, at open (SyntheticReader)
+PRERENDER_FRAMES = 600  # ~6 s of drawing at 480x360 before the first frame: longer loops are drawn as they play
 
 
 class Reader:
@@ -128,10 +129,11 @@ class SyntheticReader(Reader):
 
     Drawing a frame costs 6-13 ms, several times the decode of a video frame of the same size, which
     made the synthetic source, not the model, the bottleneck of end-to-end measurements. So a clip
-    whose loop fits in PRERENDER_BYTES is drawn once, when the source opens (before any pipeline
-    clock starts), and each read is a copy (the consumer may write into it): 120 frames at 480x360
-    are 62 MB, 100 frames at 1280x720 276 MB. A longer loop (a soak's 1,800 frames at 480x360 are
-    933 MB) is drawn frame by frame as before, so memory stays flat however long the run."""
+    whose loop fits in PRERENDER_FRAMES and PRERENDER_BYTES is drawn once, when the source opens
+    (before any pipeline clock starts), and each read is a copy (the consumer may write into it):
+    120 frames at 480x360 are 62 MB, 100 frames at 1280x720 276 MB. A longer loop (a soak's 1,800
+    frames; at 480x360 933 MB) is drawn frame by frame as before, so opening stays quick and memory
+    flat however long the run."""
 
     def __init__(self, num_frames: int, size: tuple[int, int], seed: int, fps: float):
         from .synthetic import SyntheticClip
@@ -141,7 +143,7 @@ class SyntheticReader(Reader):
         self.fps = fps
         self.i = 0
         h, w = self.clip.size
-        fits = len(self.clip) * h * w * 3 <= PRERENDER_BYTES
+        fits = len(self.clip) <= PRERENDER_FRAMES and len(self.clip) * h * w * 3 <= PRERENDER_BYTES
         self.frames = [frame for frame, _ in self.clip] if fits else None
 
     def read(self) -> tuple[Any, str | None] | None:

@@ -93,6 +93,7 @@ class Summary:
     outputs: dict[str, str] = field(default_factory=dict)
     backend: str = ""
     source: str = ""
+    model: str = ""  # the model file and its precision (pipeline.model_label)
 
     @property
     def fps(self) -> float:
@@ -105,7 +106,7 @@ class Summary:
         return s.fps if s and s.count else math.nan
 
     def table(self) -> str:
-        head = f"{self.source or 'stream'} -> {self.backend or 'backend'}"
+        head = f"{self.source or 'stream'} -> {self.backend or 'backend'}" + (f" ({self.model})" if self.model else "")
         lines = [
             head,
             f"frames in {self.frames_in}  out {self.frames_out}  dropped {self.dropped}  skipped {self.skipped}"
@@ -137,7 +138,7 @@ class Summary:
             "skipped": self.skipped, "converted": self.converted, "resized": self.resized,
             "reconnects": self.reconnects, "elapsed_s": self.elapsed_s, "fps": self.fps,
             "model_fps": self.model_fps, "interrupted": self.interrupted, "error": self.error,
-            "outputs": dict(self.outputs), "backend": self.backend, "source": self.source,
+            "outputs": dict(self.outputs), "backend": self.backend, "source": self.source, "model": self.model,
             "stages": {k: {**v.__dict__, "fps": v.fps} for k, v in self.stages.items()},
         }  # fmt: skip
 
@@ -232,7 +233,8 @@ class StreamsSummary:
     def table(self) -> str:
         t = self.total
         lines = [
-            f"{len(self.streams)} streams -> {t.backend or 'backend'}: {t.frames_out} frames in {self.batches} "
+            f"{len(self.streams)} streams -> {t.backend or 'backend'}{f' ({t.model})' if t.model else ''}: "
+            f"{t.frames_out} frames in {self.batches} "
             f"inference calls (mean batch {self.mean_batch:.2f}){'; ' + self.batch_note if self.batch_note else ''}",
             f"{'stream':<20} {'in':>6} {'out':>6} {'dropped':>7} {'reconn':>6} {'FPS':>7} {'p50 ms':>8} {'p99 ms':>8}  state",
         ]

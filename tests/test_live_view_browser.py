@@ -89,4 +89,4 @@ def test_live_view_in_a_real_browser(tiny_onnx_dynamic, tmp_path):
             proc.kill()
             raise
     assert proc.returncode == 130, err
-    assert "2 streams -> ort-cpu" in out and "stopped by request" in out
+    assert "2 streams -> ort-cpu (" in out and "stopped by request" in out

@@ -567,11 +567,13 @@ def test_missing_bundled_checkpoint_is_a_clear_error(monkeypatch):
 
 
 def test_default_model_exported_once_then_reused(monkeypatch, tmp_path, tiny_checkpoint):
+    """Where the shipped variants are missing (a source checkout without them) and PyTorch is here."""
     import roadseg.export.command as command
 
     ckpt = tmp_path / "bundled.pt"
     ckpt.write_bytes(tiny_checkpoint.read_bytes())
     monkeypatch.setattr(defaults, "bundled_checkpoint", lambda: ckpt)
+    monkeypatch.setattr(defaults, "variants_dir", lambda: tmp_path / "no-variants")
     monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "cache"))
     first = defaults.default_onnx()
     assert first.parent == tmp_path / "cache" / "models" and first.is_file()

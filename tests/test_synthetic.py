@@ -122,3 +122,8 @@ def test_the_synthetic_source_draws_a_small_clip_once_and_reads_copies(monkeypat
     big = open_source("synthetic:6", size=(48, 64))
     assert calls == []
     assert len(list(big)) == 6 and calls == list(range(6))
+    calls.clear()
+    long = open_source(f"synthetic:{readers.PRERENDER_FRAMES + 1}", size=(48, 64))  # small frames, but too many
+    assert calls == [] and long.read(10) is not None  # nothing drawn at open; then drawn as read (a few ahead)
+    long.close()
+    assert calls == list(range(len(calls))) and 1 <= len(calls) < readers.PRERENDER_FRAMES

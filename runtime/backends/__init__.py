@@ -182,10 +182,11 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     Options (None values are ignored): threads, graph_opt, device_id, trt_fp16, trt_int8,
     trt_cache_dir for ONNX Runtime; ONNX Runtime-only options are not passed to "trt"."""
     _check_name(backend)
-    from ..defaults import resolve_model
+    from ..defaults import is_bundled, resolve_model
     from ..model import check_model_file
 
-    path = check_model_file(resolve_model(model))
+    # `default` is a file per backend (defaults.shipped_variant: INT8 for the CPU, FP16 for GPUs)
+    path = check_model_file(resolve_model(model, "ort-cuda" if backend == "auto" else backend))
     if backend != "auto" and (backend == "trt") != is_engine(path):
         need = "a TensorRT .engine (`roadseg export MODEL --to engine`)" if backend == "trt" else "an .onnx model"
         raise UsageError(f"{path}: --backend {backend} needs {need}; use --backend auto to pick by file type")
@@ -200,7 +201,11 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     names, skipped = _auto(path, info)
     for i, name in enumerate(names):
         try:
-            chosen = _open(name, path, opts, info)
+            if is_bundled(model) and name == "ort-cpu":  # the CPU's own variant
+                cpu = check_model_file(resolve_model(model, "ort-cpu"))
+                chosen = _open(name, cpu, opts, info if cpu == path else None)
+            else:
+                chosen = _open(name, path, opts, info)
         except RoadsegError as e:  # a GPU provider that fails on this model or device: the next one may not
             if i == len(names) - 1:  # the last one (CPU): its error is the answer
                 raise
