@@ -62,3 +62,85 @@ def test_default_miou_on_camvid_val():
     model, card, _ = load_model("default")
     cm = evaluate(model, load_dataset(CAMVID, "camvid", "val"), card, progress=False)
     assert cm.miou() == pytest.approx(_card_miou(), abs=2e-3)
+
+
+# -- the shipped ONNX variants (runtime/models/, made by `python -m roadseg.train.variants`) --------
+
+
+def _variant(kind: str) -> Path:
+    from roadseg.runtime.defaults import VARIANT_FILES, variants_dir
+
+    return variants_dir() / VARIANT_FILES[kind]
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_shipped_variant_carries_its_passed_gate(kind):
+    """Each variant is the bundled model, takes any batch and frame size, and its metadata holds
+    the accuracy gate it passed against FP32 on CamVid val (the budgets of `roadseg export`)."""
+    import json
+
+    from roadseg.runtime.defaults import GATE_KEY
+    from roadseg.runtime.model import ORT_CPU_KEY, inspect_model
+
+    info = inspect_model(_variant(kind))
+    gate = json.loads(info.metadata[GATE_KEY])
+    assert gate["passed"] and gate["labelled"] and gate["precision"] == kind and gate["data"] == "camvid"
+    # the dynamic-size graph's FP32 scores 0.7218 at 480x360, the card's fixed-size one 0.7244 (docs/MODEL.md)
+    assert gate["drop_points"] <= gate["max_drop"] and gate["fp32_miou"] == pytest.approx(_card_miou(), abs=5e-3)
+    assert info.batch is None and info.frame_size is None  # one graph for every camera and for batched streams
+    assert info.card.name == "ddrnet23s_camvid" and info.card.precision == kind
+    assert bool(info.metadata.get(ORT_CPU_KEY)) == (kind == "int8")  # the CPU form: GPUs refuse it, auto keeps it off them
+    assert _variant(kind).stat().st_size <= (8 if kind == "int8" else 13) * 1024 * 1024
+
+
+def test_default_picks_the_variant_of_its_backend():
+    from roadseg.runtime.defaults import resolve_model
+
+    assert resolve_model("default", "ort-cpu") == _variant("int8")
+    assert resolve_model("default", "ort-cuda") == resolve_model("ddrnet23s_camvid", "ort-trt") == _variant("fp16")
+
+
+def test_default_runs_without_pytorch(tmp_path):
+    """With PyTorch unimportable (as after `pip install roadseg` without extras), `roadseg demo` and
+    `roadseg run default` work on the shipped INT8, the summary says so, and torch is never
+    imported; a command that needs PyTorch says so in one line."""
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(4):
+        writer.write(np.full((120, 160, 3), 40 * i, np.uint8))
+    writer.release()
+    block = (
+        "import sys, importlib.abc\n"
+        "class NoTorch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from roadseg.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "print('torch imported' if 'torch' in sys.modules else 'torch never imported')\n"
+        "sys.exit(rc)\n"
+    )
+
+    def roadseg(*args):
+        return subprocess.run([sys.executable, "-c", block, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+    run = roadseg("run", "default", "--source", clip, "--save-masks", tmp_path / "masks", "--backend", "ort-cpu",
+                  "--threads", "1")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "-> ort-cpu (ddrnet23s_camvid_int8.onnx, INT8)" in run.stdout and "torch never imported" in run.stdout
+    assert len(list((tmp_path / "masks").iterdir())) == 4
+    demo = roadseg("demo", "--out", tmp_path / "demo", "--frames", "3", "--threads", "1")
+    assert demo.returncode == 0, demo.stderr
+    assert "ddrnet23s_camvid_int8.onnx, INT8" in demo.stdout and "torch never imported" in demo.stdout
+    assert (tmp_path / "demo" / "demo.mp4").is_file()
+    train = roadseg("train", "--model", "fcn", "--data", tmp_path)
+    assert train.returncode == 1 and train.stderr.strip().splitlines() == [
+        'roadseg train: error: roadseg train needs PyTorch: pip install "roadseg[train]" (the base install is the '
+        "runtime: run, demo)"]  # fmt: skip
