@@ -109,7 +109,10 @@ def infer_frames(backend: Any, images: Sequence[np.ndarray], size: tuple[int, in
         groups.setdefault(x.shape, []).append(i)
     out: list[Any] = [None] * len(images)
     for idx in groups.values():
-        labels = np.asarray(backend.infer(np.stack([fitted[i] for i in idx])))
+        # one frame goes as a view (no copy, and the strides a batch-1 caller gives: torch.compile's
+        # guards recompile on a stride change); several are stacked into one batch
+        batch = fitted[idx[0]][None] if len(idx) == 1 else np.stack([fitted[i] for i in idx])
+        labels = np.asarray(backend.infer(batch))
         if labels.ndim == 2:
             labels = labels[None]
         if labels.shape[0] != len(idx):
