@@ -302,10 +302,14 @@ def test_writer_queue_is_bounded_when_the_writer_is_slow(tmp_path):
 def test_stop_event_finalises_a_playable_video(tmp_path):
     stop = threading.Event()
     backend = FakeBackend(delay=0.01)
-    threading.Timer(0.5, stop.set).start()
+
+    def stop_after_five(frame, labels, image):  # the stop comes mid-stream, after the 5th frame is written
+        if frame.index == 4:
+            stop.set()
+
     summary = run_stream(backend, "synthetic:100000", save=tmp_path / "o.mp4", save_masks=tmp_path / "m", stop=stop,
-                         log=None, source_options={"size": (48, 64)})  # fmt: skip
-    assert summary.interrupted and 3 < summary.frames_out < 100000
+                         log=None, on_frame=stop_after_five, source_options={"size": (48, 64)})  # fmt: skip
+    assert summary.interrupted and 5 <= summary.frames_out < 100000
     assert decode_count(tmp_path / "o.mp4") == summary.frames_out
     assert len(list((tmp_path / "m").iterdir())) == summary.frames_out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
