@@ -9,7 +9,7 @@
         for name, frame, labels, timings in seg.stream(["front.mp4", "rtsp://cam2/live"]):
             ...                                   # several streams, batched into one call per round
 
-No torch is imported, except once for `default` when the bundled model is first exported.
+No torch is imported: `default` is a ready ONNX file from the package (runtime.defaults).
 """
 
 from __future__ import annotations
