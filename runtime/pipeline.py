@@ -129,21 +129,6 @@ def infer_frames(backend: Any, images: Sequence[np.ndarray], size: tuple[int, in
     return [m if m.dtype == np.uint8 else m.astype(np.uint8) for m in out]
 
 
-class Inferer:
-    """One frame -> labels at the frame's size (`infer_frames` on a batch of one); frames that a
-    fixed-size graph resizes are counted in `stats`."""
-
-    def __init__(self, backend: Any, stats: Stats | None = None):
-        self.backend = backend
-        self.size = fixed_frame_size(backend)
-        self.stats = stats
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        if self.stats is not None and self.size is not None and image.shape[:2] != self.size:
-            self.stats.count_resized()
-        return infer_frames(self.backend, [image], self.size)[0]
-
-
 # ---------------------------------------------------------------- streams: names, outputs, the batcher
 
 

@@ -22,7 +22,7 @@ from roadseg.runtime.backends.base import TensorSpec, fit_frames
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.overlay import Overlay, blend, colorize, palette_lut
-from roadseg.runtime.pipeline import WRITE_QUEUE, Inferer, iterate, run_stream
+from roadseg.runtime.pipeline import WRITE_QUEUE, infer_frames, iterate, run_stream
 from roadseg.runtime.sinks import MaskSink, VideoSink, WindowSink
 from roadseg.runtime.sources import open_source
 from roadseg.runtime.stats import Histogram, Stats
@@ -171,16 +171,14 @@ def test_iterate_yields_frames_labels_and_timings():
 
 def test_fixed_size_graph_frames_are_resized_and_labels_resized_back():
     backend = FakeBackend(size=(24, 32))
-    stats = Stats()
-    infer = Inferer(backend, stats)
     frame = ramp_frames(1, (48, 64))[0]
-    labels = infer(frame)
+    labels = infer_frames(backend, [frame], (24, 32))[0]
     assert labels.shape == (48, 64) and backend.shapes[-1] == (1, 24, 32, 3)
     small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_LINEAR)
     ref = cv2.resize(backend.infer(small[None])[0], (64, 48), interpolation=cv2.INTER_NEAREST)
     assert np.array_equal(labels, ref)
-    infer(small)  # already the graph's size: not counted
-    assert stats.resized == 1
+    summary = run_stream(FakeBackend(size=(24, 32)), [frame, small], log=None)
+    assert summary.frames_out == 2 and summary.resized == 1  # the frame already at the graph's size is not counted
 
 
 def test_fit_frames_bilinear_in_nearest_back():
