@@ -3,6 +3,10 @@
     cfg = BenchConfig(model="default", data="data/CamVid", frame_size=(360, 480))
     results = run_bench(cfg)          # also writes results.json/.csv/.md/.png into cfg.report
 
+Given ready model files instead (`roadseg bench model_int8.onnx model_fp16.onnx`, or `default` where
+PyTorch is not installed: the shipped variants), each file runs on every backend here that takes
+it, nothing is exported and nothing imports PyTorch; the most precise file is the reference.
+
 Order of work: decide which rows can run here (rows.py) -> load the benchmark frames (frames.py) ->
 for each row, make its exported file (variants.py, cached) and measure it in its own process
 (worker.py, driven by session.py; with --rounds R the rows stay loaded and their timed runs are
@@ -30,7 +34,7 @@ from .worker import Job
 
 @dataclass
 class BenchConfig:
-    model: str = "default"  # checkpoint path or a bundled name
+    model: str | list[str] = "default"  # a checkpoint path or bundled name, or ready .onnx/.engine files
     backends: str | list[str] = "all"  # "all", "a,b", or a list of row names (see rows.ROWS)
     imgsz: tuple[int, int] | None = None  # model input size (default: the card's)
     frame_size: tuple[int, int] | None = None  # frame size the graphs take (default: the model input size)
@@ -104,16 +108,48 @@ class RowResult:
         return self.status == "ok"
 
 
+def _torch_importable() -> bool:
+    try:
+        import torch  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
 def _checkpoint_and_card(model: str):
+    if not _torch_importable():
+        raise RoadsegError(f"{model}: benchmarking a checkpoint needs PyTorch (it is the reference, and every variant is "
+                           "exported from it): pip install \"roadseg[train]\", or bench ready .onnx/.engine files")  # fmt: skip
     from roadseg.runtime.card import ModelCard
     from roadseg.train.checkpoint import load_raw, resolve
 
     path = resolve(model)
-    if path.suffix.lower() in (".onnx", *ENGINE_SUFFIXES):
-        raise RoadsegError(f"{path}: bench starts from a checkpoint (or `default`) so PyTorch is the reference; "
-                           "it exports every variant itself")  # fmt: skip
     ckpt = load_raw(path)
     return path, ModelCard.from_dict(ckpt["card"], source=str(path))
+
+
+def _model_files(model: str | list[str]) -> list[rowreg.ModelFile] | None:
+    """The ready files to bench as they are, or None for a checkpoint (whose variants the bench
+    exports). `default` without PyTorch: the shipped variants."""
+    from roadseg.runtime.defaults import VARIANT_FILES, is_bundled, variants_dir
+
+    models = [model] if isinstance(model, str) else list(model)
+    if not models:
+        raise UsageError("give a checkpoint, `default`, or .onnx/.engine files to bench")
+    if len(models) == 1 and is_bundled(models[0]) and not _torch_importable():
+        shipped = [variants_dir() / VARIANT_FILES[p] for p in ("fp16", "int8") if (variants_dir() / VARIANT_FILES[p]).is_file()]
+        if not shipped:
+            raise RoadsegError(f"{variants_dir()}: the default model's ready ONNX variants are missing from this install; "
+                               "reinstall roadseg, or pip install \"roadseg[train]\" to bench the checkpoint")  # fmt: skip
+        return [rowreg.describe(f) for f in shipped]
+    files = [m for m in models if Path(m).suffix.lower() in (".onnx", *ENGINE_SUFFIXES)]
+    if not files:
+        if len(models) > 1:
+            raise UsageError(f"{' '.join(models)}: give one checkpoint, or ready .onnx/.engine files")
+        return None
+    if len(files) != len(models):
+        raise UsageError(f"{' '.join(m for m in models if m not in files)}: give one checkpoint, or .onnx/.engine files, not both")
+    return [rowreg.describe(f) for f in files]
 
 
 def _default_cache() -> Path:
@@ -141,15 +177,28 @@ def run_bench(cfg: BenchConfig) -> dict:
         from roadseg.runtime.sources import open_source
 
         open_source(cfg.source).close()
-    names = rowreg.select(cfg.backends)
     out_dir = Path(cfg.report)
     check_writable(out_dir / "results.json")
-    checkpoint, card = _checkpoint_and_card(cfg.model)
-    if cfg.imgsz:
-        card = card.replace(input_size=list(cfg.imgsz))
+    files = _model_files(cfg.model)
+    checkpoint = None
+    if files is None:
+        names = rowreg.select(cfg.backends)
+        row_list = [rowreg.ROWS[n] for n in names]
+        checkpoint, card = _checkpoint_and_card(cfg.model)  # type: ignore[arg-type]
+        if cfg.imgsz:
+            card = card.replace(input_size=list(cfg.imgsz))
+        reasons = rowreg.unavailable(names)
+        reference: str | None = rowreg.REFERENCE
+        cuda_reason = rowreg.torch_cuda()
+    else:
+        if cfg.imgsz:
+            raise UsageError("--imgsz: a model file's input size was fixed when it was exported; drop --imgsz")
+        row_list = rowreg.file_rows(files, cfg.backends)
+        card = rowreg.same_task(files)
+        reasons = rowreg.file_reasons(row_list, files)
+        reference = rowreg.file_reference(row_list, reasons)
+        cuda_reason = "no PyTorch rows"
     frame_size = tuple(cfg.frame_size or card.input_size)
-    reasons = rowreg.unavailable(names)
-    cuda_reason = rowreg.torch_cuda()
 
     work = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir))
     loaded: list[tuple[RowResult, InProcess | Worker, Path]] = []  # rows waiting for their rounds
@@ -160,16 +209,16 @@ def run_bench(cfg: BenchConfig) -> dict:
         e2e_source = cfg.source or f"synthetic:{e2e_frames}"
         calib = cfg.calib or cfg.data or (cfg.source if cfg.source and framesrc._is_local_media(cfg.source) else None)
         variants = None
-        if any(reasons[n] is None and rowreg.ROWS[n].kind != "torch" for n in names):
+        if checkpoint is not None and any(reasons[r.name] is None and r.kind != "torch" for r in row_list):
             variants = Variants(checkpoint, cfg.imgsz, frame_size, max(cfg.batch),  # type: ignore[arg-type]
                                 Path(cfg.cache) if cfg.cache else _default_cache(), calib, cfg.data)  # fmt: skip
         results: list[RowResult] = []
         labels_files: dict[str, Path] = {}
         from tqdm import tqdm
 
-        bar = tqdm(names, desc="bench", unit="row", disable=not cfg.progress, dynamic_ncols=True)
-        for name in bar:
-            row = rowreg.ROWS[name]
+        bar = tqdm(row_list, desc="bench", unit="row", disable=not cfg.progress, dynamic_ncols=True)
+        for row in bar:
+            name = row.name
             res = RowResult(name, "ok", kind=row.kind, backend=row.backend, precision=row.precision,
                             device=_device(row, cuda_reason), batch=max(cfg.batch))  # fmt: skip
             results.append(res)
@@ -177,7 +226,13 @@ def run_bench(cfg: BenchConfig) -> dict:
                 res.status, res.reason = "skipped", reasons[name]
                 continue
             model, batch_model = str(checkpoint), None
-            if row.kind != "torch":
+            if row.model is not None:  # a ready file: measured as it is
+                model, res.artifact = row.model, row.model
+                if row.dynamic_batch:
+                    batch_model = row.model
+                elif max(cfg.batch) > 1 or max(cfg.streams, default=1) > 1:
+                    res.notes.append("a fixed-batch file: no throughput above batch 1, no streams")
+            elif row.kind != "torch":
                 bar.set_postfix_str(f"{name}: export")
                 assert variants is not None
                 if row.kind == "onnx":
@@ -229,15 +284,16 @@ def run_bench(cfg: BenchConfig) -> dict:
             bar.set_postfix_str(f"{loaded[0][0].name}: end to end")
             _finish(*loaded.pop(0), cfg.batch, labels_files)
         bar.close()
-        _accuracy(results, labels_files, bench_frames.masks, card)
-        ref = next((r for r in results if r.name == rowreg.REFERENCE and r.ok), None)
+        _accuracy(results, labels_files, bench_frames.masks, card, reference)
+        ref = next((r for r in results if r.name == reference and r.ok), None)
         for r in results:
             if r.ok:
                 r.speedup = speedup(ref.latency_ms.get("median") if ref else None, r.latency_ms.get("median"))
         doc = {
             "schema": 1,
             "model": {
-                "checkpoint": str(checkpoint),
+                "checkpoint": str(checkpoint) if checkpoint else None,
+                "files": [str(f.path) for f in files] if files else None,
                 "name": card.name,
                 "arch": card.arch,
                 "input_size": list(card.input_size),
@@ -256,7 +312,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                 "labelled": bench_frames.labelled,
                 "size": list(frame_size),
             },
-            "reference": rowreg.REFERENCE,
+            "reference": reference,
             "environment": environment.collect(cfg.threads),
             "artifacts": (
                 {"-".join(str(p) for p in k[:2] + k[3:] if p) + ("-dynamic" if k[2] else ""): a.to_dict() for k, a in variants.made().items()}
@@ -311,11 +367,12 @@ def _fill(res: RowResult, got: dict, batch: tuple[int, ...]) -> None:
         res.notes.append("providers: " + ", ".join(providers))
 
 
-def _accuracy(results: list[RowResult], labels_files: dict[str, Path], masks: np.ndarray | None, card) -> None:
+def _accuracy(results: list[RowResult], labels_files: dict[str, Path], masks: np.ndarray | None, card,
+              reference: str | None) -> None:  # fmt: skip
     """Label agreement with the reference row, and mIoU on labelled frames."""
     from roadseg.runtime.metrics import ConfusionMatrix, label_agreement
 
-    ref_file = labels_files.get(rowreg.REFERENCE)
+    ref_file = labels_files.get(reference) if reference else None
     ref = np.load(ref_file) if ref_file is not None else None
     for r in results:
         if not r.ok or r.name not in labels_files:

@@ -80,7 +80,8 @@ def to_markdown(doc: dict) -> str:
           if env.get("probe_errors") else []),
         f"Model-only latency at batch 1: median of {cfg['frames']} runs after {cfg['warmup']} warm-up runs "
         + (f"in {cfg['rounds']} rounds interleaved across the rows " if cfg.get("rounds", 1) > 1 else "")
-        + f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}.",
+        + f"(p90/p99/std give the spread), inputs rotated among real frames; accuracy on {fr['source']}"
+        + (f"; agreement and speed-up against `{doc['reference']}`." if doc.get("reference") else "."),
         "",
         "| Row | Median ms | p90 ms | p99 ms | Std ms | Speed-up | " + " | ".join(f"FPS (batch {b})" for b in batches)
         + " | End-to-end FPS | E2E / model | Agreement % | mIoU % | Peak RSS MB | GPU MB | Build s | Load s |",
@@ -232,13 +233,21 @@ def plot(doc: dict, target: Path) -> None:
 
 
 def write(folder: str | Path, doc: dict) -> dict[str, Path]:
-    """Write the four report files into `folder`; returns name -> path."""
+    """Write the report files into `folder`; returns name -> path of those written. The charts need
+    matplotlib (the `train` extra): a base install writes the tables and says so."""
     folder = Path(folder)
     out = {name: folder / name for name in FILES}
     for name, text in (("results.json", json.dumps(_clean(doc), indent=2, default=_json_default, allow_nan=False)),
                        ("results.csv", to_csv(doc)), ("results.md", to_markdown(doc))):  # fmt: skip
         with atomic_path(out[name]) as tmp:
             tmp.write_text(text)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        for name in ("results.png", "streams.png"):  # a chart of an earlier run must not pass for this one's
+            (folder / name).unlink(missing_ok=True)
+        del out["results.png"]
+        return out
     plot(doc, out["results.png"])
     if _stream_rows(doc):
         out["streams.png"] = folder / "streams.png"

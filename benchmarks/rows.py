@@ -3,7 +3,8 @@
 A row is one way of running the model: PyTorch eager (the FP32 reference), PyTorch FP16 on CUDA
 (FP16 weights, channels-last, a CUDA graph), torch.compile (on CUDA with CUDA graphs), ONNX Runtime
 on a provider with a precision variant of the exported graph, or a native TensorRT engine built
-from that variant. Availability is decided before anything is exported or opened, from what is
+from that variant. Given ready files instead of a checkpoint (`file_rows`: no PyTorch needed), a
+row is one file on one backend that can run it. Availability is decided before anything is exported or opened, from what is
 installed (`roadseg.runtime.backends.available_backends`); a row that then fails while it runs is
 reported as failed with the error, never silently dropped.
 """
@@ -13,8 +14,10 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
-from roadseg.runtime.errors import UsageError
+from roadseg.runtime.card import ModelCard
+from roadseg.runtime.errors import RoadsegError, UsageError
 
 REFERENCE = "torch"  # the FP32 reference: agreement and speed-up are relative to it
 
@@ -27,6 +30,8 @@ class Row:
     backend: str | None = None  # runtime backend name for onnx / engine rows
     compile: bool = False  # torch.compile (torch rows)
     cuda: bool = False  # needs a CUDA device (torch rows); onnx/engine rows: the backend decides
+    model: str | None = None  # file rows: the ready .onnx/.engine it runs (else the bench exports one)
+    dynamic_batch: bool = False  # file rows: the file takes any batch (throughput and streams use it)
 
 
 ROWS: dict[str, Row] = {
@@ -111,3 +116,93 @@ def unavailable(names: list[str], backend_reasons: dict[str, str | None] | None 
             reason = "tensorrt is not installed (needed to build the engine); `pip install roadseg[gpu]`"
         out[name] = reason
     return out
+
+
+FILE_BACKENDS = {"onnx": ("ort-cpu", "ort-cuda", "ort-trt"), "engine": ("trt",)}
+PRECISION_RANK = {"fp32": 0, "fp16": 1, "int8": 2}  # most precise first: the reference of file rows
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A ready model file, described from the file alone (ONNX metadata, or the engine's sidecar)."""
+
+    path: Path
+    kind: str  # onnx | engine
+    precision: str
+    card: ModelCard
+    dynamic_batch: bool
+    cpu_form: bool  # an INT8 graph rewritten for ONNX Runtime's CPU kernels (the GPU providers refuse it)
+
+
+def describe(path: str | Path) -> ModelFile:
+    from roadseg.runtime.backends import is_engine
+    from roadseg.runtime.model import ORT_CPU_KEY, check_model_file, inspect_model
+
+    p = check_model_file(path)
+    if is_engine(p):
+        from roadseg.runtime.engine import read_sidecar
+
+        side = read_sidecar(p)
+        dynamic = any(prof["min"][0] != prof["max"][0] for prof in side.profiles)
+        return ModelFile(p, "engine", side.precision, side.model_card(str(p)), dynamic, False)
+    info = inspect_model(p)
+    info.require_frames_graph()
+    return ModelFile(p, "onnx", info.precision, info.card, info.batch is None, bool(info.metadata.get(ORT_CPU_KEY)))
+
+
+def file_rows(files: list[ModelFile], spec: str | list[str] | None) -> list[Row]:
+    """One row per (file, backend that runs its format), files in the order given; `spec`: `all` or
+    the runtime backends to use (ort-cpu, ort-cuda, ort-trt, trt)."""
+    known = [b for kind in FILE_BACKENDS.values() for b in kind]
+    wanted = known
+    if spec is not None and spec not in ("all", ["all"]):
+        wanted = [n.strip() for part in ([spec] if isinstance(spec, str) else spec) for n in part.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in known]
+        if unknown or not wanted:
+            raise UsageError(f"--backends {','.join(unknown) or '(empty)'}: with model files, choose `all` or "
+                             f"backends from: {', '.join(known)}")  # fmt: skip
+    names: set[str] = set()
+    out = []
+    for f in files:
+        for backend in (b for b in FILE_BACKENDS[f.kind] if b in wanted):
+            name = f"{backend}-{f.path.stem}"
+            if name in names:
+                raise UsageError(f"{f.path}: two model files named {f.path.stem}; give files with different names")
+            names.add(name)
+            out.append(Row(name, f.kind, f.precision, backend, model=str(f.path), dynamic_batch=f.dynamic_batch))
+    if not out:
+        raise UsageError(f"--backends {spec}: none of them runs {', '.join(f.path.name for f in files)} "
+                         f"(.onnx: {', '.join(FILE_BACKENDS['onnx'])}; .engine: trt)")  # fmt: skip
+    return out
+
+
+def file_reasons(rows: list[Row], files: list[ModelFile]) -> dict[str, str | None]:
+    """`unavailable` for file rows, plus the CPU-form INT8 graphs the GPU providers refuse."""
+    from roadseg.runtime.backends import available_backends
+
+    installed = available_backends()
+    out = {}
+    cpu_form = {str(f.path) for f in files if f.cpu_form}
+    for row in rows:
+        reason = installed.get(row.backend or "", f"backend {row.backend} unknown to this roadseg")
+        if reason is None and row.backend != "ort-cpu" and row.model in cpu_form:
+            reason = "this INT8 graph is rewritten for ONNX Runtime's CPU kernels; export one for GPUs with --int8-activations s8"
+        out[row.name] = reason
+    return out
+
+
+def file_reference(rows: list[Row], reasons: dict[str, str | None]) -> str | None:
+    """The row agreement and speed-up are relative to: the most precise file's first row that can run."""
+    runnable = [r for r in rows if reasons.get(r.name) is None]
+    if not runnable:
+        return None
+    return min(runnable, key=lambda r: PRECISION_RANK.get(r.precision, 9)).name  # min keeps the first of equals
+
+
+def same_task(files: list[ModelFile]) -> ModelCard:
+    """The card the files share (classes and ignore index): their labels are compared with each other."""
+    card = files[0].card
+    for f in files[1:]:
+        if (f.card.classes, f.card.ignore_index) != (card.classes, card.ignore_index):
+            raise RoadsegError(f"{f.path}: its classes differ from {files[0].path.name}'s; bench files of one model")
+    return card

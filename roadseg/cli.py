@@ -429,8 +429,11 @@ def _add_bench(sub) -> None:
                        "engines), measure each row (PyTorch eager, torch.compile, ONNX Runtime CPU/CUDA/TensorRT, native "
                        "TensorRT) on the same frames: latency, throughput, end-to-end FPS, memory, agreement with PyTorch "
                        "FP32 and mIoU. Writes results.json/.csv/.md/.png to --report.")  # fmt: skip
-    p.add_argument("model", help="checkpoint path or `default` (the bundled model); PyTorch FP32 is the reference")
-    p.add_argument("--backends", default="all", metavar="LIST", help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32 (default all)")
+    p.add_argument("model", nargs="+", help="a checkpoint or `default` (the bundled model; PyTorch FP32 is the reference, "
+                   "and the bench exports every variant), or ready .onnx/.engine files (each on every backend that takes it, "
+                   "the most precise file the reference; no PyTorch needed; without PyTorch `default` is its shipped files)")
+    p.add_argument("--backends", default="all", metavar="LIST",
+                   help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32; with model files, backends: ort-cpu,ort-cuda,ort-trt,trt (default all)")  # fmt: skip
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
     p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
     p.add_argument("--batch", type=_positive, nargs="+", default=[1], metavar="N",
@@ -471,7 +474,7 @@ def _cmd_bench(a) -> int:
     from roadseg.benchmarks.harness import BenchConfig, run_bench
 
     cfg = BenchConfig(
-        model=a.model, backends=a.backends, imgsz=tuple(a.imgsz) if a.imgsz else None,
+        model=a.model if len(a.model) > 1 else a.model[0], backends=a.backends, imgsz=tuple(a.imgsz) if a.imgsz else None,
         frame_size=tuple(a.frame_size) if a.frame_size else None, batch=tuple(a.batch), frames=a.frames, warmup=a.warmup, rounds=a.rounds,
         source=a.source, data=a.data, calib=a.calib, report=a.report, threads=a.threads, progress=not a.quiet,
         cuda_graph=a.cuda_graph, streams=stream_counts(a.streams),
@@ -482,7 +485,9 @@ def _cmd_bench(a) -> int:
     md = Path(a.report) / "results.md"
     print(md.read_text())
     names = ("results.json", "results.csv", "results.md", "results.png") + (("streams.png",) if cfg.streams else ())
-    print(f"bench: wrote {', '.join(str(Path(a.report) / n) for n in names)}")
+    print(f"bench: wrote {', '.join(str(Path(a.report) / n) for n in names if (Path(a.report) / n).is_file())}")
+    if not (Path(a.report) / "results.png").is_file():
+        print('bench: no charts: they need matplotlib (pip install "roadseg[train]")')
     if not any(r["status"] == "ok" for r in doc["rows"]):
         print("roadseg bench: error: no backend was measured; the table gives each row's reason", file=sys.stderr)
         return 1
@@ -538,7 +543,7 @@ def _log_to_stderr(command: str, verbose: bool):
     return logger, handler, old
 
 
-TORCH_COMMANDS = ("train", "eval", "export", "models", "bench")  # the rest (run, demo) is the torch-free runtime
+TORCH_COMMANDS = ("train", "eval", "export", "models")  # run, demo and bench on model files are the torch-free runtime
 
 
 def _need_torch(command: str) -> None:
@@ -548,7 +553,7 @@ def _need_torch(command: str) -> None:
     except (ImportError, OSError) as e:
         why = "" if isinstance(e, ModuleNotFoundError) else f" (it failed to import: {str(e).splitlines()[0]})"
         raise RoadsegError(f"roadseg {command} needs PyTorch{why}: pip install \"roadseg[train]\" "
-                           "(the base install is the runtime: run, demo)") from None  # fmt: skip
+                           "(the base install is the runtime: run, demo, bench on .onnx/.engine files)") from None  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -479,3 +479,85 @@ def test_stream_counts_expand_one_count_to_powers_of_two():
 
     assert stream_counts([8]) == (1, 2, 4, 8) and stream_counts([6]) == (1, 2, 4, 6) and stream_counts([1]) == (1,)
     assert stream_counts([4, 1, 4]) == (1, 4) and stream_counts(None) == ()
+
+
+# -- ready model files, no PyTorch ---------------------------------------------------------------
+
+
+def _file(name: str, precision: str, kind: str = "onnx", cpu_form: bool = False, dynamic: bool = True):
+    from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+
+    card = ModelCard(name="m", arch="a", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11, input_size=[64, 96])
+    return rows.ModelFile(Path(name), kind, precision, card, dynamic, cpu_form)
+
+
+def test_file_rows_pair_each_file_with_the_backends_of_its_format(monkeypatch):
+    files = [_file("m_int8.onnx", "int8", cpu_form=True), _file("m_fp16.onnx", "fp16"), _file("m.engine", "fp16", "engine")]
+    got = rows.file_rows(files, "all")
+    assert [r.name for r in got] == ["ort-cpu-m_int8", "ort-cuda-m_int8", "ort-trt-m_int8", "ort-cpu-m_fp16",
+                                     "ort-cuda-m_fp16", "ort-trt-m_fp16", "trt-m"]  # fmt: skip
+    assert {r.model for r in got if r.backend == "trt"} == {"m.engine"} and all(r.dynamic_batch for r in got)
+    assert [r.name for r in rows.file_rows(files, "ort-cpu,trt")] == ["ort-cpu-m_int8", "ort-cpu-m_fp16", "trt-m"]
+    with pytest.raises(UsageError, match="choose `all` or backends from"):
+        rows.file_rows(files, "torch")
+    with pytest.raises(UsageError, match="none of them runs"):
+        rows.file_rows(files[:1], "trt")
+    with pytest.raises(UsageError, match="two model files named m_fp16"):
+        rows.file_rows([files[1], _file("other/m_fp16.onnx", "fp32")], "ort-cpu")
+    # every backend installed: the CPU-form INT8 is still refused by the GPU providers, with the fix
+    import roadseg.runtime.backends as backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda model=None: dict.fromkeys(backends.BACKENDS))
+    reasons = rows.file_reasons(got, files)
+    assert [n for n, why in reasons.items() if why] == ["ort-cuda-m_int8", "ort-trt-m_int8"]
+    assert "--int8-activations s8" in reasons["ort-cuda-m_int8"]
+    # the reference is the most precise file's first runnable row
+    assert rows.file_reference(got, reasons) == "ort-cpu-m_fp16"
+    assert rows.file_reference(got, {**reasons, "ort-cpu-m_fp16": "no"}) == "ort-cuda-m_fp16"
+    assert rows.file_reference(got, dict.fromkeys(reasons, "no")) is None
+
+
+def test_files_and_checkpoints_do_not_mix(tiny_checkpoint, tiny_onnx, tmp_path):
+    from roadseg.benchmarks.harness import run_bench
+
+    for model, match in (([str(tiny_checkpoint), str(tiny_onnx)], "not both"),
+                         ([str(tiny_checkpoint), str(tiny_checkpoint)], "give one checkpoint")):  # fmt: skip
+        with pytest.raises(UsageError, match=match):
+            run_bench(BenchConfig(model=model, report=str(tmp_path / "r"), progress=False))
+    with pytest.raises(UsageError, match="drop --imgsz"):
+        run_bench(BenchConfig(model=str(tiny_onnx), imgsz=(64, 96), report=str(tmp_path / "r"), progress=False))
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_runs_the_shipped_files_without_pytorch(tmp_path):
+    """A base install (no torch, no matplotlib: both shadowed by packages that fail to import, in the
+    CLI's process and in each row's worker): `roadseg bench default` measures the shipped FP16 and
+    INT8 files on ONNX Runtime's CPU, FP16 the reference, and writes the tables without charts."""
+    import os
+    import subprocess
+    import sys
+
+    shadow = tmp_path / "shadow"
+    for name in ("torch", "matplotlib"):
+        (shadow / name).mkdir(parents=True)
+        (shadow / name / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{name}'\", name='{name}')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    report = tmp_path / "report"
+    (report).mkdir()
+    (report / "results.png").write_bytes(b"a chart of an earlier run")
+    run = subprocess.run([sys.executable, "-m", "roadseg", "bench", "default", "--backends", "ort-cpu", "--frame-size",
+                          "72", "96", "--batch", "1", "2", "--frames", "2", "--warmup", "0", "--threads", "1", "--quiet",
+                          "--report", str(report)], capture_output=True, text=True, env=env, timeout=280)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((report / "results.json").read_text())
+    assert doc["environment"]["torch"] is None and doc["model"]["checkpoint"] is None
+    got = {r["name"]: r for r in doc["rows"]}
+    assert list(got) == ["ort-cpu-ddrnet23s_camvid_fp16", "ort-cpu-ddrnet23s_camvid_int8"]
+    assert doc["reference"] == "ort-cpu-ddrnet23s_camvid_fp16"
+    fp16, int8 = got.values()
+    assert fp16["status"] == int8["status"] == "ok" and (fp16["precision"], int8["precision"]) == ("fp16", "int8")
+    assert fp16["agreement"] == 1.0 and fp16["speedup"] == 1.0 and 0.9 < int8["agreement"] <= 1.0
+    assert int8["throughput_fps_by_batch"]["2"] > 0 and int8["e2e_fps"] > 0
+    assert sorted(p.name for p in report.iterdir()) == ["results.csv", "results.json", "results.md"]
+    assert "no charts: they need matplotlib" in run.stdout and "`ort-cpu-ddrnet23s_camvid_fp16`" in run.stdout
