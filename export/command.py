@@ -17,8 +17,9 @@ from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 
 from . import frames as framesrc
-from .onnx_export import GraphSpec, read_metadata, sample_frames, save_onnx, to_onnx
+from .onnx_export import sample_frames, save_onnx, to_onnx
 from .options import ExportOptions, for_tensorrt, output_path, target_path
+from .spec import GraphSpec, read_metadata, set_metadata
 from .verify import gate, parity
 
 DEFAULT_MAX_DROP = {"fp16": 0.1, "int8": 1.0}  # mIoU points with labels
@@ -168,8 +169,6 @@ def export(opts: ExportOptions) -> Path:
     model = fp32
     if opts.precision != "fp32":
         model = _variant(fp32, card, spec, opts, report, calib, gate_frames)
-    from .onnx_export import set_metadata
-
     set_metadata(model, card, spec)
     report["export_seconds"] = round(time.perf_counter() - t0, 2)
     if opts.to == "onnx":

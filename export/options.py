@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from roadseg.runtime.card import ModelCard
 
 if TYPE_CHECKING:
-    from .onnx_export import GraphSpec
+    from .spec import GraphSpec
 
 
 @dataclass

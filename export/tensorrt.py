@@ -52,8 +52,8 @@ from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageEr
 from roadseg.runtime.hashing import sha256_file
 
 from .gpu import gpu_info
-from .onnx_export import GraphSpec
 from .options import ExportOptions, engine_path
+from .spec import GraphSpec
 from .timing_cache import default_timing_cache, load_timing_cache, save_timing_cache
 from .trt_graph import tensorrt_form
 

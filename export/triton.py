@@ -40,8 +40,8 @@ from roadseg.runtime.atomic import DIR_MODE
 from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 
-from .onnx_export import GraphSpec
 from .options import ExportOptions, repository_path
+from .spec import GraphSpec
 
 CARD_PARAMETER = "roadseg"
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}

@@ -3,7 +3,8 @@
 The package ships gated variants of the bundled checkpoint in runtime/models/ (made by
 `python -m roadseg.train.variants`; its docstring says why these two): an INT8 for ONNX Runtime's
 CPU, exact on every x86 CPU, and an FP16 for GPUs, both taking any batch and frame size. So
-`roadseg run default` needs no PyTorch. Where a variant is missing (a source checkout without
+`roadseg run default` needs no PyTorch. The native TensorRT backend gets an engine built from the
+FP16 on first use (export/default_engine.py), cached per TensorRT version and GPU. Where a variant is missing (a source checkout without
 them), the checkpoint (train/weights/, see roadseg.train.checkpoint.BUNDLED) is exported once into
 the cache folder as a dynamic-size FP32 graph, keyed by the sha256 of the checkpoint file plus the
 roadseg version; only that step imports torch (through roadseg.export, lazily inside `default_onnx`).
@@ -116,8 +117,14 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
 
 def resolve_model(model: str | os.PathLike, backend: str = "ort-cpu") -> Path:
     """`default` (or its own name) -> the shipped variant for `backend`, else the cached FP32 export
-    (made on first use, with PyTorch); anything else -> its path. A file of that name in the
-    current folder wins."""
-    if is_bundled(model):
-        return shipped_variant(backend) or default_onnx()
-    return Path(model)
+    (made on first use, with PyTorch); for the native TensorRT backend, the engine built from that
+    file on first use and cached (export/default_engine.py: needs TensorRT and onnx, not PyTorch).
+    Anything else -> its path. A file of that name in the current folder wins."""
+    if not is_bundled(model):
+        return Path(model)
+    onnx_file = shipped_variant(backend) or default_onnx()
+    if backend != "trt":
+        return onnx_file
+    from roadseg.export.default_engine import cached_engine
+
+    return cached_engine(onnx_file)

@@ -143,4 +143,80 @@ def test_default_runs_without_pytorch(tmp_path):
     train = roadseg("train", "--model", "fcn", "--data", tmp_path)
     assert train.returncode == 1 and train.stderr.strip().splitlines() == [
         'roadseg train: error: roadseg train needs PyTorch: pip install "roadseg[train]" (the base install is the '
-        "runtime: run, demo)"]  # fmt: skip
+        "runtime: run, demo, bench on .onnx/.engine files)"]  # fmt: skip
+
+
+@pytest.fixture
+def fake_tensorrt(tmp_path, monkeypatch):
+    """TensorRT 10.13 on a fake GPU: `build_engine` writes a plan and its sidecar the way the real
+    one does (atomic files) and counts its builds; no real TensorRT runs here (tests/test_tensorrt
+    covers the build against the stubs)."""
+    from roadseg.export import gpu, tensorrt
+    from roadseg.runtime.engine import sidecar_path
+
+    monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "cache"))
+    state = {"gpu": gpu.GpuInfo("NVIDIA H200", "9.0", "13.0"), "builds": []}
+
+    def build(proto, card, spec, opts, src):
+        print("building ... (TensorRT's own lines)")
+        state["builds"].append((src, spec.precision, spec.dynamic, opts.output))
+        out = Path(opts.output)
+        out.write_bytes(b"plan")
+        sidecar_path(out).write_text("{}")
+        return out
+
+    monkeypatch.setattr(tensorrt, "require_tensorrt", lambda: "10.13.0.35")
+    monkeypatch.setattr(tensorrt, "build_engine", build)
+    monkeypatch.setattr(gpu, "gpu_info", lambda device_id=0: state["gpu"])
+    return state
+
+
+def test_default_engine_is_built_once_per_tensorrt_and_gpu(fake_tensorrt, tmp_path, capsys):
+    from roadseg.export.gpu import GpuInfo
+    from roadseg.runtime.defaults import resolve_model
+
+    state = fake_tensorrt
+    first = resolve_model("default", "trt")
+    assert first.parent == tmp_path / "cache" / "engines" and first.suffix == ".engine"
+    assert first.name.startswith("ddrnet23s_camvid_fp16-")
+    assert state["builds"] == [(_variant("fp16"), "fp16", True, str(first))]  # the FP16 variant, dynamic N, H, W
+    out = capsys.readouterr()
+    assert out.out == "" and "building a TensorRT engine from ddrnet23s_camvid_fp16.onnx once" in out.err
+    assert resolve_model("ddrnet23s_camvid", "trt") == first and len(state["builds"]) == 1  # cached
+    state["gpu"] = GpuInfo("NVIDIA L4", "8.9", "13.0")
+    other = resolve_model("default", "trt")
+    assert other != first and len(state["builds"]) == 2  # a plan is tied to its GPU
+    first.with_name(first.name + ".json").unlink()
+    state["gpu"] = GpuInfo("NVIDIA H200", "9.0", "13.0")
+    assert resolve_model("default", "trt") == first and len(state["builds"]) == 3  # a plan without sidecar: rebuilt
+
+
+def test_auto_runs_default_on_native_tensorrt_and_falls_back_when_the_build_fails(fake_tensorrt, monkeypatch, caplog):
+    import roadseg.runtime.backends as backends
+    from roadseg.export.gpu import GpuInfo
+    from roadseg.runtime.errors import RoadsegError
+
+    state = fake_tensorrt
+    opened = []
+
+    class Fake:
+        def __init__(self, path, **opts):
+            opened.append(Path(path))
+
+    reasons = {**backends._reasons_without_model(), "trt": None}
+    monkeypatch.setattr(backends, "_reasons_without_model", lambda: dict(reasons))
+    monkeypatch.setitem(backends.BACKENDS, "trt", Fake)
+    backends.open_backend("default", "auto")
+    assert len(opened) == 1 and opened[0].suffix == ".engine" and len(state["builds"]) == 1
+
+    def broken(*a):
+        raise RoadsegError("x.onnx: TensorRT could not build an engine")
+
+    from roadseg.export import tensorrt
+
+    monkeypatch.setattr(tensorrt, "build_engine", broken)
+    state["gpu"] = GpuInfo("NVIDIA L4", "8.9", "13.0")  # a new GPU: a build, which fails
+    cpu = backends.open_backend("default", "auto", threads=1)
+    assert Path(cpu.path) == _variant("int8") and len(opened) == 1
+    assert "skipped trt: x.onnx: TensorRT could not build an engine" in caplog.text
+    cpu.close()

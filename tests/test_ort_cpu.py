@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from roadseg.export import ort_cpu
-from roadseg.export.onnx_export import GraphSpec, to_onnx
+from roadseg.export.onnx_export import to_onnx
 from roadseg.export.precision import to_int8
+from roadseg.export.spec import GraphSpec
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.synthetic import make_scene
 from roadseg.train.models.blocks import resize

@@ -26,7 +26,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from roadseg.export.command import ExportOptions
-from roadseg.export.onnx_export import GraphSpec
+from roadseg.export.spec import GraphSpec
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.engine import (
     EngineSidecar,

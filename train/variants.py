@@ -36,7 +36,7 @@ def make_variants(data: str, out: Path | None = None, checkpoint: str = "default
     import onnx
 
     from roadseg.export.command import ExportOptions, export
-    from roadseg.export.onnx_export import set_props
+    from roadseg.export.spec import set_props
 
     out = out or variants_dir()
     out.mkdir(parents=True, exist_ok=True)

@@ -174,7 +174,8 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     """Open `model` (an .onnx, an .engine, or `default`) on `backend`.
 
     auto: "trt" for .engine files, else the best ONNX Runtime provider that starts here (TensorRT EP
-    > CUDA EP > CPU). Providers that onnxruntime lists are first checked without opening a session
+    > CUDA EP > CPU); for `default`, native TensorRT first where it is installed (resolve_model
+    builds its engine on first use). Providers that onnxruntime lists are first checked without opening a session
     (probe.py: driver, device, libraries); one that fails that check, or fails to open with any
     RoadsegError, is skipped, and one warning line on the "roadseg" logger names the choice and
     each skip; an error of the last one, CPU, is raised.
@@ -199,11 +200,13 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     if backend != "auto":
         return _open(backend, path, opts, info)
     names, skipped = _auto(path, info)
+    if is_bundled(model) and _reasons_without_model()["trt"] is None:
+        names.insert(0, "trt")  # native TensorRT where it is installed: its engine is built on first use
     for i, name in enumerate(names):
         try:
-            if is_bundled(model) and name == "ort-cpu":  # the CPU's own variant
-                cpu = check_model_file(resolve_model(model, "ort-cpu"))
-                chosen = _open(name, cpu, opts, info if cpu == path else None)
+            if is_bundled(model) and name in ("ort-cpu", "trt"):  # their own file: the INT8, or the FP16's engine
+                own = check_model_file(resolve_model(model, name))
+                chosen = _open(name, own, opts, info if own == path else None)
             else:
                 chosen = _open(name, path, opts, info)
         except RoadsegError as e:  # a GPU provider that fails on this model or device: the next one may not
