@@ -92,6 +92,11 @@ def _add_train(sub) -> None:
     p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
     p.add_argument("--paste", type=_unit, default=0.0, metavar="P", help="with probability P, paste the pixels of --paste-classes from another training frame at the same place (default 0: off)")
     p.add_argument("--paste-classes", default="rare", metavar="C", help="classes --paste copies: rare (< 2%% of training pixels) or comma-separated indices (default rare)")
+    p.add_argument("--balance", type=_nonnegative_float, default=0.0, metavar="T",
+                   help="rare-class sampling: draw frames holding rare classes more often, temperature T (0.1 is strong; "
+                   "default 0: every frame once an epoch)")  # fmt: skip
+    p.add_argument("--jitter", type=_unit, default=0.3, metavar="S", help="photometric jitter: brightness, contrast and saturation by up to ±S (default 0.3)")
+    p.add_argument("--hue", type=_unit, default=0.05, metavar="H", help="hue shift by up to ±H of the hue circle (default 0.05)")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -113,7 +118,7 @@ def _cmd_train(a) -> int:
         class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, lovasz=a.lovasz, seed=a.seed,
         workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split, holdout_drive=a.holdout_drive,
         device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, overwrite=a.overwrite, stop_after=a.stop_after, model_kwargs=kwargs,
-        init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes,
+        init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes, balance=a.balance, jitter=a.jitter, hue=a.hue,
         progress=not a.quiet,
     )  # fmt: skip
     best = train(cfg)

@@ -692,3 +692,47 @@ def test_holdout_drive_trains_on_the_other_drives_and_records_the_split(tmp_path
     with pytest.raises(UsageError, match="--holdout-drive validates on the held-out drive"):
         train(TrainConfig(model="fcn", data=str(root), out=str(tmp_path / "x"), epochs=1, batch=2, crop=(96, 128),
                           holdout_drive="0006R0", val_split="none", progress=False))  # fmt: skip
+
+
+# ---------------------------------------------------------------- rare-class sampling
+
+
+def test_frame_weights_favour_the_frames_rich_in_rare_classes():
+    from roadseg.train.sampling import frame_weights
+
+    # 3 classes over 4 frames: class 2 is rare (6% of pixels), most of it in frame 3
+    pixels = np.array([[500, 500, 0], [500, 480, 20], [600, 400, 0], [400, 520, 80]])
+    w = frame_weights(pixels, 0.1)
+    assert w.sum() == pytest.approx(1.0) and w.argmax() == 3 and w[3] > w[1] > max(w[0], w[2])
+    hot, cool = frame_weights(pixels, 0.02), frame_weights(pixels, 100.0)
+    assert hot[3] > w[3] > cool[3]  # a lower temperature draws the rare class's frames more
+    np.testing.assert_allclose(cool, (pixels / pixels.sum(0)).mean(1), rtol=0.02)  # high T: every class alike
+    np.testing.assert_allclose(frame_weights(np.zeros((3, 2), np.int64), 0.1), 1 / 3)  # nothing labelled: uniform
+    # the expected pixel share of the rare class rises under sampling
+    share = pixels[:, 2].sum() / pixels.sum()
+    assert (w @ pixels)[2] / (w @ pixels).sum() > 1.5 * share
+
+
+def test_balanced_sampler_is_seeded_per_epoch_and_splits_one_draw_across_ranks():
+    from roadseg.train.sampling import BalancedSampler
+
+    w = np.array([0.1, 0.1, 0.1, 0.7])
+    s = BalancedSampler(w, seed=3)
+    first = list(s)
+    assert len(first) == len(s) == 4 and list(s) == first
+    s.set_epoch(1)
+    many = [i for e in range(200) for i in (s.set_epoch(e), list(s))[1]]
+    assert abs(many.count(3) / len(many) - 0.7) < 0.05  # drawn by weight, with replacement
+    ranks = [BalancedSampler(w, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    assert [len(r) for r in ranks] == [2, 2]
+    assert sorted(list(ranks[0]) + list(ranks[1])) == sorted(first)  # one draw, shared out
+
+
+def test_train_with_rare_class_sampling_and_stronger_jitter(synth, tmp_path, capsys):
+    cfg = TrainConfig(model="fcn", data=str(synth), out=str(tmp_path / "run"), epochs=1, batch=8, crop=(96, 128),
+                      model_kwargs={"width": 8}, progress=False, seed=2, balance=0.1, jitter=0.5, hue=0.1)  # fmt: skip
+    train(cfg)
+    assert "rare-class sampling (T=0.1)" in capsys.readouterr().out
+    config = load_raw(tmp_path / "run" / "last.pt")["train_state"]["config"]
+    assert (config["balance"], config["jitter"], config["hue"]) == (0.1, 0.5, 0.1)
+    assert load_raw(tmp_path / "run" / "last.pt")["train_state"]["step"] == 48 // 8

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from roadseg.runtime.atomic import check_folder
@@ -41,6 +41,7 @@ from .data import AugmentConfig, SegDataset, TrainTransform, load_dataset
 from .evaluate import evaluate
 from .losses import SegLoss
 from .models import build
+from .sampling import BalancedSampler, class_pixels, frame_weights
 
 
 @dataclass
@@ -80,6 +81,9 @@ class TrainConfig:
     ema: float | None = None  # decay of the weights' exponential moving average, per step (e.g. 0.999)
     paste: float = 0.0  # probability of a class paste per training sample
     paste_classes: str = "rare"  # rare (< 2% of training pixels) | comma-separated class indices
+    balance: float = 0.0  # rare-class sampling temperature (sampling.py); 0: every frame once an epoch
+    jitter: float = 0.3  # photometric strength: brightness, contrast, saturation (transforms.photometric)
+    hue: float = 0.05  # hue shift, a fraction of the hue circle
     model_kwargs: dict = field(default_factory=dict)
     progress: bool = True
 
@@ -96,10 +100,7 @@ RARE_SHARE = 0.02  # --paste-classes rare: classes under 2% of the labelled trai
 
 def _pixel_shares(ds: SegDataset) -> np.ndarray:
     """Each class's share of the labelled (not ignored) pixels of the split."""
-    counts = np.zeros(ds.num_classes, np.int64)
-    for i in range(len(ds)):
-        m = ds.read(i)[1]
-        counts += np.bincount(m[m < ds.num_classes].ravel(), minlength=ds.num_classes)[: ds.num_classes]
+    counts = class_pixels((ds.read(i)[1] for i in range(len(ds))), ds.num_classes).sum(0)
     return counts / max(counts.sum(), 1)
 
 
@@ -253,7 +254,8 @@ def train(cfg: TrainConfig) -> Path:
     pasted = _paste_classes(cfg.paste_classes, train_ds) if cfg.paste > 0 else ()
     if cfg.paste > 0 and (not pasted or len(train_ds) < 2):
         raise RoadsegError(f"{cfg.data}: --paste needs at least 2 training frames and one class to paste (got {pasted or 'none'}); drop --paste")
-    aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale), paste=cfg.paste, paste_classes=pasted)  # type: ignore[arg-type]
+    aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale), jitter=cfg.jitter, hue=cfg.hue, paste=cfg.paste,
+                        paste_classes=pasted)  # type: ignore[arg-type]  # fmt: skip
     val_ds = None
     if cfg.val_split != "none":
         val_ds = load_dataset(cfg.data, cfg.dataset, cfg.val_split, skip_bad=cfg.skip_bad, cache=True)
@@ -326,7 +328,15 @@ def train(cfg: TrainConfig) -> Path:
     ddp_model: nn.Module = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.startswith("cuda") else None)
-    if world > 1:
+    if cfg.balance > 0:
+        pixels = class_pixels((train_ds.read(i)[1] for i in range(len(train_ds))), train_ds.num_classes)
+        weights = frame_weights(pixels, cfg.balance)
+        sampler: Sampler = BalancedSampler(weights, cfg.seed, world, rank)
+        if main_proc:
+            top = np.argsort(weights)[::-1][:3]
+            print(f"rare-class sampling (T={cfg.balance}): frames drawn 0 to {weights.max() * len(weights):.1f} times an "
+                  f"epoch on average; most: {', '.join(train_ds.samples[i].image.stem for i in top)}")  # fmt: skip
+    elif world > 1:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     else:
         sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
@@ -345,7 +355,7 @@ def train(cfg: TrainConfig) -> Path:
     for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
         train_ds.transform.set_epoch(epoch)  # type: ignore[union-attr]
-        if isinstance(sampler, DistributedSampler):
+        if isinstance(sampler, (DistributedSampler, BalancedSampler)):
             sampler.set_epoch(epoch)
         else:
             sampler.generator.manual_seed(cfg.seed * 100003 + epoch)  # type: ignore[union-attr]
