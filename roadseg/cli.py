@@ -88,6 +88,8 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds an earlier run, replacing it")
     p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
+    p.add_argument("--time-limit", type=_positive_float, metavar="S",
+                   help="stop before an epoch that would end past S seconds of this run (its longest epoch so far is the guess); continue later with --resume")  # fmt: skip
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (path or bundled name, same model and classes) with a fresh optimizer and schedule")
     p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
     p.add_argument("--paste", type=_unit, default=0.0, metavar="P", help="with probability P, paste the pixels of --paste-classes from another training frame at the same place (default 0: off)")
@@ -117,7 +119,7 @@ def _cmd_train(a) -> int:
         optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
         class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, lovasz=a.lovasz, seed=a.seed,
         workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split, holdout_drive=a.holdout_drive,
-        device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, overwrite=a.overwrite, stop_after=a.stop_after, model_kwargs=kwargs,
+        device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, time_limit=a.time_limit, overwrite=a.overwrite, stop_after=a.stop_after, model_kwargs=kwargs,
         init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes, balance=a.balance, jitter=a.jitter, hue=a.hue,
         progress=not a.quiet,
     )  # fmt: skip

@@ -736,3 +736,17 @@ def test_train_with_rare_class_sampling_and_stronger_jitter(synth, tmp_path, cap
     config = load_raw(tmp_path / "run" / "last.pt")["train_state"]["config"]
     assert (config["balance"], config["jitter"], config["hue"]) == (0.1, 0.5, 0.1)
     assert load_raw(tmp_path / "run" / "last.pt")["train_state"]["step"] == 48 // 8
+
+
+def test_time_limit_stops_between_epochs_and_resumes(synth, tmp_path, capsys):
+    """--time-limit never cuts an epoch: the first always runs, and a limit any epoch passes stops
+    the run after it, resumable; one no epoch can pass changes nothing."""
+    common = dict(model="fcn", data=str(synth), out=str(tmp_path / "run"), epochs=3, batch=8, crop=(96, 128),
+                  model_kwargs={"width": 8}, progress=False, seed=4)  # fmt: skip
+    train(TrainConfig(time_limit=1e-9, **common))
+    assert "--time-limit 1e-09 s: stopping after epoch 1/3" in capsys.readouterr().out
+    assert load_raw(tmp_path / "run" / "last.pt")["train_state"]["epoch"] == 0
+    train(TrainConfig(time_limit=1e9, resume=True, **common))
+    out = capsys.readouterr().out
+    assert "changes the run's settings" not in out and "stopping" not in out
+    assert load_raw(tmp_path / "run" / "last.pt")["train_state"]["epoch"] == 2

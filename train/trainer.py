@@ -76,6 +76,7 @@ class TrainConfig:
     skip_bad: bool = False
     resume: bool = False
     stop_after: int | None = None  # end this invocation after N epochs (resume later with --resume)
+    time_limit: float | None = None  # end this invocation before another epoch would pass this many seconds
     overwrite: bool = False  # a fresh run may replace the run already in `out`
     init: str | None = None  # start from this checkpoint's weights (path or bundled name), fresh optimizer
     ema: float | None = None  # decay of the weights' exponential moving average, per step (e.g. 0.999)
@@ -352,7 +353,13 @@ def train(cfg: TrainConfig) -> Path:
     base_lrs = [cfg.lr for _ in opt.param_groups]  # not the loaded groups: those hold the last scaled lr
 
     end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
+    started, longest = time.time(), 0.0
     for epoch in range(start_epoch, end_epoch):
+        if cfg.time_limit is not None and epoch > start_epoch and time.time() - started + longest > cfg.time_limit:
+            if main_proc:
+                print(f"--time-limit {cfg.time_limit:g} s: stopping after epoch {epoch}/{cfg.epochs} (the next would pass "
+                      f"it); continue with --resume", flush=True)  # fmt: skip
+            break
         t0 = time.time()
         train_ds.transform.set_epoch(epoch)  # type: ignore[union-attr]
         if isinstance(sampler, (DistributedSampler, BalancedSampler)):
@@ -408,6 +415,7 @@ def train(cfg: TrainConfig) -> Path:
                 fh.write(json.dumps(record) + "\n")
             shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
             print(shown, flush=True)
+        longest = max(longest, time.time() - t0)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -415,7 +423,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 # settings that do not change what a resumed run computes (or only where it writes and shows)
-_RESUME_NEUTRAL = {"resume", "stop_after", "progress", "init", "workers", "device", "out", "data", "overwrite"}
+_RESUME_NEUTRAL = {"resume", "stop_after", "time_limit", "progress", "init", "workers", "device", "out", "data", "overwrite"}
 
 
 def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
