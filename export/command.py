@@ -69,12 +69,14 @@ def _raw_inputs(frames: np.ndarray, card: ModelCard) -> np.ndarray:
 
 
 def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec):
-    """(frames, masks or None, description) used to verify precision variants."""
+    """(frames, masks or None, description) used to verify precision variants. A graph of any frame
+    size is scored on labelled frames at their own size, as a camera sends them (at the model's
+    input size instead, with masks resized, CamVid val read 0.7218 where its frames give 0.7244)."""
     size = spec.frame_size or tuple(card.input_size)
     if opts.verify:
         root = Path(opts.verify).expanduser()
         if root.is_dir() and framesrc.detect_layout(root):
-            pairs, info = framesrc.labelled(root, size)
+            pairs, info = framesrc.labelled(root, spec.frame_size)
             if info.classes != card.classes:
                 raise RoadsegError(f"{root}: its classes differ from the model's; verify on the dataset the model was trained for")
             return [p[0] for p in pairs], [p[1] for p in pairs], f"{len(pairs)} labelled frames of {root}"

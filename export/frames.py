@@ -32,7 +32,8 @@ def _fit(frame: np.ndarray, size: tuple[int, int] | None, interp: int) -> np.nda
 
 
 def labelled(root: str | Path, size: tuple[int, int] | None, split: str = "val", limit: int | None = None):
-    """[(frame BGR, mask)] from a labelled dataset, with its DatasetInfo."""
+    """[(frame BGR, mask)] from a labelled dataset, with its DatasetInfo; at `size`, or (None) at the
+    first frame's own size, so the frames stack into batches."""
     from roadseg.train.data import load_dataset
 
     root = Path(root)
@@ -44,6 +45,7 @@ def labelled(root: str | Path, size: tuple[int, int] | None, split: str = "val",
     pairs = []
     for i in range(n):
         img, mask = ds.read(i)
+        size = size or mask.shape[:2]
         pairs.append((_fit(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), size, cv2.INTER_LINEAR), _fit(mask, size, cv2.INTER_NEAREST)))
     return pairs, ds.info
 
