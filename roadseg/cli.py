@@ -137,6 +137,8 @@ def _add_eval(sub) -> None:
                    "e.g. train+val[0006R0] (default val)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted)")
     p.add_argument("--confusion", metavar="DIR", help="write confusion.csv and confusion.png to DIR")
+    p.add_argument("--by-drive", action="store_true",
+                   help="also mIoU, pixel accuracy and per-class IoU of each drive in the split (a frame's drive: its name up to the first _)")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=_cmd_eval)
@@ -148,7 +150,8 @@ def _cmd_eval(a) -> int:
     from roadseg.runtime.atomic import atomic_path, check_folder, check_writable
     from roadseg.train.checkpoint import load_model
     from roadseg.train.data import load_dataset
-    from roadseg.train.evaluate import evaluate, format_report, write_confusion
+    from roadseg.train.data.layouts import drive_of
+    from roadseg.train.evaluate import evaluate_groups, format_groups, format_report, write_confusion
     from roadseg.train.trainer import resolve_device
 
     a.device = resolve_device(a.device)  # `cuda` on a CPU-only torch: one line, not an AssertionError
@@ -160,8 +163,14 @@ def _cmd_eval(a) -> int:
     ds = load_dataset(a.data, a.dataset, a.split, skip_bad=a.skip_bad)
     if ds.info.classes != card.classes:
         raise RoadsegError(f"{a.data}: dataset classes differ from the model's ({len(ds.info.classes)} vs {card.num_classes}); evaluate on the dataset it was trained for")
-    cm = evaluate(model.to(a.device), ds, card, a.device)
+    key = (lambda i: drive_of(ds.samples[i])) if a.by_drive else None
+    cm, drives = evaluate_groups(model.to(a.device), ds, card, key, a.device)
     print(format_report(cm, card.classes))
+    if drives:
+        counts: dict[str, int] = {}
+        for sample in ds.samples:
+            counts[drive_of(sample)] = counts.get(drive_of(sample), 0) + 1
+        print(format_groups(drives, counts, card.classes, "drive"))
     if ds.skipped:
         print(f"skipped {len(ds.skipped)} bad samples")
     if a.confusion:
@@ -169,7 +178,10 @@ def _cmd_eval(a) -> int:
         print(f"confusion matrix: {csv_path} {png_path}")
     if a.json:
         with atomic_path(a.json) as tmp:
-            tmp.write_text(json.dumps(cm.summary(card.classes), indent=2))
+            doc = cm.summary(card.classes)
+            if drives:
+                doc["by_drive"] = {d: {**g.summary(card.classes), "frames": counts[d]} for d, g in sorted(drives.items())}
+            tmp.write_text(json.dumps(doc, indent=2))
     return 0
 
 

@@ -750,3 +750,25 @@ def test_time_limit_stops_between_epochs_and_resumes(synth, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "changes the run's settings" not in out and "stopping" not in out
     assert load_raw(tmp_path / "run" / "last.pt")["train_state"]["epoch"] == 2
+
+
+def test_eval_by_drive_splits_the_split_into_its_drives(tiny_checkpoint, tmp_path, capsys):
+    import json
+
+    from roadseg.cli import main
+    from roadseg.train.evaluate import evaluate_groups
+
+    root = _drives_dataset(tmp_path / "camvid")
+    model, card, _ = load_model(str(tiny_checkpoint))
+    ds = load_dataset(root, "camvid", "train+val")
+    total, drives = evaluate_groups(model, ds, card, lambda i: ds.samples[i].image.stem.split("_")[0], progress=False)
+    assert sorted(drives) == ["0001TP", "0006R0", "0016E5"]
+    assert np.array_equal(sum(g.mat for g in drives.values()), total.mat)  # one pass, the drives add up to the split
+    assert main(["eval", str(tiny_checkpoint), "--data", str(root), "--split", "train+val", "--by-drive",
+                 "--json", str(tmp_path / "m.json")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("0001TP", "0006R0", "0016E5"))}
+    assert {d: int(r[1]) for d, r in rows.items()} == {"0001TP": 2, "0006R0": 1, "0016E5": 3}
+    assert float(rows["0016E5"][2]) == pytest.approx(drives["0016E5"].miou(), abs=1e-4)
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["miou"] == pytest.approx(total.miou()) and doc["by_drive"]["0006R0"]["frames"] == 1

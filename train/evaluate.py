@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,19 @@ from .data import EvalTransform, SegDataset
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SegDataset, card: ModelCard, device: str = "cpu",
              progress: bool = True, limit: int | None = None) -> ConfusionMatrix:  # fmt: skip
+    return evaluate_groups(model, dataset, card, None, device, progress, limit)[0]
+
+
+def evaluate_groups(model: nn.Module, dataset: SegDataset, card: ModelCard, key: Callable[[int], str] | None,
+                    device: str = "cpu", progress: bool = True,
+                    limit: int | None = None) -> tuple[ConfusionMatrix, dict[str, ConfusionMatrix]]:  # fmt: skip
+    """The split's confusion matrix and, with `key` (frame index -> group, e.g. its drive), one per
+    group from the same pass (a model that does well on the drives it trained on can hide a weak one
+    in the total)."""
     model.eval()
     tf = EvalTransform(card.mean, card.std, card.input_size)
     cm = ConfusionMatrix(card.num_classes, card.ignore_index)
+    groups: dict[str, ConfusionMatrix] = {}
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"eval {dataset.split}", disable=not progress, leave=False):
         img, mask = dataset.read(i)
@@ -34,8 +45,21 @@ def evaluate(model: nn.Module, dataset: SegDataset, card: ModelCard, device: str
         x = torch.from_numpy(x)[None].to(device)
         # logits straight at the label size (one upsampling from the head's stride), as in the graph
         logits = model(x) if x.shape[-2:] == target.shape else model(x, target.shape)
-        cm.update(logits.argmax(1)[0].cpu().numpy(), target)
-    return cm
+        pred = logits.argmax(1)[0].cpu().numpy()
+        cm.update(pred, target)
+        if key is not None:
+            groups.setdefault(key(i), ConfusionMatrix(card.num_classes, card.ignore_index)).update(pred, target)
+    return cm, groups
+
+
+def format_groups(groups: dict[str, ConfusionMatrix], counts: dict[str, int], classes: list[str], what: str) -> str:
+    """One row per group: frames, mIoU, pixel accuracy and each class's IoU."""
+    short = [c[:6] for c in classes]
+    lines = [f"{what:<8} {'frames':>6} {'mIoU':>6} {'pixacc':>6}  " + " ".join(f"{c:>6}" for c in short)]
+    for name, g in sorted(groups.items()):
+        ious = " ".join(f"{'n/a' if np.isnan(v) else f'{v:.3f}':>6}" for v in g.iou())
+        lines.append(f"{name:<8} {counts[name]:>6} {g.miou():>6.4f} {g.pixel_accuracy():>6.4f}  {ious}")
+    return "\n".join(lines)
 
 
 def write_confusion(cm: ConfusionMatrix, classes: list[str], out: str | os.PathLike) -> tuple[Path, Path]:

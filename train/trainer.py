@@ -335,8 +335,9 @@ def train(cfg: TrainConfig) -> Path:
         sampler: Sampler = BalancedSampler(weights, cfg.seed, world, rank)
         if main_proc:
             top = np.argsort(weights)[::-1][:3]
-            print(f"rare-class sampling (T={cfg.balance}): frames drawn 0 to {weights.max() * len(weights):.1f} times an "
-                  f"epoch on average; most: {', '.join(train_ds.samples[i].image.stem for i in top)}")  # fmt: skip
+            print(f"rare-class sampling (T={cfg.balance}): frames drawn {weights.min() * len(weights):.2f} to "
+                  f"{weights.max() * len(weights):.1f} times an epoch on average; most: "
+                  f"{', '.join(train_ds.samples[i].image.stem for i in top)}")  # fmt: skip
     elif world > 1:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     else:
