@@ -543,12 +543,16 @@ def test_bench_runs_the_shipped_files_without_pytorch(tmp_path):
         (shadow / name).mkdir(parents=True)
         (shadow / name / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{name}'\", name='{name}')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    from roadseg.runtime.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", n_train=1, n_val=3, size=(72, 96), seed=5)  # CamVid layout and classes
     report = tmp_path / "report"
     (report).mkdir()
     (report / "results.png").write_bytes(b"a chart of an earlier run")
     run = subprocess.run([sys.executable, "-m", "roadseg", "bench", "default", "--backends", "ort-cpu", "--frame-size",
                           "72", "96", "--batch", "1", "2", "--frames", "2", "--warmup", "0", "--threads", "1", "--quiet",
-                          "--report", str(report)], capture_output=True, text=True, env=env, timeout=280)  # fmt: skip
+                          "--data", str(data), "--report", str(report)], capture_output=True, text=True, env=env,
+                         timeout=280)  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = json.loads((report / "results.json").read_text())
     assert doc["environment"]["torch"] is None and doc["model"]["checkpoint"] is None
@@ -559,5 +563,6 @@ def test_bench_runs_the_shipped_files_without_pytorch(tmp_path):
     assert fp16["status"] == int8["status"] == "ok" and (fp16["precision"], int8["precision"]) == ("fp16", "int8")
     assert fp16["agreement"] == 1.0 and fp16["speedup"] == 1.0 and 0.9 < int8["agreement"] <= 1.0
     assert int8["throughput_fps_by_batch"]["2"] > 0 and int8["e2e_fps"] > 0
+    assert doc["frames"]["labelled"] and doc["frames"]["count"] == 3 and 0 <= int8["miou"] <= 1
     assert sorted(p.name for p in report.iterdir()) == ["results.csv", "results.json", "results.md"]
     assert "no charts: they need matplotlib" in run.stdout and "`ort-cpu-ddrnet23s_camvid_fp16`" in run.stdout
