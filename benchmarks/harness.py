@@ -231,7 +231,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                 if row.dynamic_batch:
                     batch_model = row.model
                 elif max(cfg.batch) > 1 or max(cfg.streams, default=1) > 1:
-                    res.notes.append("a fixed-batch file: no throughput above batch 1, no streams")
+                    res.notes.append("a fixed-batch file: no throughput above batch 1; streams run through its fixed batch")
             elif row.kind != "torch":
                 bar.set_postfix_str(f"{name}: export")
                 assert variants is not None
@@ -254,7 +254,8 @@ def run_bench(cfg: BenchConfig) -> dict:
                 if max(cfg.batch) > 1 or max(cfg.streams, default=1) > 1:
                     bart = make(row.precision, dynamic=True)
                     if bart.path is None:
-                        res.notes.append(f"no dynamic-batch {row.kind} for throughput or streams: {bart.error}")
+                        res.notes.append(f"no dynamic-batch {row.kind} ({bart.error}): no throughput above batch 1; "
+                                         "streams run through the fixed-batch graph")  # fmt: skip
                     else:
                         batch_model = str(bart.path)
             bar.set_postfix_str(f"{name}: measure")

@@ -566,3 +566,15 @@ def test_bench_runs_the_shipped_files_without_pytorch(tmp_path):
     assert doc["frames"]["labelled"] and doc["frames"]["count"] == 3 and 0 <= int8["miou"] <= 1
     assert sorted(p.name for p in report.iterdir()) == ["results.csv", "results.json", "results.md"]
     assert "no charts: they need matplotlib" in run.stdout and "`ort-cpu-ddrnet23s_camvid_fp16`" in run.stdout
+
+
+def test_a_fixed_batch_file_is_measured_at_batch_1_and_still_runs_streams(tiny_onnx, tmp_path):
+    from roadseg.benchmarks.harness import run_bench
+
+    doc = run_bench(BenchConfig(model=str(tiny_onnx), backends="ort-cpu", batch=(1, 2), streams=(1, 2), frames=FRAMES,
+                                warmup=WARMUP, threads=1, report=str(tmp_path / "r"), progress=False))  # fmt: skip
+    (row,) = doc["rows"]
+    assert row["status"] == "ok" and doc["reference"] == row["name"] == f"ort-cpu-{tiny_onnx.stem}"
+    assert row["throughput_fps_by_batch"]["1"] > 0 and row["throughput_fps_by_batch"]["2"] is None
+    assert row["streams"]["2"]["frames"] == 2 * FRAMES and row["streams"]["2"]["total_fps"] > 0
+    assert any("fixed-batch file" in n for n in row["notes"])
