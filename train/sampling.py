@@ -58,3 +58,19 @@ class BalancedSampler(Sampler[int]):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         drawn = torch.multinomial(self.weights, len(self) * self.num_replicas, replacement=True, generator=g)
         return iter(drawn[self.rank :: self.num_replicas].tolist())
+
+
+class EpochIndexed(Sampler[tuple[int, int]]):
+    """(epoch, index) pairs of another sampler's indices: the epoch travels with each index to the
+    loader's workers (SegDataset.__getitem__ hands it to the transform), so workers that live
+    across epochs augment every epoch anew. Set `epoch` before each epoch's iteration."""
+
+    def __init__(self, sampler: Sampler[int]):
+        self.sampler, self.epoch = sampler, 0
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, i) for i in self.sampler)

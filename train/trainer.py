@@ -41,7 +41,7 @@ from .data import AugmentConfig, SegDataset, TrainTransform, load_dataset
 from .evaluate import evaluate
 from .losses import SegLoss
 from .models import build
-from .sampling import BalancedSampler, class_pixels, frame_weights
+from .sampling import BalancedSampler, EpochIndexed, class_pixels, frame_weights
 
 
 @dataclass
@@ -342,11 +342,17 @@ def train(cfg: TrainConfig) -> Path:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     else:
         sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
-    # workers are started anew each epoch (not persistent): each gets the dataset as it is then, with
-    # the transform's set_epoch applied. Persistent workers keep their first copy, so every epoch
-    # would replay epoch 0's augmentation of each frame (runs before this fix did exactly that).
-    loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers, drop_last=True,
-                        pin_memory=device.startswith("cuda"), persistent_workers=False)  # fmt: skip
+    # every index reaches the dataset with its epoch (EpochIndexed), so loader workers stay alive
+    # across epochs (a worker's start cost ~1 s an epoch of 2.6 on an H200) and still augment each
+    # epoch anew: a worker's own copy of the transform keeps the epoch it started with, which
+    # replayed epoch 0's augmentation in every epoch before commit 773e8ba. The loader draws its
+    # workers' base seed from its own generator, not the global RNG: each new iterator draws one,
+    # and persistent workers make one iterator for the run, so the global stream (and the weights)
+    # would depend on --workers
+    indexed = EpochIndexed(sampler)
+    loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=indexed, num_workers=cfg.workers, drop_last=True,
+                        pin_memory=device.startswith("cuda"), persistent_workers=cfg.workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
     iters = len(loader)
     if iters == 0:
         raise RoadsegError(f"{cfg.data}: {len(train_ds)} training samples are fewer than one batch of {cfg.batch}; lower --batch")
@@ -363,6 +369,7 @@ def train(cfg: TrainConfig) -> Path:
             break
         t0 = time.time()
         train_ds.transform.set_epoch(epoch)  # type: ignore[union-attr]
+        indexed.epoch = epoch
         if isinstance(sampler, (DistributedSampler, BalancedSampler)):
             sampler.set_epoch(epoch)
         else:

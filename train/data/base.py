@@ -119,6 +119,11 @@ class SegDataset:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """Sample `i`, transformed; `(epoch, i)` (train/sampling.EpochIndexed) hands the epoch to
+        the training transform, whatever epoch a loader worker's copy of it was made in."""
+        epoch, i = key if isinstance(key, tuple) else (None, key)
         img, mask = self.read(i)
-        return self.transform(img, mask, i) if self.transform else (img, mask)
+        if self.transform is None:
+            return img, mask
+        return self.transform(img, mask, i) if epoch is None else self.transform(img, mask, i, epoch)  # type: ignore[call-arg]

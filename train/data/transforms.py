@@ -93,9 +93,9 @@ class TrainTransform:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __call__(self, img: np.ndarray, mask: np.ndarray, index: int):
+    def __call__(self, img: np.ndarray, mask: np.ndarray, index: int, epoch: int | None = None):
         cfg = self.cfg
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         if cfg.paste > 0 and rng.random() < cfg.paste:  # draws nothing when off: old runs replay
             other = int(rng.integers(0, len(self.pool) - 1))  # type: ignore[arg-type]
             other += other >= index  # never the frame itself
