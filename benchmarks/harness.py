@@ -177,13 +177,16 @@ def run_bench(cfg: BenchConfig) -> dict:
         from roadseg.runtime.sources import open_source
 
         open_source(cfg.source).close()
+    files = _model_files(cfg.model)
+    # the command line is checked (rows, model files) before the report folder is made
+    if files is not None and cfg.imgsz:
+        raise UsageError("--imgsz: a model file's input size was fixed when it was exported; drop --imgsz")
+    row_list = [rowreg.ROWS[n] for n in rowreg.select(cfg.backends)] if files is None else rowreg.file_rows(files, cfg.backends)
     out_dir = Path(cfg.report)
     check_writable(out_dir / "results.json")
-    files = _model_files(cfg.model)
     checkpoint = None
     if files is None:
-        names = rowreg.select(cfg.backends)
-        row_list = [rowreg.ROWS[n] for n in names]
+        names = [r.name for r in row_list]
         checkpoint, card = _checkpoint_and_card(cfg.model)  # type: ignore[arg-type]
         if cfg.imgsz:
             card = card.replace(input_size=list(cfg.imgsz))
@@ -191,9 +194,6 @@ def run_bench(cfg: BenchConfig) -> dict:
         reference: str | None = rowreg.REFERENCE
         cuda_reason = rowreg.torch_cuda()
     else:
-        if cfg.imgsz:
-            raise UsageError("--imgsz: a model file's input size was fixed when it was exported; drop --imgsz")
-        row_list = rowreg.file_rows(files, cfg.backends)
         card = rowreg.same_task(files)
         reasons = rowreg.file_reasons(row_list, files)
         reference = rowreg.file_reference(row_list, reasons)
