@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from roadseg.runtime.int8 import cpu_class, native_int8_exact
+
 
 def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
     if shutil.which(cmd[0]) is None:
@@ -192,5 +194,7 @@ def collect(threads: int | None = None) -> dict:
         "roadseg": __version__,
         "git_sha": git_sha(),
         "cpu_reference_ms": _probe(errors, "cpu_reference_ms", cpu_reference_ms, threads),
+        "cpu_class": _probe(errors, "cpu_class", cpu_class),
+        "int8_native_exact": _probe(errors, "int8_native_exact", native_int8_exact),
         "probe_errors": errors,
     }

@@ -68,7 +68,7 @@ def load(card: ModelCard, size: tuple[int, int], data: str | None = None, source
                 f"{root}: --data not found; give a labelled dataset root (e.g. CamVid) or a folder of frames"
             )
         if root.is_dir() and framesrc.detect_layout(root):
-            pairs, info = framesrc.labelled(root, size, split="val", limit=limit)
+            pairs, info, _ = framesrc.labelled(root, size, split="val", limit=limit)
             if not pairs:
                 raise RoadsegError(f"{root}: its val split is empty; nothing to measure accuracy on")
             if info.classes != card.classes:

@@ -100,6 +100,7 @@ class RowResult:
     miou: float | None = None
     speedup: float | None = None
     graph: str | None = None  # GPU rows: "captured" (replayed a CUDA graph), or "off" and why; None on the CPU
+    int8: str | None = None  # ort-cpu INT8 rows: the graph's form and whether this CPU computes it exactly
     notes: list[str] = field(default_factory=list)
     latency_samples_ms: list[float] = field(default_factory=list)  # the raw timed runs, in order
 
@@ -363,6 +364,9 @@ def _fill(res: RowResult, got: dict, batch: tuple[int, ...]) -> None:
     res.graph = got.get("graph")
     if res.graph:
         res.notes.append(f"CUDA graph: {res.graph}")
+    res.int8 = got.get("int8")
+    if res.int8:
+        res.notes.append(f"INT8 {res.int8}")
     providers = got.get("providers") or []
     if providers and providers != ["CPUExecutionProvider"]:
         res.notes.append("providers: " + ", ".join(providers))

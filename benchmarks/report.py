@@ -69,7 +69,7 @@ def to_markdown(doc: dict) -> str:
     h, w = fr["size"]
     lines = [
         f"**{model['name']}** ({model['arch']}), model input {model['input_size'][0]}x{model['input_size'][1]}, "
-        f"frames {h}x{w}; {env.get('cpu')} ({env.get('cpu_cores')} cores"
+        f"frames {h}x{w}; {env.get('cpu')} ({env.get('cpu_class') + ', ' if env.get('cpu_class') else ''}{env.get('cpu_cores')} cores"
         + (f", {cfg['threads']} inference threads" if cfg.get("threads") else "")
         + f"), {gpu}; {versions}; git {env.get('git_sha')}; {env.get('date')}.",
         "",

@@ -323,6 +323,7 @@ class RowSession:
             self.runner.infer(self.timing[0])  # first labels: lazy compilation / engine builds happen here
             self.out["load_s"] = time.perf_counter() - t0
             self.out["providers"] = list(getattr(self.runner, "providers", []) or [])
+            self.out["int8"] = getattr(self.runner, "int8", None)  # ort-cpu INT8: graph form, exact here or not
             labels = np.stack([np.asarray(self.runner.infer(np.ascontiguousarray(f[None])))[0] for f in self.frames])
             np.save(job.labels_out, labels.astype(np.uint8))
             for i in range(job.warmup):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,15 @@ from roadseg.runtime.errors import RoadsegError, UsageError
 from . import frames as framesrc
 from .onnx_export import sample_frames, save_onnx, to_onnx
 from .options import ExportOptions, for_tensorrt, output_path, target_path
-from .spec import GraphSpec, read_metadata, set_metadata
+from .spec import GraphSpec, read_metadata, set_metadata, set_props
 from .verify import gate, parity
 
 DEFAULT_MAX_DROP = {"fp16": 0.1, "int8": 1.0}  # mIoU points with labels
 DEFAULT_MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.97}  # label agreement with FP32 without labels
 PARITY_FRAMES = 4
+SYNTHETIC_GATE_FRAMES = 16
+HOLDOUT_EVERY = 5  # from a folder or video, every 5th frame read is held back from calibration for the gate
+MIN_HELD_FRAMES = 4  # fewer held-back frames than this: the gate falls back to synthetic scenes
 
 
 def _preflight(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
@@ -68,40 +71,89 @@ def _raw_inputs(frames: np.ndarray, card: ModelCard) -> np.ndarray:
     return np.ascontiguousarray(np.stack(out))
 
 
-def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec):
-    """(frames, masks or None, description) used to verify precision variants. A graph of any frame
-    size is scored on labelled frames at their own size, as a camera sends them (at the model's
-    input size instead, with masks resized, CamVid val read 0.7218 where its frames give 0.7244)."""
+@dataclass
+class GateFrames:
+    """The frames a variant is gated on, and where they come from (recorded in the .onnx.json)."""
+
+    frames: list[np.ndarray]
+    masks: list[np.ndarray] | None
+    source: str
+    split: str  # "val" of a dataset, "held out from --calib", "--verify" or "synthetic"
+    names: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        kind = "labelled" if self.masks is not None else "unlabelled"
+        if self.split == "synthetic":
+            return f"{len(self.frames)} synthetic scenes"
+        where = {"val": f"the val split of {self.source}", "held out from --calib": f"{self.source} (held out from calibration)"}
+        return f"{len(self.frames)} {kind} frames of {where.get(self.split, self.source)}"
+
+    def record(self) -> dict:
+        return {"source": self.source, "split": self.split, "count": len(self.frames),
+                "labelled": self.masks is not None, "names": self.names}  # fmt: skip
+
+
+def _labelled_val(root: Path, card: ModelCard, spec: GraphSpec) -> GateFrames:
+    pairs, info, names = framesrc.labelled(root, spec.frame_size, split="val")
+    if info.classes != card.classes:
+        raise RoadsegError(f"{root}: its classes differ from the model's; verify on the dataset the model was trained for")
+    return GateFrames([p[0] for p in pairs], [p[1] for p in pairs], str(root), "val", names)
+
+
+def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec, held: GateFrames | None) -> GateFrames:
+    """The frames a precision variant is gated on, most telling first: --verify (a labelled dataset's
+    val split, or a folder or video); for INT8 without --verify, what --calib holds apart from the
+    calibration frames (a dataset root's val split, or `held`, frames held back from a folder or
+    video); synthetic scenes as the last resort, said in one line. A graph of any frame size is
+    scored on labelled frames at their own size, as a camera sends them (at the model's input size
+    instead, with masks resized, CamVid val read 0.7218 where its frames give 0.7244)."""
     size = spec.frame_size or tuple(card.input_size)
     if opts.verify:
         root = Path(opts.verify).expanduser()
         if root.is_dir() and framesrc.detect_layout(root):
-            pairs, info = framesrc.labelled(root, spec.frame_size)
-            if info.classes != card.classes:
-                raise RoadsegError(f"{root}: its classes differ from the model's; verify on the dataset the model was trained for")
-            return [p[0] for p in pairs], [p[1] for p in pairs], f"{len(pairs)} labelled frames of {root}"
-        frames = framesrc.unlabelled(root, size, 200)
-        if not frames:
+            return _labelled_val(root, card, spec)
+        named = framesrc.unlabelled_named(root, size, 200)
+        if not named:
             raise RoadsegError(f"{root}: no readable frames to verify on")
-        return frames, None, f"{len(frames)} unlabelled frames of {root}"
-    frames = list(sample_frames(card, size, 16))
-    return frames, None, "16 synthetic scenes (pass --verify DIR for real frames)"
+        return GateFrames([f for _, f in named], None, str(root), "--verify", [n for n, _ in named])
+    if opts.precision == "int8" and opts.calib:
+        root = Path(opts.calib).expanduser()
+        if root.is_dir() and framesrc.detect_layout(root):
+            try:
+                return _labelled_val(root, card, spec)
+            except RoadsegError as e:  # no val split, or other classes: the held-back frames, else synthetic
+                print(f"{root}: cannot gate on its val split ({e}); gating on other frames")
+        if held is not None:
+            return held
+    frames = list(sample_frames(card, size, SYNTHETIC_GATE_FRAMES))
+    print(f"no real frames to gate the {opts.precision} variant on: gating on {len(frames)} synthetic scenes "
+          "(pass --verify DIR, a labelled dataset or frames from your camera, for a real gate)")  # fmt: skip
+    return GateFrames(frames, None, "synthetic scenes", "synthetic")
 
 
-def _calib_frames(opts: ExportOptions, size: tuple[int, int]) -> list[np.ndarray]:
+def _calib_frames(opts: ExportOptions, size: tuple[int, int]) -> tuple[list[np.ndarray], GateFrames | None]:
+    """(calibration frames, frames held back from them for the gate or None). A dataset root
+    calibrates on its train split (the gate takes its val split); from a folder or a video, every
+    HOLDOUT_EVERY-th of the frames read is held back, so the gate never sees a calibration frame."""
     if not opts.calib:
         raise UsageError("--precision int8 needs --calib DIR: a folder of real frames or a video from the target camera")
     src = Path(opts.calib).expanduser()
     if not src.exists() and not any(c in opts.calib for c in "*?["):  # a glob is listed by unlabelled()
         raise RoadsegError(f"{src}: calibration source not found; pass a folder of images or a video with --calib")
+    held = None
     if src.is_dir() and framesrc.detect_layout(src):  # a dataset root: calibrate on its training images
-        pairs, _ = framesrc.labelled(src, size, split="train", limit=opts.calib_count)
+        pairs, _, _ = framesrc.labelled(src, size, split="train", limit=opts.calib_count)
         frames = [p[0] for p in pairs]
     else:
-        frames = framesrc.unlabelled(src, size, opts.calib_count)
+        named = framesrc.unlabelled_named(src, size, opts.calib_count + opts.calib_count // (HOLDOUT_EVERY - 1))
+        keep = [x for i, x in enumerate(named) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+        back = [x for i, x in enumerate(named) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+        frames = [f for _, f in keep]
+        if len(back) >= MIN_HELD_FRAMES:
+            held = GateFrames([f for _, f in back], None, str(opts.calib), "held out from --calib", [n for n, _ in back])
     if len(frames) < 8:
         raise RoadsegError(f"{src}: only {len(frames)} usable calibration frames; INT8 calibration needs at least 8 (about 100 is better)")
-    return frames
+    return frames, held
 
 
 def _load_source(opts: ExportOptions):
@@ -147,8 +199,8 @@ def export(opts: ExportOptions) -> Path:
     target = _preflight(opts, card, spec, src)
     out = target if opts.to == "onnx" else output_path(opts, card, spec, src, ".onnx")
     # calibration and verification frames are read (and an empty or too small set refused) before any tracing
-    calib = _calib_frames(opts, frame_size or tuple(card.input_size)) if opts.precision == "int8" else None
-    gate_frames = _gate_frames(opts, card, spec) if opts.precision != "fp32" else None
+    calib, held = _calib_frames(opts, frame_size or tuple(card.input_size)) if opts.precision == "int8" else (None, None)
+    gate_frames = _gate_frames(opts, card, spec, held) if opts.precision != "fp32" else None
     t0 = time.perf_counter()
     print(f"exporting {card.name} ({card.arch}) -> {'raw network' if spec.raw else 'frames->labels graph'}, "
           f"{'dynamic N,H,W' if spec.dynamic else f'{frame_size[0]}x{frame_size[1]} batch {spec.batch}'}")  # type: ignore[index]  # fmt: skip
@@ -218,44 +270,70 @@ def _check_onnx_options(opts: ExportOptions, spec: GraphSpec, src: Path, proto: 
                          "symmetric INT8 only; export from the checkpoint with --to engine, or with --int8-activations s8")  # fmt: skip
 
 
+def int8_weight_bits(opts: ExportOptions, acts: str) -> int:
+    """7-bit weights for the CPU form (u8): ONNX Runtime's u8 x s8 kernels never saturate on them, so
+    every CPU gives the same labels at full speed. 8 for TensorRT's form (s8), which computes exactly
+    on GPUs. An explicit --int8-weight-bits wins."""
+    if opts.int8_weight_bits is not None:
+        return opts.int8_weight_bits
+    return 7 if acts == "u8" else 8
+
+
+def _int8(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict,
+          calib: list[np.ndarray]) -> onnx.ModelProto:  # fmt: skip
+    """The INT8 variant (ungated), its form recorded in the graph (INT8_KEY) for the runtime."""
+    from roadseg.runtime.int8 import INT8_KEY
+
+    from .precision import int8_form, to_int8
+
+    if spec.raw:
+        calib = list(_raw_inputs(np.stack(calib), card))
+    acts = int8_activations(opts)
+    bits = int8_weight_bits(opts, acts)
+    print(f"calibrating INT8 ({opts.calib_method}, {acts} activations, {bits}-bit weights) on {len(calib)} frames of {opts.calib}")
+    model = to_int8(fp32, calib, opts.calib_method, opts.progress, acts, bits)
+    if acts == "u8":  # ONNX Runtime's CPU form: fit it to MLAS's kernels (the gate checks it)
+        from .ort_cpu import tune
+
+        report["ort_cpu_rewrites"] = tune(model)
+        if report["ort_cpu_rewrites"]:
+            print(f"rewrote for ONNX Runtime's CPU kernels: {', '.join(report['ort_cpu_rewrites'])}")
+    form = int8_form(model)
+    assert form is not None  # to_int8 writes Q/DQ
+    set_props(model, {INT8_KEY: form.to_json()})
+    report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method,
+                             "activations": form.activations, "weight_bits": form.weight_bits}  # fmt: skip
+    return model
+
+
 def _variant(fp32: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, report: dict,
-             calib: list[np.ndarray] | None, gate_frames: tuple | None) -> onnx.ModelProto:  # fmt: skip
+             calib: list[np.ndarray] | None, gate_frames: GateFrames | None) -> onnx.ModelProto:  # fmt: skip
     """The FP16 or INT8 variant, gated on accuracy. `calib` (INT8) and `gate_frames` are read by
     export() before tracing, so a bad --calib or --verify fails before minutes of work."""
-    from .precision import to_fp16, to_int8
+    from .precision import to_fp16
 
     precision = opts.precision or "fp32"
-    if opts.precision == "fp16":
+    if precision == "fp16":
         model = to_fp16(fp32)
     else:
         assert calib is not None  # export() reads it for every INT8 export
-        if spec.raw:
-            calib = list(_raw_inputs(np.stack(calib), card))
-        acts = int8_activations(opts)
-        rr = ", 7-bit weights" if opts.int8_reduce_range else ""
-        print(f"calibrating INT8 ({opts.calib_method}, {acts} activations{rr}) on {len(calib)} frames of {opts.calib}")
-        model = to_int8(fp32, calib, opts.calib_method, opts.progress, acts, opts.int8_reduce_range)
-        report["calibration"] = {"source": str(opts.calib), "frames": len(calib), "method": opts.calib_method,
-                                 "activations": acts, "reduce_range": opts.int8_reduce_range}  # fmt: skip
-        if acts == "u8":  # ONNX Runtime's CPU form: fit it to MLAS's kernels (the gate below checks it)
-            from .ort_cpu import tune
-
-            report["ort_cpu_rewrites"] = tune(model)
-            if report["ort_cpu_rewrites"]:
-                print(f"rewrote for ONNX Runtime's CPU kernels: {', '.join(report['ort_cpu_rewrites'])}")
+        model = _int8(fp32, card, spec, opts, report, calib)
     onnx.checker.check_model(model, full_check=True)
     assert gate_frames is not None  # export() reads them for every FP16 and INT8 export
-    frames, masks, what = gate_frames
+    frames = gate_frames.frames
     if spec.raw:
         frames = list(_raw_inputs(np.stack(frames), card))
     max_drop = opts.max_drop if opts.max_drop is not None else DEFAULT_MAX_DROP[precision]
-    rep = gate(card, fp32, model, precision, frames, masks, max_drop, DEFAULT_MIN_AGREEMENT[precision], raw=spec.raw)
-    print(f"accuracy gate on {what}: {rep.line()}")
-    report["gate"] = asdict(rep)
+    min_agree = opts.min_agreement if opts.min_agreement is not None else DEFAULT_MIN_AGREEMENT[precision]
+    rep = gate(card, fp32, model, precision, frames, gate_frames.masks, max_drop, min_agree, raw=spec.raw)
+    print(f"accuracy gate on {gate_frames.describe()}: {rep.line()}")
+    if rep.native_line():
+        print(rep.native_line())
+    report["gate"] = {**asdict(rep), "frames": gate_frames.record()}
     if not rep.passed:
-        budget = f"drop {rep.drop_points:.2f} > --max-drop {max_drop}" if rep.labelled else f"agreement {rep.agreement_with_fp32:.4f} < {DEFAULT_MIN_AGREEMENT[precision]}"
-        raise RoadsegError(f"{opts.model}: the {opts.precision} variant misses its accuracy budget ({budget}); nothing written. "
-                           "Try another --calib-method, more --calib frames, or raise --max-drop")  # fmt: skip
+        limit = "raise --max-drop" if rep.labelled else "lower --min-agreement"
+        raise RoadsegError(f"{opts.model}: the {precision} variant misses its accuracy gate ({rep.failed}); nothing written. "
+                           f"Try another --calib-method or more --calib frames, or {limit}")  # fmt: skip
     return model
 
 

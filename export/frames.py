@@ -32,8 +32,8 @@ def _fit(frame: np.ndarray, size: tuple[int, int] | None, interp: int) -> np.nda
 
 
 def labelled(root: str | Path, size: tuple[int, int] | None, split: str = "val", limit: int | None = None):
-    """[(frame BGR, mask)] from a labelled dataset, with its DatasetInfo; at `size`, or (None) at the
-    first frame's own size, so the frames stack into batches."""
+    """([(frame BGR, mask)], DatasetInfo, [image file names]) from a labelled dataset; at `size`, or
+    (None) at the first frame's own size, so the frames stack into batches."""
     from roadseg.train.data import load_dataset
 
     root = Path(root)
@@ -47,30 +47,35 @@ def labelled(root: str | Path, size: tuple[int, int] | None, split: str = "val",
         img, mask = ds.read(i)
         size = size or mask.shape[:2]
         pairs.append((_fit(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), size, cv2.INTER_LINEAR), _fit(mask, size, cv2.INTER_NEAREST)))
-    return pairs, ds.info
+    return pairs, ds.info, [s.image.name for s in ds.samples[:n]]
 
 
 def unlabelled(src: str | Path, size: tuple[int, int] | None, count: int) -> list[np.ndarray]:
     """Up to `count` BGR frames, evenly spaced, from image files (a folder and its subfolders, a glob
     or one image; natural order) or a video. Files that cannot be decoded are skipped."""
+    return [frame for _, frame in unlabelled_named(src, size, count)]
+
+
+def unlabelled_named(src: str | Path, size: tuple[int, int] | None, count: int) -> list[tuple[str, np.ndarray]]:
+    """unlabelled(), each frame with its name: the image file's name, or "frame N" of a video."""
     images = list_images(src, recursive=True)
     if images is not None:
         if len(images) > count:
             images = [images[int(i)] for i in np.linspace(0, len(images) - 1, count)]
-        frames = [read_bgr8(f) for f in images]
-        return [_fit(img, size, cv2.INTER_LINEAR) for img in frames if img is not None]
+        named = [(Path(f).name, read_bgr8(f)) for f in images]
+        return [(name, _fit(img, size, cv2.INTER_LINEAR)) for name, img in named if img is not None]
     path = Path(src).expanduser()
     if not path.is_file():
         raise RoadsegError(f"{src}: not a folder of images, an image or a video file")
     return _video_frames(path, size, count)
 
 
-def _video_frames(path: Path, size: tuple[int, int] | None, count: int) -> list[np.ndarray]:
+def _video_frames(path: Path, size: tuple[int, int] | None, count: int) -> list[tuple[str, np.ndarray]]:
     from roadseg.runtime.readers import CaptureReader
 
     reader = CaptureReader(str(path), "file")
     reader.open()  # a RoadsegError naming the file when OpenCV cannot open it as a video
-    frames: list[np.ndarray] = []
+    frames: list[tuple[str, np.ndarray]] = []
     try:
         total = int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         total = total if total > 0 else count  # unknown length: the first `count` frames
@@ -83,7 +88,7 @@ def _video_frames(path: Path, size: tuple[int, int] | None, count: int) -> list[
             if i in want:
                 img = to_bgr8(item[0])[0]
                 if img is not None:
-                    frames.append(_fit(img, size, cv2.INTER_LINEAR))
+                    frames.append((f"frame {i}", _fit(img, size, cv2.INTER_LINEAR)))
             i += 1
     finally:
         reader.release()

@@ -25,7 +25,7 @@ class ExportOptions:
     calib_count: int = 100
     calib_method: str = "minmax"
     int8_activations: str = "auto"  # u8 (ONNX Runtime CPU), s8 (TensorRT); auto: s8 for engines
-    int8_reduce_range: bool = False  # 7-bit weights: exact on x86 CPUs without VNNI (precision.to_int8)
+    int8_weight_bits: int | None = None  # 7 or 8; None: 7 for u8 (same labels on every CPU), 8 for s8 (TensorRT)
     imgsz: tuple[int, int] | None = None
     frame_size: tuple[int, int] | None = None
     dynamic: bool = False
@@ -33,6 +33,7 @@ class ExportOptions:
     raw: bool = False
     verify: str | None = None
     max_drop: float | None = None
+    min_agreement: float | None = None
     output: str | None = None
     progress: bool = True
     # engine / triton options

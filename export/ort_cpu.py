@@ -48,11 +48,10 @@ from roadseg.runtime.card import INPUT_NAME
 from roadseg.runtime.model import ORT_CPU_KEY
 
 from .graph import PRE_PREFIX
-from .precision import toposort
+from .precision import REDUCED_QMAX, toposort
 from .spec import set_props
 
 PAD_MULTIPLE, PAD_MIN_CHANNELS = 4, 8
-REDUCED_QMAX = 64  # onnxruntime's reduce_range for symmetric int8 weights: [-64, 64]
 
 
 class _Graph:

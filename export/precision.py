@@ -23,6 +23,7 @@ import onnx
 from tqdm import tqdm
 
 from roadseg.runtime.errors import RoadsegError
+from roadseg.runtime.int8 import Int8Form
 
 from .graph import POST_PREFIX, PRE_PREFIX
 
@@ -34,6 +35,7 @@ from .graph import POST_PREFIX, PRE_PREFIX
 FP16_BLOCK_OPS = ["GlobalAveragePool", "ReduceMean", "ReduceSum", "Softmax"]
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 NET_PREFIX = "/net/"
+REDUCED_QMAX = 64  # ONNX Runtime's reduce_range for symmetric int8 weights: [-64, 64]
 
 
 def _pre_post_nodes(model: onnx.ModelProto) -> list[str]:
@@ -152,6 +154,7 @@ class _FrameReader:
 
 
 INT8_ACTIVATIONS = ("u8", "s8")
+INT8_WEIGHT_BITS = (7, 8)
 
 
 def activation_zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
@@ -172,17 +175,44 @@ def int8_activation_type(model: onnx.ModelProto) -> str | None:
     return "u8" if any(z.dtype == np.uint8 for z in zps) else "s8"
 
 
+def int8_form(model: onnx.ModelProto) -> Int8Form | None:
+    """What a Q/DQ graph computes, read from the graph itself: its activation type, and 7-bit
+    weights when every quantised weight lies in [-64, 64] (8 otherwise). None without Q/DQ."""
+    from onnx import numpy_helper
+
+    acts = int8_activation_type(model)
+    if acts is None:
+        return None
+    inits = {i.name: i for i in model.graph.initializer}
+    widest = 0
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            w = numpy_helper.to_array(inits[n.input[0]])
+            if w.dtype == np.int8 and w.size:
+                widest = max(widest, int(np.abs(w.astype(np.int32)).max()))
+    return Int8Form(acts, 7 if widest <= REDUCED_QMAX else 8)
+
+
 def to_int8(model: onnx.ModelProto, frames: Sequence[np.ndarray], method: str = "minmax", progress: bool = True,
-            activations: str = "u8", reduce_range: bool = False) -> onnx.ModelProto:  # fmt: skip
-    """Static PTQ with explicit Q/DQ. `frames`: uint8 [H,W,3] BGR calibration frames at the graph's size;
-    `activations`: "u8" (asymmetric uint8, fast on ONNX Runtime CPU) or "s8" (symmetric int8, TensorRT).
-    `reduce_range`: 7-bit weights ([-64, 64]), so ONNX Runtime's u8 x s8 kernels never saturate on
-    x86 CPUs without VNNI: the same labels on every CPU, for a little accuracy (the gate says how much)."""
+            activations: str = "u8", weight_bits: int = 7) -> onnx.ModelProto:  # fmt: skip
+    """Static PTQ with explicit Q/DQ.
+
+    Args:
+        frames: uint8 [H,W,3] BGR calibration frames at the graph's size.
+        activations: "u8" (asymmetric uint8, fast on ONNX Runtime CPU) or "s8" (symmetric int8, TensorRT).
+        weight_bits: 7 ([-64, 64], ONNX Runtime's reduce_range): ONNX Runtime's u8 x s8 kernels never
+            saturate on x86 CPUs without VNNI, so every CPU gives the same labels at full speed, for a
+            little accuracy (the gate says how much); 8: full range (TensorRT, VNNI CPUs).
+
+    Raises:
+        RoadsegError: an unknown activation type, weight range or calibration method."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if activations not in INT8_ACTIVATIONS:
         raise RoadsegError(f"unknown INT8 activation type '{activations}'; choose u8 or s8")
+    if weight_bits not in INT8_WEIGHT_BITS:
+        raise RoadsegError(f"INT8 weights of {weight_bits} bits; choose 7 or 8")
     if method not in CALIB_METHODS:
         raise RoadsegError(f"unknown calibration method '{method}'; choose {', '.join(CALIB_METHODS)}")
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -204,7 +234,7 @@ def to_int8(model: onnx.ModelProto, frames: Sequence[np.ndarray], method: str = 
             quantize_static(
                 str(pre), str(dst), _FrameReader(input_name, frames, progress), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=calib, nodes_to_exclude=exclude, reduce_range=reduce_range,
+                weight_type=QuantType.QInt8, calibrate_method=calib, nodes_to_exclude=exclude, reduce_range=weight_bits == 7,
                 # no CalibMaxIntermediateOutputs: in onnxruntime 1.32 the MinMax calibrater clears each
                 # full buffer without reducing it (only the last partial buffer counts), and the
                 # histogram calibraters ignore it. MinMax keeps only per-tensor min/max anyway.

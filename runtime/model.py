@@ -23,6 +23,7 @@ from .backends import ENGINE_SUFFIXES
 from .backends.base import TensorSpec
 from .card import CARD_KEY, ModelCard
 from .errors import RoadsegError
+from .int8 import INT8_KEY, Int8Form
 
 EXPORT_KEY = "roadseg_export"  # how the graph was made: {"frame_size", "batch", "dynamic", "raw", "precision"}
 ORT_CPU_KEY = "roadseg_ort_cpu_rewrites"  # the rewrites export/ort_cpu.py made for ONNX Runtime's CPU kernels
@@ -73,6 +74,12 @@ class ModelInfo:
     @property
     def precision(self) -> str:
         return str(self.export.get("precision") or self.card.precision)
+
+    @property
+    def int8_form(self) -> Int8Form | None:
+        """An INT8 graph's activation type and weight bits as its export recorded them; None when
+        not recorded (files from before the record: the runtime then assumes 8-bit weights)."""
+        return Int8Form.from_json(self.metadata.get(INT8_KEY)) if self.precision == "int8" else None
 
     def require_frames_graph(self) -> None:
         """The streaming runtime feeds frames: refuse the bare-network export with the fix."""

@@ -91,6 +91,10 @@ def test_shipped_variant_carries_its_passed_gate(kind):
     assert info.card.name == "ddrnet23s_camvid" and info.card.precision == kind
     assert bool(info.metadata.get(ORT_CPU_KEY)) == (kind == "int8")  # the CPU form: GPUs refuse it, auto keeps it off them
     assert _variant(kind).stat().st_size <= (8 if kind == "int8" else 13) * 1024 * 1024
+    if kind == "int8":  # the CPU form: 7-bit weights, so native kernels are exact on every CPU; gated exactly
+        assert info.int8_form is not None and info.int8_form.describe() == "u8 activations, 7-bit weights"
+        assert gate["arithmetic"] == "exact" and gate["native_agreement"] == 1.0
+        assert gate["frames"] == {**gate["frames"], "split": "val", "count": 101, "source": "camvid"}
 
 
 def test_default_picks_the_variant_of_its_backend():

@@ -203,9 +203,69 @@ def test_gate_refuses_variant_and_writes_nothing(tiny_checkpoint, labelled, tmp_
     out = tmp_path / "refused.onnx"
     opts = ExportOptions(model=str(tiny_checkpoint), frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled),
                          calib_count=8, verify=str(labelled), max_drop=-50.0, output=str(out), progress=False)  # fmt: skip
-    with pytest.raises(RoadsegError, match="misses its accuracy budget"):
+    with pytest.raises(RoadsegError, match=r"misses its accuracy gate \(mIoU drop .* > --max-drop -50.0\).*raise --max-drop"):
         export(opts)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_agreement_refusal_names_min_agreement(tiny_checkpoint, tmp_path):
+    """Without labels the gate is label agreement; its refusal names that criterion and the flag that
+    sets it (it used to say "raise --max-drop", which sets the mIoU budget only)."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(frames / f"{i:02d}.png"), make_scene(i, TINY_FRAME_SIZE)[0])
+    opts = ExportOptions(model=str(tiny_checkpoint), frame_size=TINY_FRAME_SIZE, precision="fp16", verify=str(frames),
+                         min_agreement=1.5, output=str(tmp_path / "x.onnx"), progress=False)  # fmt: skip
+    with pytest.raises(RoadsegError, match=r"label agreement with fp32 [\d.]+ < --min-agreement 1.5.*lower --min-agreement"):
+        export(opts)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_from_a_dataset_root_gates_on_its_val_split_in_exact_arithmetic(tiny_export, labelled):
+    """--calib DATASET alone: calibrated on train, gated on the (disjoint) val split's labels, INT8
+    scored in exact integer arithmetic; the report says which frames, how many and how."""
+    path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=16)
+    gate = json.loads(Path(f"{path}.json").read_text())["gate"]
+    assert gate["labelled"] and gate["arithmetic"] == "exact" and gate["native_agreement"] is not None
+    val = sorted(p.name for p in (labelled / "val").iterdir())
+    assert gate["frames"]["split"] == "val" and gate["frames"]["count"] == len(val) == 12
+    assert sorted(gate["frames"]["names"]) == val
+
+
+def test_int8_from_a_folder_gates_on_frames_held_back_from_calibration(tiny_checkpoint, tmp_path):
+    frames = tmp_path / "cam"
+    frames.mkdir()
+    for i in range(25):
+        cv2.imwrite(str(frames / f"f{i:02d}.png"), make_scene(100 + i, TINY_FRAME_SIZE)[0])
+    out = export(ExportOptions(model=str(tiny_checkpoint), frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(frames),
+                               calib_count=20, output=str(tmp_path / "m.onnx"), progress=False))  # fmt: skip
+    rep = json.loads(Path(f"{out}.json").read_text())
+    held = rep["gate"]["frames"]
+    assert held["split"] == "held out from --calib" and not held["labelled"] and held["count"] == 5
+    assert held["names"] == [f"f{i:02d}.png" for i in (4, 9, 14, 19, 24)]  # every 5th, never calibrated on
+    assert rep["calibration"]["frames"] == 20
+
+
+def test_a_gate_without_real_frames_says_it_is_synthetic(tiny_checkpoint, tmp_path, capsys):
+    out = export(ExportOptions(model=str(tiny_checkpoint), frame_size=TINY_FRAME_SIZE, precision="fp16",
+                               output=str(tmp_path / "m.onnx"), progress=False))  # fmt: skip
+    assert "gating on 16 synthetic scenes" in capsys.readouterr().out
+    assert json.loads(Path(f"{out}.json").read_text())["gate"]["frames"]["split"] == "synthetic"
+
+
+@pytest.mark.parametrize("acts,bits,want", [("u8", None, 7), ("s8", None, 8), ("u8", 8, 8)])
+def test_int8_weight_bits_default_by_form_and_are_recorded_in_the_graph(tiny_export, labelled, acts, bits, want):
+    """7-bit weights for the CPU form (same labels on every CPU), 8 for TensorRT's; read back from the
+    graph's own weights and recorded in its metadata, where the runtime reads it."""
+    from roadseg.export.precision import int8_form
+    from roadseg.runtime.int8 import INT8_KEY, Int8Form
+
+    path = tiny_export(frame_size=TINY_FRAME_SIZE, precision="int8", calib=str(labelled), calib_count=16,
+                       int8_activations=acts, int8_weight_bits=bits)  # fmt: skip
+    model = onnx.load(str(path))
+    recorded = Int8Form.from_json({p.key: p.value for p in model.metadata_props}[INT8_KEY])
+    assert recorded == int8_form(model) == Int8Form(acts, want)
 
 
 def test_calibration_errors_before_work(tiny_checkpoint, tmp_path):

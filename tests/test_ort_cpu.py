@@ -303,7 +303,7 @@ def test_rewrites_refuse_graphs_they_would_break(u8_graph):
 
 
 def test_a_reduce_range_graph_is_exact_without_the_precision_mode():
-    """--int8-reduce-range: weights in [-64, 64] (pixels' requantised ones too), so a pair of u8 x s8
+    """7-bit weights (the u8 default): weights in [-64, 64] (pixels' requantised ones too), so a pair of u8 x s8
     products never saturates and the rewritten graph gives the same labels with ONNX Runtime's
     default kernels as with the exact x64 mode, on this CPU whatever its VNNI (the test is
     decisive on AVX2 machines without VNNI and holds trivially with VNNI)."""
@@ -311,7 +311,7 @@ def test_a_reduce_range_graph_is_exact_without_the_precision_mode():
     card = ModelCard(name="odd", arch="odd", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11,
                      input_size=INPUT_SIZE)  # fmt: skip
     fp32, _, _ = to_onnx(OddNet(), card, GraphSpec(frame_size=(72, 96)))
-    model = to_int8(fp32, _frames((72, 96), 8, 100), "minmax", progress=False, activations="u8", reduce_range=True)
+    model = to_int8(fp32, _frames((72, 96), 8, 100), "minmax", progress=False, activations="u8", weight_bits=7)
     assert ort_cpu.tune(model)  # the rewrites apply, pixels included
     init = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     weights = [init[n.input[0]] for n in model.graph.node

@@ -5,9 +5,9 @@ gated on accuracy against FP32 on a labelled split, with the gate's result in th
 
     python -m roadseg.train.variants --data ../shared/datasets/camvid
 
-- INT8 for ONNX Runtime's CPU: u8 activations, rewritten for its x86 kernels, 7-bit weights
-  (`--int8-reduce-range`), so the labels are the same on every x86 CPU, with or without VNNI (8-bit
-  weights saturate on AVX2 without VNNI: export/ort_cpu.py). One file instead of a VNNI and a
+- INT8 for ONNX Runtime's CPU: u8 activations, rewritten for its x86 kernels, 7-bit weights (the
+  CPU form's default), so the labels are the same on every CPU, with or without VNNI (8-bit
+  weights saturate on x86 without VNNI: runtime/int8.py). One file instead of a VNNI and a
   non-VNNI pair: the gate measures what the 7th bit costs.
 - FP16 for GPUs (ONNX Runtime CUDA / TensorRT EP, and the source of a TensorRT engine).
 - No FP32: FP16 is as accurate for a GPU and INT8 faster on a CPU, so 23 MB more would buy nothing;
@@ -26,7 +26,7 @@ from roadseg.runtime.defaults import GATE_KEY, VARIANT_FILES, variants_dir
 from roadseg.runtime.errors import RoadsegError
 
 RECIPES = {  # file -> export options
-    VARIANT_FILES["int8"]: {"precision": "int8", "int8_activations": "u8", "int8_reduce_range": True},
+    VARIANT_FILES["int8"]: {"precision": "int8", "int8_activations": "u8", "int8_weight_bits": 7},
     VARIANT_FILES["fp16"]: {"precision": "fp16"},
 }
 
@@ -47,6 +47,7 @@ def make_variants(data: str, out: Path | None = None, checkpoint: str = "default
                                          progress=False, **recipe)))  # type: ignore[arg-type]  # fmt: skip
         report = json.loads(path.with_name(path.name + ".json").read_text())
         gate = {**report["gate"], "data": Path(data).name}
+        gate["frames"] = {**gate["frames"], "source": Path(data).name}  # the dataset's name, not this machine's path
         model = onnx.load(str(path))
         set_props(model, {GATE_KEY: json.dumps(gate, sort_keys=True)})
         onnx.save(model, str(path))

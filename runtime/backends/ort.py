@@ -14,6 +14,7 @@ bound (GPU) path share the IO binding and its output buffer, so they are seriali
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from ..card import ModelCard
 from ..engine import NHW, default_profile
 from ..errors import MissingDependencyError, RoadsegError, UsageError
+from ..int8 import EXACT_OPTION, exactness, needs_exact_mode, saturating_cpu
 from ..model import (
     ORT_CPU_KEY,
     ModelInfo,
@@ -87,6 +89,25 @@ def _refuse_cpu_form(info: ModelInfo, name: str) -> None:
             f"{info.path}: this INT8 graph was rewritten for ONNX Runtime's CPU kernels ({rewrites}) and is not for {name}; "
             "run it with --backend ort-cpu, or export one for the GPU with --int8-activations s8"
         )
+
+
+def _int8_arithmetic(info: ModelInfo, so: Any) -> str | None:
+    """How ONNX Runtime's CPU kernels will compute an INT8 graph here, setting the exact mode on `so`
+    where native kernels would saturate (8-bit weights on x86 without VNNI): labels never depend on
+    the CPU. Said once per model in one warning, since it runs several times slower than native
+    kernels. None for other precisions."""
+    if info.precision != "int8":
+        return None
+    form = info.int8_form
+    what = form.describe() if form is not None else "INT8 weights of unrecorded range"
+    if not needs_exact_mode(form):
+        return f"{what}: {exactness(form)}"
+    so.add_session_config_entry(*EXACT_OPTION)
+    logging.getLogger("roadseg").warning(
+        "%s: %s, and this CPU's ONNX Runtime kernels saturate on 8-bit weights (%s): running it in exact "
+        "arithmetic, several times slower; for full speed export it with 7-bit weights (the default: "
+        "roadseg export ... --precision int8)", info.path, what, saturating_cpu())
+    return f"{what}: {exactness(form)}"
 
 
 def _one_line(e: BaseException) -> str:
@@ -167,9 +188,10 @@ class OrtBackend:
         self.path = info.path if info is not None else check_onnx_file(path)
         self.provider = provider
         self.name = f"ort-{provider}"
-        # GPU providers: what the file is (read once, on the CPU; by open_backend when it opened
-        # this) decides whether it may run there
-        gpu_info = (info or inspect_model(self.path)) if provider != "cpu" else None
+        # what the file is (read once, on the CPU; by open_backend when it opened this) decides
+        # whether it may run on a GPU provider, and how an INT8 graph runs on the CPU
+        file_info = info or inspect_model(self.path)
+        gpu_info = file_info if provider != "cpu" else None
         if gpu_info is not None:
             _refuse_cpu_form(gpu_info, self.name)
         self.device_id = device_id
@@ -194,6 +216,8 @@ class OrtBackend:
         if threads is not None:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
+        # INT8 on the CPU: its form and "exact natively (...)" or "exact mode, slower (...)"; else None
+        self.int8: str | None = _int8_arithmetic(file_info, so) if provider == "cpu" else None
         providers: list[Any] = []
         if provider == "trt":
             cache = Path(trt_cache_dir) if trt_cache_dir is not None else default_trt_cache_dir()
