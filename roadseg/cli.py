@@ -333,7 +333,8 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
     """Open the backend (and the live view), run the streams under the signal handlers;
     (summary, exit code): a Summary for one source, a StreamsSummary for several."""
     from roadseg.runtime.backends import open_backend
-    from roadseg.runtime.pipeline import run_stream, run_streams, stream_names, stream_outputs
+    from roadseg.runtime.naming import check_distinct_outputs, check_stream_count, stream_names, stream_outputs
+    from roadseg.runtime.pipeline import run_stream, run_streams
     from roadseg.runtime.sinks import check_outputs
 
     if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
@@ -343,8 +344,11 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    check_stream_count(len(sources))
     names = stream_names(sources)
-    for source, (video, masks) in zip(sources, stream_outputs(names, save, save_masks)):
+    outputs = stream_outputs(names, save, save_masks)
+    check_distinct_outputs(sources, outputs)
+    for source, (video, masks) in zip(sources, outputs):
         check_outputs(source, video, masks)  # fail on a bad output before opening anything (the model may export first)
     view = None
     if serve is not None:  # bound before the model opens: a port in use fails at once, not after an export

@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -47,6 +46,7 @@ import numpy as np
 
 from .backends.base import fit_frames
 from .errors import RoadsegError, UsageError
+from .naming import check_distinct_outputs, check_stream_count, stream_name, stream_names, stream_outputs  # noqa: F401 - re-exported
 from .sources import Frame, Source, open_source
 from .stats import Stats, StreamsSummary, Summary
 
@@ -130,66 +130,6 @@ def infer_frames(backend: Any, images: Sequence[np.ndarray], size: tuple[int, in
 
 
 # ---------------------------------------------------------------- streams: names, outputs, the batcher
-
-
-def stream_name(spec: Any) -> str:
-    """A short, file-name-safe name for a source: a file's or folder's stem, `cam0` for camera 0,
-    host + path for a URL, `synthetic`, `frames` for frames passed from Python."""
-    if isinstance(spec, Source):
-        spec = spec.spec
-    if not isinstance(spec, (str, int, os.PathLike)):
-        return "frames"
-    text = str(spec).strip()
-    if re.fullmatch(r"\d+", text) or re.fullmatch(r"/dev/video\d+", text):
-        name = "cam" + re.sub(r"\D", "", text)
-    elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
-        rest = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/]*@)?", "", text)  # no credentials in names
-        name = rest.split("?")[0].strip("/")
-    elif text.startswith("synthetic"):
-        name = text.split(":")[0]
-    else:
-        path = Path(text.rstrip("/*"))
-        name = path.stem if path.suffix else path.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "stream"
-
-
-def stream_names(specs: Sequence[Any]) -> list[str]:
-    """`stream_name` of each, made unique with -2, -3 ... in order."""
-    seen: collections.Counter[str] = collections.Counter()
-    names = []
-    for spec in specs:
-        base = stream_name(spec)
-        seen[base] += 1
-        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return names
-
-
-def _output_for(pattern: str | os.PathLike | None, name: str, several: bool, suffix: str) -> str | None:
-    """One stream's output path: `pattern` itself for a single stream; with several streams, the
-    pattern with {stream} replaced, or, for a folder, folder/<name><suffix>."""
-    if pattern is None:
-        return None
-    text = str(pattern)
-    if "{stream}" in text:
-        return text.replace("{stream}", name)
-    if not several:
-        return text
-    return str(Path(text) / f"{name}{suffix}")
-
-
-def stream_outputs(
-    names: Sequence[str], save: str | os.PathLike | None, save_masks: str | os.PathLike | None
-) -> list[tuple[str | None, str | None]]:
-    """(video path, mask folder) of each stream. With several streams, --save is a folder (one
-    <stream>.mp4 each) or a name with {stream}; --save-masks is a folder (one subfolder each) or
-    a name with {stream}."""
-    several = len(names) > 1
-    if several and save is not None and "{stream}" not in str(save) and Path(str(save)).suffix.lower() in (".mp4", ".avi"):
-        raise UsageError(
-            f"--save {save}: {len(names)} streams need a folder (one video per stream) or a name with "
-            "{stream}, e.g. --save out/ or --save 'out/{stream}.mp4'"
-        )
-    return [(_output_for(save, n, several, ".mp4"), _output_for(save_masks, n, several, "")) for n in names]
 
 
 class _Stream:
@@ -316,6 +256,7 @@ def iterate(
     only when every stream has failed."""
     several = _several(source)
     specs = list(source) if several else [source]
+    check_stream_count(len(specs))
     total = stats if stats is not None else Stats()
     stop = stop if stop is not None else threading.Event()
     log = source_options.get("log")
@@ -526,6 +467,7 @@ def run_streams(
     specs = list(sources)
     if not specs:
         raise UsageError("no source given; pass --source at least once")
+    check_stream_count(len(specs))
     names = stream_names(specs)
     total = Stats()
     calls: collections.Counter = collections.Counter()
@@ -556,6 +498,7 @@ def run_streams(
             raise UsageError("--show opens one window for one source; with several sources use --serve PORT "
                              "(a browser page with every stream) or --save DIR")  # fmt: skip
         outputs = stream_outputs(names, save, save_masks)
+        check_distinct_outputs(specs, outputs)
         for s, (video_path, masks_path) in zip(streams, outputs):
             check_outputs(s.spec, video_path, masks_path)
         wants_overlay = overlay if overlay is not None else bool(save or show or view is not None)
