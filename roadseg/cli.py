@@ -352,11 +352,17 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
         check_outputs(source, video, masks)  # fail on a bad output before opening anything (the model may export first)
     view = None
     if serve is not None:  # bound before the model opens: a port in use fails at once, not after an export
-        from roadseg.runtime.serve import LiveView, parse_serve
+        from roadseg.runtime.backends import is_engine
+        from roadseg.runtime.model import check_model_file, check_onnx_file
+        from roadseg.runtime.serve import LiveView, exposure_warning, parse_serve
 
         host, port = parse_serve(serve)
+        if model != "default":  # a missing or broken model fails before anything listens
+            (check_model_file if is_engine(model) else check_onnx_file)(model)
         view = LiveView(host, port, streams=names)
         view.start()
+        if (warning := exposure_warning(host)) is not None:
+            sys.stderr.write(f"roadseg run: {warning}\n")
         sys.stderr.write(f"roadseg run: live view at {view.url}\n")
         sys.stderr.flush()
     try:

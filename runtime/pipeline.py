@@ -47,6 +47,7 @@ import numpy as np
 from .backends.base import fit_frames
 from .errors import RoadsegError, UsageError
 from .naming import check_distinct_outputs, check_stream_count, stream_name, stream_names, stream_outputs  # noqa: F401 - re-exported
+from .redact import redact
 from .sources import Frame, Source, open_source
 from .stats import Stats, StreamsSummary, Summary
 
@@ -315,6 +316,7 @@ class _Writer(threading.Thread):
         self._abandoned = False  # the caller gave up waiting: run() drops the unfinished video itself
         self._times: collections.deque[float] = collections.deque(maxlen=30)
         self._latency = float("nan")
+        self.on_end: Callable[[], None] | None = None  # called on this thread once its last frame is out
 
     def put(self, item: Any) -> bool:
         """Blocks while the queue is full; False when the writer has failed."""
@@ -409,6 +411,8 @@ class _Writer(threading.Thread):
         try:
             if self.window is not None:
                 self.window.close()
+            if self.on_end is not None:
+                self.on_end()
         finally:
             with self._end_lock:
                 self._ended = True
@@ -520,6 +524,8 @@ def run_streams(
                 log(f"{len(streams)} streams on a batch-1 model: they run one after another (export with a dynamic batch to batch them)")
         for s in streams:
             s.writer = _Writer(s.name, s.stats, painter, s.video, s.masks, s.window, hook(s.name), threading.Event())
+            if view is not None:  # its last overlay is published: its viewers get that, not a wait
+                s.writer.on_end = lambda s=s: view.end(s.name, _state(s))
             s.writer.start()
         if view is not None:
             view.set_stats(snapshot)
@@ -604,6 +610,8 @@ def run_streams(
         for s in streams:
             steps += [step(lambda s=s: close_source(s), s), step(s.stats.stop), step(lambda s=s: close_video(s), s),
                       step(lambda s=s: close_masks(s), s), step(lambda s=s: close_window(s), s)]  # fmt: skip
+        if view is not None:
+            steps += [step(lambda s=s: view.end(s.name, _state(s))) for s in streams]
         _run_all([*steps, step(total.stop)])
     window_closed = any(s.writer is not None and s.writer.window_closed for s in streams)
     interrupted = interrupted or bool(pending) or (stop.is_set() and error is None and not window_closed)
@@ -673,7 +681,7 @@ def _snapshot(streams: list[_Stream], total: Stats, backend: str) -> dict:
         summ = s.stats.summary(s.src)
         lat = summ.stages.get("latency")
         recent = s.writer.recent_fps() if s.writer is not None else float("nan")
-        state = f"failed: {s.error}" if s.error is not None else ("ended" if s.done else "running")
+        state = _state(s) if s.done or s.error is not None else "running"
         out["streams"][s.name] = {
             "frames": summ.frames_out, "fps": _finite(recent if recent == recent else summ.fps),
             "latency_p50_ms": _finite(lat.p50_ms if lat else None), "latency_p99_ms": _finite(lat.p99_ms if lat else None),
@@ -682,6 +690,12 @@ def _snapshot(streams: list[_Stream], total: Stats, backend: str) -> dict:
     t = total.summary()
     out["total"] = {"frames": t.frames_out, "fps": _finite(t.fps)}
     return out
+
+
+def _state(s: _Stream) -> str:
+    """A stream's end, as the live view and /stats.json show it (no credentials)."""
+    error = s.error or (s.writer.error if s.writer is not None else None)
+    return f"failed: {redact(error)}" if error is not None else "ended"
 
 
 def _finite(x: float | None) -> float | None:

@@ -69,6 +69,9 @@ def test_segmenter_streams_and_the_live_view_get_unique_names():
         def set_stats(self, fn):
             pass
 
+        def end(self, name, status):
+            pass
+
     view = View()
     run_streams(BatchBackend(), specs, view=view, log=None)
     assert view.published == {"frames", "frames-2", "frames-3"}
@@ -90,3 +93,21 @@ def test_the_summary_never_truncates_two_names_into_one():
     result.streams = dict(zip(long, result.streams.values()))
     rows = [line.split()[0] for line in result.table().splitlines()[2:4]]
     assert rows == long
+
+
+# ---------------------------------------------------------------- --serve from the command line
+
+
+def test_serve_beyond_this_machine_warns_and_a_bad_model_fails_before_binding(tmp_path, tiny_onnx, capsys, monkeypatch):
+    from roadseg.runtime import serve
+
+    assert serve.exposure_warning("127.0.0.1") is None and serve.exposure_warning("::1") is None
+    assert "no authentication" in serve.exposure_warning("0.0.0.0") and "ssh -L" in serve.exposure_warning("::")
+    started = []
+    monkeypatch.setattr(serve.LiveView, "start", lambda self: started.append(self))
+    rc, _, err = run_cli(["run", tmp_path / "missing.onnx", "--source", "synthetic:2", "--serve", "0"], capsys)
+    assert rc == 1 and "model file not found" in err and started == []
+    monkeypatch.setattr(serve, "exposure_warning", lambda host: "warning: shown to the network")
+    monkeypatch.setattr(serve.LiveView, "close", lambda self: None)
+    rc, _, err = run_cli(["run", tiny_onnx, "--source", "synthetic:2", "--serve", "0", "--threads", "1"], capsys)
+    assert rc == 0 and err.count("warning: shown to the network") == 1 and len(started) == 1
