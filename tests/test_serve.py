@@ -281,9 +281,9 @@ def test_connections_of_every_kind_are_capped_and_idle_ones_reaped():
 
 def test_a_burst_of_connections_fits_the_listen_backlog(monkeypatch):
     with LiveView(streams=["front"], max_connections=100) as v:
-        gate = threading.Event()
-        monkeypatch.setattr(v, "_reap", lambda: gate.wait(10))  # the accepting thread stops: connections queue
-        time.sleep(0.6)  # noqa: the loop reaches the gate within one poll interval (0.5 s)
+        gate, stopped = threading.Event(), threading.Event()
+        monkeypatch.setattr(v, "_reap", lambda: (stopped.set(), gate.wait(10)))
+        assert stopped.wait(5)  # the accepting thread waits at the gate: new connections queue in the backlog
         socks = [socket.create_connection(("127.0.0.1", v.port), timeout=2) for _ in range(60)]
         for s in socks:
             s.sendall(b"GET /stats.json HTTP/1.0\r\n\r\n")
