@@ -595,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
             _need_torch(args.command)
         return int(args.func(args) or 0)
     except RoadsegError as e:
-        sys.stderr.write(f"roadseg {args.command}: error: {e}\n")
+        from roadseg.runtime.redact import redact
+
+        sys.stderr.write(f"roadseg {args.command}: error: {redact(e)}\n")  # no camera password in any error line
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"roadseg {args.command}: interrupted\n")

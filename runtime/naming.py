@@ -99,16 +99,20 @@ def _key(path: str | os.PathLike) -> str:
 
 def check_distinct_outputs(specs: Sequence[Any], outputs: Sequence[tuple[str | None, str | None]]) -> None:
     """Refuse, before any work, outputs that two streams share (one would overwrite the other's
-    frames) or that are another stream's source file."""
-    sources = {_key(s): s for s in specs if isinstance(s, (str, os.PathLike)) and Path(str(s)).expanduser().is_file()}
-    seen: dict[str, str] = {}
-    for video, masks in outputs:
+    frames) or that are another stream's source file (a stream's own source: sinks.check_outputs)."""
+    sources = {
+        _key(s): (i, s) for i, s in enumerate(specs) if isinstance(s, (str, os.PathLike)) and Path(str(s)).expanduser().is_file()
+    }
+    seen: set[str] = set()
+    for i, (video, masks) in enumerate(outputs):
         for flag, path in (("--save", video), ("--save-masks", masks)):
             if path is None:
                 continue
             key = _key(path)
             if key in seen:
                 raise UsageError(f"{flag} {path}: two streams would write there; use {{stream}} in the name or a folder")
-            seen[key] = flag
-            if flag == "--save" and key in sources:
-                raise UsageError(f"--save {path}: is the source {redact(str(sources[key]))}; choose another output path")
+            seen.add(key)
+            if flag == "--save" and key in sources and sources[key][0] != i:
+                raise UsageError(
+                    f"--save {path}: is the source {redact(sources[key][1])} of another stream; choose another output path"
+                )

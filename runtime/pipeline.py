@@ -163,6 +163,30 @@ def _open(spec: Any, live: bool | None, options: dict) -> tuple[Source, bool]:
     return open_source(spec, live, **options), True
 
 
+def _open_all(streams: list[_Stream], live: bool | None, options: dict, stop: threading.Event) -> None:
+    """Open every stream's source. With several streams, one that cannot open fails alone (the
+    others start; a camera or URL retries with the reconnect policy on its own thread); a single
+    one raises at once. A stop (Ctrl-C) while one opens leaves the rest unopened, and the run ends
+    as stopped."""
+    several = len(streams) > 1
+    options = {"stop": stop, **options, **({"retry_open": True} if several else {})}
+    for s in streams:
+        try:
+            s.src, s.owned = _open(s.spec, live, options)
+        except KeyboardInterrupt:
+            if not stop.is_set():
+                raise
+            for rest in streams:
+                rest.done = True
+            return
+        except UsageError:
+            raise
+        except RoadsegError as e:
+            if not several:
+                raise
+            s.end(e)
+
+
 def _take(
     streams: list[_Stream], ready: threading.Event, stop: threading.Event, max_frames: int | None, start: int
 ) -> list[tuple[_Stream, Frame]]:
@@ -263,8 +287,7 @@ def iterate(
     log = source_options.get("log")
     streams = [_Stream(n, spec, total) for n, spec in zip(stream_names(specs), specs)]
     try:
-        for s in streams:
-            s.src, s.owned = _open(s.spec, live, source_options)
+        _open_all(streams, live, source_options, stop)
         for batch in _batches(backend, streams, stop, max_frames, collections.Counter()):
             for s, frame, labels, infer_ms in batch:
                 latency = (time.perf_counter() - frame.timestamp) * 1000.0
@@ -277,7 +300,7 @@ def iterate(
             for s in streams:
                 if s.error is not None and several and log is not None and not s.told:
                     s.told = True
-                    log(f"stream {s.name} failed: {s.error}; the other streams go on")
+                    log(f"stream {s.name} failed: {redact(s.error)}; the other streams go on")
         failed = [s for s in streams if s.error is not None]
         if failed and (not several or len(failed) == len(streams)):
             raise failed[0].error  # type: ignore[misc]
@@ -514,9 +537,9 @@ def run_streams(
             s.window = WindowSink() if show else None
         options = dict(source_options or {})
         options.setdefault("log", log)
+        _open_all(streams, live, options, stop)
         for s in streams:
-            s.src, s.owned = _open(s.spec, live, options)
-            if s.video is not None and s.src.fps > 0:
+            if s.video is not None and s.src is not None and s.src.fps > 0:
                 s.video.fps = s.src.fps
         if several and fixed_batch(backend) == 1:
             note = "the model takes batch 1, so the streams ran one after another (export with a dynamic batch to batch them)"
@@ -620,11 +643,11 @@ def run_streams(
         summaries[s.name] = s.stats.summary(
             s.src, interrupted=interrupted and s.error is None and not s.done, outputs=outputs_done[s.name], backend=bname,
             model=mlabel,
-            source=str(s.spec) if isinstance(s.spec, (str, int, Path)) else "",
-            error=str(s.error) if s.error is not None else None,
+            source=redact(s.spec) if isinstance(s.spec, (str, int, Path)) else "",
+            error=redact(s.error) if s.error is not None else None,
         )  # fmt: skip
     total_summary = total.summary(interrupted=interrupted, backend=bname, model=mlabel, source=f"{len(streams)} streams",
-                                  error=str(error) if error is not None else None)  # fmt: skip
+                                  error=redact(error) if error is not None else None)  # fmt: skip
     for key in ("frames_in", "dropped", "skipped", "converted", "reconnects"):
         setattr(total_summary, key, sum(getattr(v, key) for v in summaries.values()))
     result = StreamsSummary(summaries, total_summary, calls["batches"], note)
@@ -634,7 +657,7 @@ def run_streams(
     if error is None and failed:
         if several:
             error = RoadsegError(f"{len(failed)} of {len(streams)} streams failed: "
-                                 + "; ".join(f"{s.name}: {s.error}" for s in failed))  # fmt: skip
+                                 + "; ".join(f"{s.name}: {redact(s.error)}" for s in failed))  # fmt: skip
         else:
             error = failed[0].error
     if error is not None:
@@ -663,7 +686,7 @@ def _settle_streams(streams: list[_Stream], stop: threading.Event, several: bool
             if s.src is not None and s.owned:
                 s.src.close()
             if s.error is not None and several and log is not None:
-                log(f"stream {s.name} failed: {s.error}; the other streams go on")
+                log(f"stream {s.name} failed: {redact(s.error)}; the other streams go on")
 
 
 def _progress(streams: list[_Stream], total: Stats, calls: collections.Counter, backend: str, note: str) -> str:

@@ -4,6 +4,16 @@ counts refused, and finalisation that does not recurse."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
 import cv2
 import pytest
 from conftest import decode_count
@@ -11,11 +21,13 @@ from test_multistream import BatchBackend
 from test_stream_cli import run_cli
 from test_stream_pipeline import ramp_frames
 
-from roadseg.runtime.errors import UsageError
+from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.naming import check_distinct_outputs, stream_names, stream_outputs
 from roadseg.runtime.pipeline import iterate, run_streams
+from roadseg.runtime.serve import LiveView
 
 pytestmark = pytest.mark.timeout(120)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def write_video(path, n, size=(48, 64)):
@@ -111,3 +123,153 @@ def test_serve_beyond_this_machine_warns_and_a_bad_model_fails_before_binding(tm
     monkeypatch.setattr(serve.LiveView, "close", lambda self: None)
     rc, _, err = run_cli(["run", tiny_onnx, "--source", "synthetic:2", "--serve", "0", "--threads", "1"], capsys)
     assert rc == 0 and err.count("warning: shown to the network") == 1 and len(started) == 1
+
+
+# ---------------------------------------------------------------- 4. credentials never shown; 11. a source that cannot open
+
+
+SECRETS = ("hunter2", "s3cr3t")
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens: connections are refused at once
+    return port
+
+
+def secret_url(port: int) -> str:
+    return f"http://admin:hunter2@127.0.0.1:{port}/live?channel=1&token=s3cr3t"
+
+
+def test_credentials_stay_out_of_every_output_channel(tmp_path, tiny_onnx_dynamic, capfd):
+    """stderr (errors, events, FFmpeg's own lines), the summary, /stats.json, the live page, the
+    stream endpoints, the Python exception and the log: the URL's user, password and token never."""
+    from roadseg.cli import main
+
+    url = secret_url(closed_port())
+    rc = main([str(a) for a in ["run", tiny_onnx_dynamic, "--source", "synthetic:3", "--source", url, "--reconnects",
+                                "1", "--read-timeout", "1", "--verbose", "--backend", "ort-cpu", "--threads", "1"]])  # fmt: skip
+    cli = capfd.readouterr()
+    assert rc == 1 and "1 of 2 streams failed" in cli.err and "127.0.0.1" in cli.out + cli.err
+    seen = [cli.out, cli.err]
+
+    lines: list[str] = []
+    with LiveView(streams=stream_names(["synthetic", url])) as view:
+        with pytest.raises(RoadsegError) as failed:
+            run_streams(BatchBackend(), [ramp_frames(3), url], view=view, log=lines.append,
+                        source_options={"reconnects": 0, "read_timeout": 1.0})  # fmt: skip
+        name = stream_names(["synthetic", url])[1]
+        stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{view.port}/stats.json", timeout=10).read())
+        assert stats["streams"][name]["state"].startswith("failed: ")
+        seen += [json.dumps(stats), str(failed.value), failed.value.summary.table(), json.dumps(failed.value.summary.to_dict())]
+        for path in ("/", f"/frame/{name}.jpg", f"/stream/{name}.mjpg"):
+            try:
+                seen.append(urllib.request.urlopen(f"http://127.0.0.1:{view.port}{path}", timeout=10).read().decode())
+            except urllib.error.HTTPError as e:  # 410: it ended without a frame, and says why
+                seen.append(e.read().decode())
+    seen += lines + [capfd.readouterr().err]
+    assert any("***" in text for text in seen)
+    for text in seen:
+        assert not any(secret in text for secret in SECRETS), text
+
+
+def test_a_source_that_cannot_open_fails_alone_among_several(tmp_path):
+    lines: list[str] = []
+    url = f"http://127.0.0.1:{closed_port()}/x"
+    cam = stream_names([url])[0]
+    with pytest.raises(RoadsegError, match="2 of 3 streams failed") as failed:
+        run_streams(BatchBackend(), [tmp_path / "missing.avi", ramp_frames(4), url],
+                    save_masks=tmp_path / "m", log=lines.append,
+                    source_options={"reconnects": 1, "backoff": (0.05, 0.05), "read_timeout": 1.0})  # fmt: skip
+    summary = failed.value.summary
+    assert summary.streams["frames"].frames_out == 4 and len(list((tmp_path / "m" / "frames").iterdir())) == 4
+    assert "no such file" in summary.streams["missing"].error
+    assert "1 reconnect attempts failed" in summary.streams[cam].error
+    assert summary.streams[cam].reconnects == sum("reconnect 1/1" in line for line in lines) == 1
+    assert sum("go on" in line for line in lines) == 2
+
+
+def test_a_network_source_among_several_retries_at_start_until_it_answers(tmp_path):
+    from test_stream_sources import MjpegServer
+
+    port = closed_port()
+    servers: list = []
+
+    def log(line: str) -> None:  # the first attempt was refused: now the camera comes up
+        if "reconnect 1/" in line and not servers:
+            servers.append(MjpegServer(per_conn=[6], stall=True, port=port))
+
+    try:
+        result = run_streams(BatchBackend(), [ramp_frames(2), f"http://127.0.0.1:{port}/stream.mjpg"], log=log,
+                             live=False, max_frames=5,
+                             source_options={"reconnects": 3, "backoff": (0.05, 0.05), "read_timeout": 2.0})  # fmt: skip
+    finally:
+        for s in servers:
+            s.stop()
+    cam = result.streams[stream_names([f"http://127.0.0.1:{port}/stream.mjpg"])[0]]
+    assert servers and cam.frames_out == 5 and cam.reconnects == 1 and result.streams["frames"].frames_out == 2
+
+
+# ---------------------------------------------------------------- 5. a network camera that accepts and never answers
+
+
+class SilentServer:
+    """Accepts every connection on 127.0.0.1 and never sends a byte."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted.set()
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def roadseg_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "roadseg", *map(str, args)]
+
+
+def test_a_camera_that_accepts_and_never_answers_is_one_line_and_exit_1_every_time(tiny_onnx):
+    server = SilentServer()
+    try:
+        for scheme in ("http", "rtsp") * 3:  # the abort came in most runs: six in a row must all be clean
+            p = subprocess.run(roadseg_cmd("run", tiny_onnx, "--source", f"{scheme}://127.0.0.1:{server.port}/live",
+                                           "--read-timeout", "1"), capture_output=True, text=True, timeout=60, env=ENV)  # fmt: skip
+            assert p.returncode == 1, (scheme, p.returncode, p.stderr)
+            assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "cannot open the stream" in p.stderr
+    finally:
+        server.close()
+
+
+def test_ctrl_c_while_a_network_camera_opens_stops_the_run(tiny_onnx):
+    server = SilentServer()
+    try:
+        p = subprocess.Popen(roadseg_cmd("run", tiny_onnx, "--source", f"http://127.0.0.1:{server.port}/live",
+                                         "--read-timeout", "4"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+        try:
+            assert server.accepted.wait(30), "roadseg never connected"
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=30)
+        finally:
+            p.kill()
+        assert p.returncode == 130, (p.returncode, err)
+        assert "stopped by request" in out and "Traceback" not in err and "terminate" not in err
+    finally:
+        server.close()
