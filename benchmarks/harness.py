@@ -25,6 +25,7 @@ import numpy as np
 
 from roadseg.runtime.backends import ENGINE_SUFFIXES
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.naming import check_stream_count
 
 from . import rows as rowreg
 from .session import InProcess, Worker, rounds
@@ -70,6 +71,7 @@ class BenchConfig:
             raise UsageError(f"--threads {self.threads}: give at least 1 thread")
         if any(n < 1 for n in self.streams):
             raise UsageError(f"--streams {' '.join(map(str, self.streams))}: give stream counts of at least 1")
+        check_stream_count(max(self.streams, default=0), "streams (--streams)")
         if not 1 <= self.rounds <= self.frames:
             raise UsageError(f"--rounds {self.rounds}: give 1 to --frames ({self.frames}) rounds")
 

@@ -58,11 +58,11 @@ def stream_names(specs: Sequence[Any]) -> list[str]:
     return names
 
 
-def check_stream_count(n: int, limit: int = MAX_STREAMS) -> None:
+def check_stream_count(n: int, what: str = "sources", limit: int = MAX_STREAMS) -> None:
     """Refuse an absurd number of streams with one line, before anything is opened."""
     if n > limit:
-        raise UsageError(f"{n} sources: roadseg runs at most {limit} streams at once; "
-                         "split them over several runs (check a --source glob or script that repeats)")  # fmt: skip
+        raise UsageError(f"{n} {what}: roadseg runs at most {limit} streams at once (three threads each); "
+                         "split them over several runs")  # fmt: skip
 
 
 def _output_for(pattern: str | os.PathLike | None, name: str, several: bool, suffix: str) -> str | None:

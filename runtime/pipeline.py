@@ -445,14 +445,20 @@ class _Writer(threading.Thread):
 
 
 def _run_all(steps: list[Callable[[], None]]) -> None:
-    """Run every step, each in its own try/finally: an exception (a KeyboardInterrupt included)
-    raised in one, or between two, does not skip the ones after it."""
-    if not steps:
-        return
-    try:
-        steps[0]()
-    finally:
-        _run_all(steps[1:])
+    """Run every step in turn, iteratively (a run of many streams has thousands of steps): an
+    exception (a KeyboardInterrupt included) raised in one, or between two, does not skip the ones
+    after it; the first is raised once all have run."""
+    pending: list[BaseException] = []
+    i = 0
+    while i < len(steps):
+        try:
+            while i < len(steps):
+                i += 1
+                steps[i - 1]()
+        except BaseException as e:  # noqa: BLE001 - raised below, after the other steps
+            pending.append(e)
+    if pending:
+        raise pending[0]
 
 
 def run_streams(

@@ -273,3 +273,37 @@ def test_ctrl_c_while_a_network_camera_opens_stops_the_run(tiny_onnx):
         assert "stopped by request" in out and "Traceback" not in err and "terminate" not in err
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------- 6. many streams: iterative finalisation, a cap
+
+
+def test_two_hundred_streams_finalise_without_recursion(tmp_path):
+    result = run_streams(BatchBackend(), [ramp_frames(1)] * 200, save=tmp_path / "v", log=None)
+    assert len(result.streams) == 200 and result.frames_out == 200
+    written = sorted(p.name for p in (tmp_path / "v").iterdir())
+    assert len(written) == 200 and not any(name.startswith(".") for name in written)  # no hidden temporary left
+
+
+def test_finalisation_runs_every_step_whatever_one_raises():
+    from roadseg.runtime.pipeline import _run_all
+
+    ran = []
+
+    def boom():
+        ran.append("boom")
+        raise KeyboardInterrupt
+
+    steps = [lambda i=i: ran.append(i) for i in range(5000)]
+    steps.insert(10, boom)
+    with pytest.raises(KeyboardInterrupt):
+        _run_all(steps)
+    assert len(ran) == 5001 and ran[-1] == 4999
+
+
+def test_absurd_stream_counts_are_one_line(tmp_path, capsys):
+    with pytest.raises(UsageError, match="at most 256 streams"):
+        run_streams(BatchBackend(), [ramp_frames(1)] * 257, log=None)
+    rc, _, err = run_cli(["bench", "default", "--streams", "1000", "--report", tmp_path / "r"], capsys)
+    assert rc == 2 and "1000 streams (--streams): roadseg runs at most 256" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
