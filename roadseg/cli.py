@@ -332,11 +332,13 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
             serve: str | None = None, **kw):
     """Open the backend (and the live view), run the streams under the signal handlers;
     (summary, exit code): a Summary for one source, a StreamsSummary for several."""
+    from roadseg.runtime import readers
     from roadseg.runtime.backends import open_backend
     from roadseg.runtime.naming import check_distinct_outputs, check_stream_count, stream_names, stream_outputs
     from roadseg.runtime.pipeline import run_stream, run_streams
     from roadseg.runtime.sinks import check_outputs
 
+    readers.QUIET_DECODERS = not verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
     if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
         import cv2

@@ -47,6 +47,7 @@ import numpy as np
 from .backends.base import fit_frames
 from .errors import RoadsegError, UsageError
 from .naming import check_distinct_outputs, check_stream_count, stream_name, stream_names, stream_outputs  # noqa: F401 - re-exported
+from .readers import STDERR_LOCK
 from .redact import redact
 from .sources import Frame, Source, open_source
 from .stats import Stats, StreamsSummary, Summary
@@ -58,8 +59,9 @@ WAIT_STEP = 0.1  # seconds the inference loop waits for a frame before it checks
 
 
 def _stderr(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    with STDERR_LOCK:  # not while an image decoder's stderr is pointed away (readers._quiet_stderr)
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def fixed_frame_size(backend: Any) -> tuple[int, int] | None:
@@ -644,6 +646,11 @@ def run_streams(
         _run_all([*steps, step(total.stop)])
     window_closed = any(s.writer is not None and s.writer.window_closed for s in streams)
     interrupted = interrupted or bool(pending) or (stop.is_set() and error is None and not window_closed)
+    for s in streams:
+        if s.error is None and not interrupted and s.src is not None and s.src.ended and not s.stats.frames_out and (
+            s.src.frames_in or s.src.kind in ("file", "images")
+        ):
+            s.error = RoadsegError(f"no frame could be read from {s.src.spec}: {s.src.no_frame_reason()}")
     summaries = {}
     for s in streams:
         summaries[s.name] = s.stats.summary(

@@ -78,6 +78,40 @@ def wait_for_native_calls(slack: float = 1.0) -> bool:
         tick.wait(0.02)
 
 
+QUIET_DECODERS = False  # set by the CLI without --verbose: libpng's and libjpeg's own lines stay off stderr
+STDERR_LOCK = threading.Lock()  # held while stderr is pointed away, and by roadseg's own stderr lines
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null for the block when QUIET_DECODERS (the image
+    libraries write their warnings there from C, past any Python logging); roadseg's own lines,
+    written under STDERR_LOCK, wait for the block to end instead of being lost."""
+    if not QUIET_DECODERS:
+        yield
+        return
+    with STDERR_LOCK:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+
+
+class Undecodable:
+    """A file that could not be decoded: a bad frame that names its file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path.name} cannot be decoded (truncated, corrupt or not an image)"
+
+
 def _open_capture(target: str | int, api: int, params: list[int]) -> Any:
     """cv2.VideoCapture; a module-level seam so tests can put a fake camera behind it."""
     return cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
@@ -147,7 +181,9 @@ class ImageReader(Reader):
             return None
         path, name = self.paths[self.i], self.names[self.i]
         self.i += 1
-        return read_image(path), name  # converted (and counted) by the source like any frame
+        with _quiet_stderr():
+            image = read_image(path)
+        return (Undecodable(path) if image is None else image), name  # converted (and counted) by the source
 
 
 class IterReader(Reader):

@@ -43,7 +43,7 @@ import numpy as np
 
 from .errors import RoadsegError, UsageError
 from .images import list_images, to_bgr8
-from .readers import CaptureReader, ImageReader, IterReader, Reader, SyntheticReader, wait_for_native_calls
+from .readers import CaptureReader, ImageReader, IterReader, Reader, SyntheticReader, Undecodable, wait_for_native_calls
 from .redact import redact
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -213,6 +213,7 @@ class Source:
         self.converted = 0
         self.reconnects = 0
         self.bad: collections.Counter[str] = collections.Counter()
+        self.first_bad: dict[str, str] = {}  # kind -> the first such frame's reason, naming its file
         self._next_index = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -254,6 +255,15 @@ class Source:
                 "frames_in": self.frames_in, "dropped": self.buffer.dropped, "skipped": self.skipped,
                 "converted": self.converted, "reconnects": self.reconnects,
             }  # fmt: skip
+
+    def no_frame_reason(self) -> str:
+        """Why a source that ended without error gave no usable frame, for its one error line."""
+        with self._lock:
+            skipped = [f"{n} {'file' if k == 'undecodable' else 'frame'}{'s' * (n > 1)} skipped, the first: {self.first_bad[k]}"
+                       for k, n in self.bad.items() if k in self.first_bad]  # fmt: skip
+        if skipped:
+            return "; ".join(skipped)
+        return "it opens but no frame decodes (an unsupported codec, or no video stream)" if self.kind == "file" else "it gave no frame"
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -377,15 +387,17 @@ class Source:
             index = self._next_index
             self._next_index += 1
             self.frames_in += 1
-        image, why = to_bgr8(raw)
+        image, why = (None, str(raw)) if isinstance(raw, Undecodable) else to_bgr8(raw)
         if image is None or why:
+            kind = "undecodable" if isinstance(raw, Undecodable) else why or ""  # one line per kind, not per file
             with self._lock:
                 if image is None:
                     self.skipped += 1
                 else:
                     self.converted += 1
-                first = not self.bad[why or ""]
-                self.bad[why or ""] += 1
+                first = not self.bad[kind]
+                self.bad[kind] += 1
+                self.first_bad.setdefault(kind, why or "")
             if first:
                 self._event(f"frame {index}: {'skipped' if image is None else 'converted'} ({why})")
             if image is None:

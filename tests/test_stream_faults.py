@@ -307,3 +307,30 @@ def test_absurd_stream_counts_are_one_line(tmp_path, capsys):
     rc, _, err = run_cli(["bench", "default", "--streams", "1000", "--report", tmp_path / "r"], capsys)
     assert rc == 2 and "1000 streams (--streams): roadseg runs at most 256" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- 8. a source with no readable frame
+
+
+def broken_images(folder, n=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        png = cv2.imencode(".png", ramp_frames(1, (64, 64))[0])[1].tobytes()
+        (folder / f"f{i}.png").write_bytes(png[: len(png) // 2] if i % 2 else png[:60] + bytes(40) + png[100:])
+    jpg = cv2.imencode(".jpg", ramp_frames(1, (64, 64))[0])[1].tobytes()
+    (folder / "g.jpg").write_bytes(jpg[:300])
+
+
+def test_a_source_with_no_readable_frame_is_exit_1_with_one_line_naming_a_file(tmp_path, tiny_onnx, capfd):
+    from roadseg.cli import main
+
+    broken_images(tmp_path / "shots")
+    rc = main(["run", str(tiny_onnx), "--source", str(tmp_path / "shots"), "--save", str(tmp_path / "o.mp4")])
+    err = capfd.readouterr().err
+    assert rc == 1 and "no frame could be read from" in err and "4 files skipped, the first: f0.png cannot be decoded" in err
+    assert "libpng" not in err and "JPEG" not in err  # the decoders' own lines stay quiet without --verbose
+    assert [line for line in err.splitlines() if "error" in line] == [err.strip().splitlines()[-1]]
+    assert not (tmp_path / "o.mp4").exists()
+    empty = write_video(tmp_path / "v.avi", 0)  # a container that opens and holds no frame
+    rc = main(["run", str(tiny_onnx), "--source", str(empty)])
+    assert rc == 1 and "no frame could be read from" in capfd.readouterr().err
