@@ -334,3 +334,55 @@ def test_a_source_with_no_readable_frame_is_exit_1_with_one_line_naming_a_file(t
     empty = write_video(tmp_path / "v.avi", 0)  # a container that opens and holds no frame
     rc = main(["run", str(tiny_onnx), "--source", str(empty)])
     assert rc == 1 and "no frame could be read from" in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------- 7. a target that cannot be replaced
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A file `chattr +i` made immutable (needs root and a file system with attributes)."""
+    made = []
+
+    def make(path):
+        path.write_bytes(b"old")
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not possible here (needs root and ext4/xfs/btrfs)")
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+def test_a_target_that_cannot_be_replaced_is_refused_before_the_work(tmp_path, tiny_onnx, immutable, capsys):
+    target = immutable(tmp_path / "o.mp4")
+    rc, out, err = run_cli(["run", tiny_onnx, "--source", "synthetic:3", "--save", target], capsys)
+    assert rc == 1 and out == "" and err.strip().count("\n") == 0
+    assert "exists and cannot be replaced (it is immutable" in err and target.read_bytes() == b"old"
+
+
+def test_a_rename_that_fails_after_the_work_keeps_the_file_and_says_where(tmp_path, immutable):
+    from roadseg.runtime.atomic import publish, temp_beside
+
+    target = immutable(tmp_path / "o.mp4")
+    tmp = temp_beside(target, ".tmp.mp4")
+    tmp.write_bytes(b"new video")
+    with pytest.raises(RoadsegError, match=r"cannot be replaced \(Operation not permitted\); the new file is kept as .*o\.new\.mp4"):
+        publish(tmp, target)
+    assert (tmp_path / "o.new.mp4").read_bytes() == b"new video" and target.read_bytes() == b"old" and not tmp.exists()
+
+
+def test_another_users_file_in_a_sticky_folder_is_refused(tmp_path, monkeypatch):
+    from roadseg.runtime.atomic import check_writable
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    (folder / "o.mp4").write_bytes(b"theirs")
+    owner = (folder / "o.mp4").stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 4242)  # we are someone else now
+    with pytest.raises(RoadsegError, match="belongs to another user and its folder is sticky"):
+        check_writable(folder / "o.mp4")
+    check_writable(folder / "new.mp4")  # a new file there is fine
