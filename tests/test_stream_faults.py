@@ -386,3 +386,20 @@ def test_another_users_file_in_a_sticky_folder_is_refused(tmp_path, monkeypatch)
     with pytest.raises(RoadsegError, match="belongs to another user and its folder is sticky"):
         check_writable(folder / "o.mp4")
     check_writable(folder / "new.mp4")  # a new file there is fine
+
+
+# ---------------------------------------------------------------- 9. frames of different sizes in one call
+
+
+def test_a_segmenter_called_with_frames_of_different_sizes_is_one_clear_error(tiny_onnx_dynamic):
+    from roadseg.runtime.segmenter import Segmenter
+
+    small, large = ramp_frames(1, (48, 64))[0], ramp_frames(1, (72, 96))[0]
+    with Segmenter(tiny_onnx_dynamic, backend="ort-cpu", threads=1) as seg:
+        with pytest.raises(RoadsegError, match=r"frames of different sizes \(\[48, 64, 3\], \[72, 96, 3\]\).*Segmenter.stream"):
+            seg([small, large])
+        with pytest.raises(RoadsegError, match="frames must be uint8"):
+            seg(([small, large],))  # a ragged nest
+        assert seg([small, small]).shape == (2, 48, 64)
+        got = [labels for _, _, labels, _ in seg.stream([[small], [large]])]  # what the error points to
+        assert sorted(g.shape for g in got) == [(48, 64), (72, 96)]
