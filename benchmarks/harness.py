@@ -185,7 +185,6 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise UsageError("--imgsz: a model file's input size was fixed when it was exported; drop --imgsz")
     row_list = [rowreg.ROWS[n] for n in rowreg.select(cfg.backends)] if files is None else rowreg.file_rows(files, cfg.backends)
     out_dir = Path(cfg.report)
-    check_writable(out_dir / "results.json")
     checkpoint = None
     if files is None:
         names = [r.name for r in row_list]
@@ -200,6 +199,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         reasons = rowreg.file_reasons(row_list, files)
         reference = rowreg.file_reference(row_list, reasons)
         cuda_reason = "no PyTorch rows"
+    check_writable(out_dir / "results.json")  # made only now: a refused checkpoint or model file leaves no empty folder
     frame_size = tuple(cfg.frame_size or card.input_size)
 
     work = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir))

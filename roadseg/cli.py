@@ -156,9 +156,9 @@ def _cmd_eval(a) -> int:
 
     a.device = resolve_device(a.device)  # `cuda` on a CPU-only torch: one line, not an AssertionError
     if a.confusion:  # fail on a bad output before the evaluation, not after it
-        check_folder(a.confusion, "--confusion")
+        check_folder(a.confusion, "--confusion", create=False)  # checked, not made: the model may still be refused
     if a.json:
-        check_writable(a.json)
+        check_writable(a.json, create=False)
     model, card, _ = load_model(a.model)
     ds = load_dataset(a.data, a.dataset, a.split, skip_bad=a.skip_bad)
     if ds.info.classes != card.classes:

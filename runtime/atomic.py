@@ -47,8 +47,17 @@ FILE_MODE = 0o666 & ~UMASK  # what open() would have given a new file
 DIR_MODE = 0o777 & ~UMASK  # what mkdir() would have given a new folder
 
 
-def _make_folder(folder: Path, what: str, fix: str) -> None:
-    """Creates `folder` (and parents) and checks it can be written, or fails naming `what` and `fix`."""
+def _make_folder(folder: Path, what: str, fix: str, create: bool = True) -> None:
+    """Creates `folder` (and parents) and checks it can be written, or fails naming `what` and `fix`.
+    create=False checks the same without creating anything (a check before work that may still be
+    refused must not leave an empty folder behind): the nearest folder that exists must be writable."""
+    if not create and not folder.exists():
+        ancestor = next((p for p in folder.parents if p.exists()), None)
+        if ancestor is not None and not ancestor.is_dir():
+            raise RoadsegError(f"{what}: cannot create folder {folder} ({ancestor} is a file); {fix}")
+        if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
+            raise RoadsegError(f"{what}: cannot create folder {folder} (Permission denied); {fix}")
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -90,12 +99,12 @@ def replace_problem(target: Path) -> str | None:
     return None
 
 
-def check_writable(target: str | os.PathLike, fix: str = "choose another output path") -> Path:
+def check_writable(target: str | os.PathLike, fix: str = "choose another output path", create: bool = True) -> Path:
     """Fail early, with `fix`, when the folder of `target` cannot be created or written, or when
     `target` exists and cannot be replaced. Returns the target with `~` expanded (the shell leaves
-    `--save=~/x.mp4` alone)."""
+    `--save=~/x.mp4` alone). create=False: a missing folder is checked, not made."""
     target = Path(target).expanduser()
-    _make_folder(target.parent, str(target), fix)
+    _make_folder(target.parent, str(target), fix, create)
     if target.is_dir():
         raise RoadsegError(f"{target}: is a folder; give a file name")
     why = replace_problem(target)
@@ -104,13 +113,13 @@ def check_writable(target: str | os.PathLike, fix: str = "choose another output 
     return target
 
 
-def check_folder(folder: str | os.PathLike, flag: str) -> Path:
-    """An output folder given with `flag` (created when missing): fails with the fix when it is a
-    file or cannot be created or written. Returns it with `~` expanded."""
+def check_folder(folder: str | os.PathLike, flag: str, create: bool = True) -> Path:
+    """An output folder given with `flag` (created when missing, unless create=False): fails with
+    the fix when it is a file or cannot be created or written. Returns it with `~` expanded."""
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise RoadsegError(f"{flag} {folder}: is a file; give a folder")
-    _make_folder(path, f"{flag} {folder}", f"choose another {flag}")
+    _make_folder(path, f"{flag} {folder}", f"choose another {flag}", create)
     return path
 
 

@@ -403,3 +403,23 @@ def test_a_segmenter_called_with_frames_of_different_sizes_is_one_clear_error(ti
         assert seg([small, small]).shape == (2, 48, 64)
         got = [labels for _, _, labels, _ in seg.stream([[small], [large]])]  # what the error points to
         assert sorted(g.shape for g in got) == [(48, 64), (72, 96)]
+
+
+# ---------------------------------------------------------------- 10. a refused model leaves no empty output folder
+
+
+def test_a_refused_model_or_checkpoint_leaves_no_empty_output_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(os.urandom(1000))
+    (tmp_path / "bad.onnx").write_bytes(os.urandom(1000))
+    runs = [
+        ["bench", bad, "--report", tmp_path / "r1", "--frames", "2", "--backends", "ort-cpu-fp32"],
+        ["bench", tmp_path / "bad.onnx", "--report", tmp_path / "r2", "--frames", "2"],
+        ["run", tmp_path / "bad.onnx", "--source", "synthetic:2", "--save", tmp_path / "r3" / "o.mp4",
+         "--save-masks", tmp_path / "r4" / "m"],
+        ["eval", bad, "--data", tmp_path, "--json", tmp_path / "r5" / "x.json", "--confusion", tmp_path / "r6"],
+    ]  # fmt: skip
+    for args in runs:
+        rc, _, err = run_cli(args, capsys)
+        assert rc == 1 and len(err.strip().splitlines()) == 1, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "bad.pt"]
