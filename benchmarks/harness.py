@@ -26,6 +26,7 @@ import numpy as np
 from roadseg.runtime.backends import ENGINE_SUFFIXES
 from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.naming import check_stream_count
+from roadseg.runtime.redact import redact
 
 from . import rows as rowreg
 from .session import InProcess, Worker, rounds
@@ -304,13 +305,14 @@ def run_bench(cfg: BenchConfig) -> dict:
             },
             "config": {
                 **{k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+                "source": redact(cfg.source) if cfg.source else cfg.source,  # a camera URL's password stays out
                 "frame_size": list(frame_size),
-                "e2e_source": e2e_source,
+                "e2e_source": redact(e2e_source),
                 "e2e_frames": e2e_frames,
                 "calib": calib,
             },
             "frames": {
-                "source": bench_frames.source,
+                "source": redact(bench_frames.source),
                 "count": int(len(bench_frames.frames)),
                 "labelled": bench_frames.labelled,
                 "size": list(frame_size),

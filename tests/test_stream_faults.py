@@ -423,3 +423,35 @@ def test_a_refused_model_or_checkpoint_leaves_no_empty_output_folder(tmp_path, c
         rc, _, err = run_cli(args, capsys)
         assert rc == 1 and len(err.strip().splitlines()) == 1, (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "bad.pt"]
+
+
+def test_the_reconnect_count_is_the_lines_printed_even_when_stopped_during_the_backoff():
+    from roadseg.runtime.sources import open_source
+
+    lines: list[str] = []
+    printed = threading.Event()
+
+    def log(line):
+        lines.append(line)
+        printed.set()
+
+    src = open_source(f"http://127.0.0.1:{closed_port()}/x", reconnects=3, backoff=(30.0, 30.0), read_timeout=1.0,
+                      retry_open=True, log=log)  # fmt: skip
+    assert printed.wait(20)  # "... reconnect 1/3 in 30.0 s", then a stop during that wait
+    src.close()
+    assert sum("reconnect " in line for line in lines) == src.counters()["reconnects"] == 1
+
+
+def test_a_bench_report_never_holds_a_camera_password(tmp_path, tiny_onnx, capsys):
+    from test_stream_sources import MjpegServer
+
+    server = MjpegServer(per_conn=[40], fps=200.0)
+    url = f"http://admin:hunter2@127.0.0.1:{server.port}/stream.mjpg?token=s3cr3t"
+    try:
+        rc, out, err = run_cli(["bench", tiny_onnx, "--source", url, "--backends", "ort-cpu", "--frames", "3",
+                                "--warmup", "0", "--report", tmp_path / "r", "--threads", "1", "--quiet"], capsys)  # fmt: skip
+    finally:
+        server.stop()
+    texts = [out, err] + [p.read_text(errors="replace") for p in (tmp_path / "r").iterdir() if p.suffix != ".png"]
+    assert rc == 0, err
+    assert any("127.0.0.1" in t for t in texts) and not any(s in t for t in texts for s in SECRETS)
