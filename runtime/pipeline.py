@@ -546,9 +546,6 @@ def run_streams(
         options = dict(source_options or {})
         options.setdefault("log", log)
         _open_all(streams, live, options, stop)
-        for s in streams:
-            if s.video is not None and s.src is not None and s.src.fps > 0:
-                s.video.fps = s.src.fps
         if several and fixed_batch(backend) == 1:
             note = "the model takes batch 1, so the streams ran one after another (export with a dynamic batch to batch them)"
             if log is not None:
@@ -567,6 +564,8 @@ def run_streams(
         try:
             for batch in _batches(backend, streams, stop, max_frames, calls):
                 for s, frame, labels, _ in batch:
+                    if s.frames == 1 and s.video is not None and s.src.fps > 0:  # type: ignore[union-attr]
+                        s.video.fps = s.src.fps  # type: ignore[union-attr]  # known once opened (a camera may open late)
                     if not s.writer.put((frame, labels)):  # type: ignore[union-attr]
                         s.end(s.writer.error or RoadsegError(f"stream {s.name}: its writer stopped"))  # type: ignore[union-attr]
                 _settle_streams(streams, stop, several, log)

@@ -455,3 +455,25 @@ def test_a_bench_report_never_holds_a_camera_password(tmp_path, tiny_onnx, capsy
     texts = [out, err] + [p.read_text(errors="replace") for p in (tmp_path / "r").iterdir() if p.suffix != ".png"]
     assert rc == 0, err
     assert any("127.0.0.1" in t for t in texts) and not any(s in t for t in texts for s in SECRETS)
+
+
+def test_a_camera_opened_late_among_several_saves_at_its_own_frame_rate(tmp_path):
+    from test_stream_sources import MjpegServer
+
+    port = closed_port()
+    servers: list = []
+
+    def log(line: str) -> None:
+        if "reconnect 1/" in line and not servers:
+            servers.append(MjpegServer(per_conn=[6], stall=True, port=port))
+
+    video = write_video(tmp_path / "clip.avi", 3)  # 10 FPS
+    try:
+        run_streams(BatchBackend(), [video, f"http://127.0.0.1:{port}/stream.mjpg"], save=tmp_path / "v", log=log,
+                    live=False, max_frames=3, source_options={"reconnects": 3, "backoff": (0.05, 0.05)})  # fmt: skip
+    finally:
+        for s in servers:
+            s.stop()
+    rates = {p.stem.split("-")[0]: cv2.VideoCapture(str(p)).get(cv2.CAP_PROP_FPS) for p in (tmp_path / "v").iterdir()}
+    assert rates["clip"] == pytest.approx(10) and len(rates) == 2
+    assert rates["127.0.0.1"] == pytest.approx(25)  # FFmpeg's rate for an MJPEG stream, not the sink's fallback 30
