@@ -338,7 +338,6 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
     from roadseg.runtime.pipeline import run_stream, run_streams
     from roadseg.runtime.sinks import check_outputs
 
-    readers.QUIET_DECODERS = not verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
     if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
         import cv2
@@ -367,6 +366,7 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
             sys.stderr.write(f"roadseg run: {warning}\n")
         sys.stderr.write(f"roadseg run: live view at {view.url}\n")
         sys.stderr.flush()
+    readers.QUIET_DECODERS = not verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
     try:
         opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
                 "cuda_graph": getattr(a, "cuda_graph", None)}  # fmt: skip
@@ -389,6 +389,7 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
         finally:
             backend.close()
     finally:
+        readers.QUIET_DECODERS = False  # for the rest of this process (tests, a Python caller of main)
         if view is not None:
             view.close()
     return summary, (sig.exit_code if summary.interrupted else 0)
