@@ -356,7 +356,8 @@ class Source:
                 conn.busy_since = None
                 conn.opened = self._ever_opened = True
                 self.fps = self.fps or reader.fps
-                self._event("reconnected" if self.frames_in or self.reconnects else "opened")
+                if self.frames_in or self.reconnects:
+                    self._event("reconnected")
             fps = reader.fps if reader.fps > 0 else 30.0
             while not self._stop.is_set() and not conn.abandoned:
                 t0 = conn.busy_since = time.perf_counter()
@@ -411,26 +412,34 @@ def _open_with_timeout(reader: Reader, timeout: float, spec: str, stop: threadin
     """reader.open() on a helper thread, so an open that hangs fails after `timeout` s, and a
     `stop` (Ctrl-C) ends the wait at once with KeyboardInterrupt (the open, left to finish on its
     own, is released when it does; readers.wait_for_native_calls keeps the exit from racing it)."""
-    box: list[Any] = [None, False]  # its error, and whether the waiter gave up on it
+    box: list[Any] = [None, False, False]  # its error, whether the waiter gave up on it, whether it ended
+    lock = threading.Lock()
 
     def run() -> None:
         try:
             reader.open()
         except BaseException as e:  # noqa: BLE001
             box[0] = e
-        if box[1]:
+        with lock:
+            box[2] = True
+            abandoned = box[1]
+        if abandoned:
             reader.release()
+
+    def give_up() -> bool:
+        """True when the open is abandoned to its thread (which releases it); False if it just ended."""
+        with lock:
+            box[1] = not box[2]
+            return box[1]
 
     t = threading.Thread(target=run, name=f"roadseg-open {spec}", daemon=True)
     t.start()
     deadline = time.monotonic() + timeout
     while t.is_alive() and time.monotonic() < deadline:
-        if stop is not None and stop.is_set():
-            box[1] = True
+        if stop is not None and stop.is_set() and give_up():
             raise KeyboardInterrupt
         t.join(min(0.1, max(0.0, deadline - time.monotonic())))
-    if t.is_alive():
-        box[1] = True
+    if t.is_alive() and give_up():
         raise RoadsegError(f"{spec}: opening the source hung for more than {timeout:g} s; check the device or URL")
     if box[0] is not None:
         raise box[0]
