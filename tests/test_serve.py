@@ -315,3 +315,20 @@ def test_clients_that_leave_early_print_no_traceback(capfd, caplog):
 def test_404_lists_every_endpoint(view):
     body = get(view, "/nothing")[2].decode()
     assert all(e in body for e in ("/stats.json", "/stream/NAME.mjpg", "/frame/NAME.jpg"))
+
+
+def test_a_viewer_that_stops_reading_is_dropped_after_the_client_timeout():
+    big = np.random.default_rng(2).integers(0, 255, (720, 1280, 3), dtype=np.uint8)  # fills the socket buffers
+    with LiveView(streams=["front"], max_clients=1, client_timeout=1.0) as v:
+        stalled = socket.create_connection(("127.0.0.1", v.port))
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /stream/front.mjpg HTTP/1.0\r\n\r\n")  # and never reads again
+        assert wait_for(lambda: v._slots._value == 0, 5)
+        tick = threading.Event()
+        for i in range(500):  # new frames keep coming: each send may block at most the client timeout
+            v.publish("front", big if i % 2 else big[::-1])
+            if v._slots._value == 1:
+                break
+            tick.wait(0.02)
+        stalled.close()
+        assert v._slots._value == 1, "a viewer that stopped reading kept its slot"
