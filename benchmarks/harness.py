@@ -25,6 +25,8 @@ import numpy as np
 
 from roadseg.runtime.backends import ENGINE_SUFFIXES
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.naming import check_stream_count
+from roadseg.runtime.redact import redact
 
 from . import rows as rowreg
 from .session import InProcess, Worker, rounds
@@ -70,6 +72,7 @@ class BenchConfig:
             raise UsageError(f"--threads {self.threads}: give at least 1 thread")
         if any(n < 1 for n in self.streams):
             raise UsageError(f"--streams {' '.join(map(str, self.streams))}: give stream counts of at least 1")
+        check_stream_count(max(self.streams, default=0), "streams (--streams)")
         if not 1 <= self.rounds <= self.frames:
             raise UsageError(f"--rounds {self.rounds}: give 1 to --frames ({self.frames}) rounds")
 
@@ -184,7 +187,6 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise UsageError("--imgsz: a model file's input size was fixed when it was exported; drop --imgsz")
     row_list = [rowreg.ROWS[n] for n in rowreg.select(cfg.backends)] if files is None else rowreg.file_rows(files, cfg.backends)
     out_dir = Path(cfg.report)
-    check_writable(out_dir / "results.json")
     checkpoint = None
     if files is None:
         names = [r.name for r in row_list]
@@ -199,6 +201,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         reasons = rowreg.file_reasons(row_list, files)
         reference = rowreg.file_reference(row_list, reasons)
         cuda_reason = "no PyTorch rows"
+    check_writable(out_dir / "results.json")  # made only now: a refused checkpoint or model file leaves no empty folder
     frame_size = tuple(cfg.frame_size or card.input_size)
 
     work = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir))
@@ -303,13 +306,14 @@ def run_bench(cfg: BenchConfig) -> dict:
             },
             "config": {
                 **{k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+                "source": redact(cfg.source) if cfg.source else cfg.source,  # a camera URL's password stays out
                 "frame_size": list(frame_size),
-                "e2e_source": e2e_source,
+                "e2e_source": redact(e2e_source),
                 "e2e_frames": e2e_frames,
                 "calib": calib,
             },
             "frames": {
-                "source": bench_frames.source,
+                "source": redact(bench_frames.source),
                 "count": int(len(bench_frames.frames)),
                 "labelled": bench_frames.labelled,
                 "size": list(frame_size),

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from roadseg.runtime.backends.base import TensorSpec, fit_frames
+from roadseg.runtime.redact import redact
 
 TIMING_FRAMES = 8  # latency runs rotate among this many of the benchmark frames
 
@@ -269,7 +270,7 @@ def _e2e(job: Job, runner: Any) -> dict:
     return {
         "fps": summary.fps, "frames": summary.frames_out, "elapsed_s": summary.elapsed_s,
         "stage_median_ms": stages, "latency_median_ms": lat.p50_ms if lat else None,
-        "resized": summary.resized, "video_written": with_video, "source": job.e2e_source,
+        "resized": summary.resized, "video_written": with_video, "source": redact(job.e2e_source),
     }  # fmt: skip
 
 

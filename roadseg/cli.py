@@ -156,9 +156,9 @@ def _cmd_eval(a) -> int:
 
     a.device = resolve_device(a.device)  # `cuda` on a CPU-only torch: one line, not an AssertionError
     if a.confusion:  # fail on a bad output before the evaluation, not after it
-        check_folder(a.confusion, "--confusion")
+        check_folder(a.confusion, "--confusion", create=False)  # checked, not made: the model may still be refused
     if a.json:
-        check_writable(a.json)
+        check_writable(a.json, create=False)
     model, card, _ = load_model(a.model)
     ds = load_dataset(a.data, a.dataset, a.split, skip_bad=a.skip_bad)
     if ds.info.classes != card.classes:
@@ -335,8 +335,10 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
             serve: str | None = None, **kw):
     """Open the backend (and the live view), run the streams under the signal handlers;
     (summary, exit code): a Summary for one source, a StreamsSummary for several."""
+    from roadseg.runtime import readers
     from roadseg.runtime.backends import open_backend
-    from roadseg.runtime.pipeline import run_stream, run_streams, stream_names, stream_outputs
+    from roadseg.runtime.naming import check_distinct_outputs, check_stream_count, stream_names, stream_outputs
+    from roadseg.runtime.pipeline import run_stream, run_streams
     from roadseg.runtime.sinks import check_outputs
 
     if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
@@ -346,18 +348,28 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    check_stream_count(len(sources))
     names = stream_names(sources)
-    for source, (video, masks) in zip(sources, stream_outputs(names, save, save_masks)):
+    outputs = stream_outputs(names, save, save_masks)
+    check_distinct_outputs(sources, outputs)
+    for source, (video, masks) in zip(sources, outputs):
         check_outputs(source, video, masks)  # fail on a bad output before opening anything (the model may export first)
     view = None
     if serve is not None:  # bound before the model opens: a port in use fails at once, not after an export
-        from roadseg.runtime.serve import LiveView, parse_serve
+        from roadseg.runtime.backends import is_engine
+        from roadseg.runtime.model import check_model_file, check_onnx_file
+        from roadseg.runtime.serve import LiveView, exposure_warning, parse_serve
 
         host, port = parse_serve(serve)
+        if model != "default":  # a missing or broken model fails before anything listens
+            (check_model_file if is_engine(model) else check_onnx_file)(model)
         view = LiveView(host, port, streams=names)
         view.start()
+        if (warning := exposure_warning(host)) is not None:
+            sys.stderr.write(f"roadseg run: {warning}\n")
         sys.stderr.write(f"roadseg run: live view at {view.url}\n")
         sys.stderr.flush()
+    readers.QUIET_DECODERS = not verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
     try:
         opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
                 "cuda_graph": getattr(a, "cuda_graph", None)}  # fmt: skip
@@ -380,6 +392,7 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
         finally:
             backend.close()
     finally:
+        readers.QUIET_DECODERS = False  # for the rest of this process (tests, a Python caller of main)
         if view is not None:
             view.close()
     return summary, (sig.exit_code if summary.interrupted else 0)
@@ -588,7 +601,9 @@ def main(argv: list[str] | None = None) -> int:
             _need_torch(args.command)
         return int(args.func(args) or 0)
     except RoadsegError as e:
-        sys.stderr.write(f"roadseg {args.command}: error: {e}\n")
+        from roadseg.runtime.redact import redact
+
+        sys.stderr.write(f"roadseg {args.command}: error: {redact(e)}\n")  # no camera password in any error line
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"roadseg {args.command}: interrupted\n")

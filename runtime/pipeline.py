@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -47,6 +46,9 @@ import numpy as np
 
 from .backends.base import fit_frames
 from .errors import RoadsegError, UsageError
+from .naming import check_distinct_outputs, check_stream_count, stream_name, stream_names, stream_outputs  # noqa: F401 - re-exported
+from .readers import STDERR_LOCK
+from .redact import redact
 from .sources import Frame, Source, open_source
 from .stats import Stats, StreamsSummary, Summary
 
@@ -57,8 +59,9 @@ WAIT_STEP = 0.1  # seconds the inference loop waits for a frame before it checks
 
 
 def _stderr(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    with STDERR_LOCK:  # not while an image decoder's stderr is pointed away (readers._quiet_stderr)
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def fixed_frame_size(backend: Any) -> tuple[int, int] | None:
@@ -132,66 +135,6 @@ def infer_frames(backend: Any, images: Sequence[np.ndarray], size: tuple[int, in
 # ---------------------------------------------------------------- streams: names, outputs, the batcher
 
 
-def stream_name(spec: Any) -> str:
-    """A short, file-name-safe name for a source: a file's or folder's stem, `cam0` for camera 0,
-    host + path for a URL, `synthetic`, `frames` for frames passed from Python."""
-    if isinstance(spec, Source):
-        spec = spec.spec
-    if not isinstance(spec, (str, int, os.PathLike)):
-        return "frames"
-    text = str(spec).strip()
-    if re.fullmatch(r"\d+", text) or re.fullmatch(r"/dev/video\d+", text):
-        name = "cam" + re.sub(r"\D", "", text)
-    elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
-        rest = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/]*@)?", "", text)  # no credentials in names
-        name = rest.split("?")[0].strip("/")
-    elif text.startswith("synthetic"):
-        name = text.split(":")[0]
-    else:
-        path = Path(text.rstrip("/*"))
-        name = path.stem if path.suffix else path.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "stream"
-
-
-def stream_names(specs: Sequence[Any]) -> list[str]:
-    """`stream_name` of each, made unique with -2, -3 ... in order."""
-    seen: collections.Counter[str] = collections.Counter()
-    names = []
-    for spec in specs:
-        base = stream_name(spec)
-        seen[base] += 1
-        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return names
-
-
-def _output_for(pattern: str | os.PathLike | None, name: str, several: bool, suffix: str) -> str | None:
-    """One stream's output path: `pattern` itself for a single stream; with several streams, the
-    pattern with {stream} replaced, or, for a folder, folder/<name><suffix>."""
-    if pattern is None:
-        return None
-    text = str(pattern)
-    if "{stream}" in text:
-        return text.replace("{stream}", name)
-    if not several:
-        return text
-    return str(Path(text) / f"{name}{suffix}")
-
-
-def stream_outputs(
-    names: Sequence[str], save: str | os.PathLike | None, save_masks: str | os.PathLike | None
-) -> list[tuple[str | None, str | None]]:
-    """(video path, mask folder) of each stream. With several streams, --save is a folder (one
-    <stream>.mp4 each) or a name with {stream}; --save-masks is a folder (one subfolder each) or
-    a name with {stream}."""
-    several = len(names) > 1
-    if several and save is not None and "{stream}" not in str(save) and Path(str(save)).suffix.lower() in (".mp4", ".avi"):
-        raise UsageError(
-            f"--save {save}: {len(names)} streams need a folder (one video per stream) or a name with "
-            "{stream}, e.g. --save out/ or --save 'out/{stream}.mp4'"
-        )
-    return [(_output_for(save, n, several, ".mp4"), _output_for(save_masks, n, several, "")) for n in names]
-
-
 class _Stream:
     """One source's state in a run: its capture, Stats, writer and sinks."""
 
@@ -220,6 +163,30 @@ def _open(spec: Any, live: bool | None, options: dict) -> tuple[Source, bool]:
     if isinstance(spec, Source):
         return spec, False
     return open_source(spec, live, **options), True
+
+
+def _open_all(streams: list[_Stream], live: bool | None, options: dict, stop: threading.Event) -> None:
+    """Open every stream's source. With several streams, one that cannot open fails alone (the
+    others start; a camera or URL retries with the reconnect policy on its own thread); a single
+    one raises at once. A stop (Ctrl-C) while one opens leaves the rest unopened, and the run ends
+    as stopped."""
+    several = len(streams) > 1
+    options = {"stop": stop, **options, **({"retry_open": True} if several else {})}
+    for s in streams:
+        try:
+            s.src, s.owned = _open(s.spec, live, options)
+        except KeyboardInterrupt:
+            if not stop.is_set():
+                raise
+            for rest in streams:
+                rest.done = True
+            return
+        except UsageError:
+            raise
+        except RoadsegError as e:
+            if not several:
+                raise
+            s.end(e)
 
 
 def _take(
@@ -316,13 +283,13 @@ def iterate(
     only when every stream has failed."""
     several = _several(source)
     specs = list(source) if several else [source]
+    check_stream_count(len(specs))
     total = stats if stats is not None else Stats()
     stop = stop if stop is not None else threading.Event()
     log = source_options.get("log")
     streams = [_Stream(n, spec, total) for n, spec in zip(stream_names(specs), specs)]
     try:
-        for s in streams:
-            s.src, s.owned = _open(s.spec, live, source_options)
+        _open_all(streams, live, source_options, stop)
         for batch in _batches(backend, streams, stop, max_frames, collections.Counter()):
             for s, frame, labels, infer_ms in batch:
                 latency = (time.perf_counter() - frame.timestamp) * 1000.0
@@ -335,7 +302,7 @@ def iterate(
             for s in streams:
                 if s.error is not None and several and log is not None and not s.told:
                     s.told = True
-                    log(f"stream {s.name} failed: {s.error}; the other streams go on")
+                    log(f"stream {s.name} failed: {redact(s.error)}; the other streams go on")
         failed = [s for s in streams if s.error is not None]
         if failed and (not several or len(failed) == len(streams)):
             raise failed[0].error  # type: ignore[misc]
@@ -374,6 +341,7 @@ class _Writer(threading.Thread):
         self._abandoned = False  # the caller gave up waiting: run() drops the unfinished video itself
         self._times: collections.deque[float] = collections.deque(maxlen=30)
         self._latency = float("nan")
+        self.on_end: Callable[[], None] | None = None  # called on this thread once its last frame is out
 
     def put(self, item: Any) -> bool:
         """Blocks while the queue is full; False when the writer has failed."""
@@ -468,6 +436,8 @@ class _Writer(threading.Thread):
         try:
             if self.window is not None:
                 self.window.close()
+            if self.on_end is not None:
+                self.on_end()
         finally:
             with self._end_lock:
                 self._ended = True
@@ -477,14 +447,20 @@ class _Writer(threading.Thread):
 
 
 def _run_all(steps: list[Callable[[], None]]) -> None:
-    """Run every step, each in its own try/finally: an exception (a KeyboardInterrupt included)
-    raised in one, or between two, does not skip the ones after it."""
-    if not steps:
-        return
-    try:
-        steps[0]()
-    finally:
-        _run_all(steps[1:])
+    """Run every step in turn, iteratively (a run of many streams has thousands of steps): an
+    exception (a KeyboardInterrupt included) raised in one, or between two, does not skip the ones
+    after it; the first is raised once all have run."""
+    pending: list[BaseException] = []
+    i = 0
+    while i < len(steps):
+        try:
+            while i < len(steps):
+                i += 1
+                steps[i - 1]()
+        except BaseException as e:  # noqa: BLE001 - raised below, after the other steps
+            pending.append(e)
+    if pending:
+        raise pending[0]
 
 
 def run_streams(
@@ -526,6 +502,7 @@ def run_streams(
     specs = list(sources)
     if not specs:
         raise UsageError("no source given; pass --source at least once")
+    check_stream_count(len(specs))
     names = stream_names(specs)
     total = Stats()
     calls: collections.Counter = collections.Counter()
@@ -556,6 +533,7 @@ def run_streams(
             raise UsageError("--show opens one window for one source; with several sources use --serve PORT "
                              "(a browser page with every stream) or --save DIR")  # fmt: skip
         outputs = stream_outputs(names, save, save_masks)
+        check_distinct_outputs(specs, outputs)
         for s, (video_path, masks_path) in zip(streams, outputs):
             check_outputs(s.spec, video_path, masks_path)
         wants_overlay = overlay if overlay is not None else bool(save or show or view is not None)
@@ -567,16 +545,15 @@ def run_streams(
             s.window = WindowSink() if show else None
         options = dict(source_options or {})
         options.setdefault("log", log)
-        for s in streams:
-            s.src, s.owned = _open(s.spec, live, options)
-            if s.video is not None and s.src.fps > 0:
-                s.video.fps = s.src.fps
+        _open_all(streams, live, options, stop)
         if several and fixed_batch(backend) == 1:
             note = "the model takes batch 1, so the streams ran one after another (export with a dynamic batch to batch them)"
             if log is not None:
                 log(f"{len(streams)} streams on a batch-1 model: they run one after another (export with a dynamic batch to batch them)")
         for s in streams:
             s.writer = _Writer(s.name, s.stats, painter, s.video, s.masks, s.window, hook(s.name), threading.Event())
+            if view is not None:  # its last overlay is published: its viewers get that, not a wait
+                s.writer.on_end = lambda s=s: view.end(s.name, _state(s))
             s.writer.start()
         if view is not None:
             view.set_stats(snapshot)
@@ -587,6 +564,8 @@ def run_streams(
         try:
             for batch in _batches(backend, streams, stop, max_frames, calls):
                 for s, frame, labels, _ in batch:
+                    if s.frames == 1 and s.video is not None and s.src.fps > 0:  # type: ignore[union-attr]
+                        s.video.fps = s.src.fps  # type: ignore[union-attr]  # known once opened (a camera may open late)
                     if not s.writer.put((frame, labels)):  # type: ignore[union-attr]
                         s.end(s.writer.error or RoadsegError(f"stream {s.name}: its writer stopped"))  # type: ignore[union-attr]
                 _settle_streams(streams, stop, several, log)
@@ -661,19 +640,26 @@ def run_streams(
         for s in streams:
             steps += [step(lambda s=s: close_source(s), s), step(s.stats.stop), step(lambda s=s: close_video(s), s),
                       step(lambda s=s: close_masks(s), s), step(lambda s=s: close_window(s), s)]  # fmt: skip
+        if view is not None:
+            steps += [step(lambda s=s: view.end(s.name, _state(s))) for s in streams]
         _run_all([*steps, step(total.stop)])
     window_closed = any(s.writer is not None and s.writer.window_closed for s in streams)
     interrupted = interrupted or bool(pending) or (stop.is_set() and error is None and not window_closed)
+    for s in streams:
+        if s.error is None and not interrupted and s.src is not None and s.src.ended and not s.stats.frames_out and (
+            s.src.frames_in or s.src.kind in ("file", "images")
+        ):
+            s.error = RoadsegError(f"no frame could be read from {s.src.spec}: {s.src.no_frame_reason()}")
     summaries = {}
     for s in streams:
         summaries[s.name] = s.stats.summary(
             s.src, interrupted=interrupted and s.error is None and not s.done, outputs=outputs_done[s.name], backend=bname,
             model=mlabel,
-            source=str(s.spec) if isinstance(s.spec, (str, int, Path)) else "",
-            error=str(s.error) if s.error is not None else None,
+            source=redact(s.spec) if isinstance(s.spec, (str, int, Path)) else "",
+            error=redact(s.error) if s.error is not None else None,
         )  # fmt: skip
     total_summary = total.summary(interrupted=interrupted, backend=bname, model=mlabel, source=f"{len(streams)} streams",
-                                  error=str(error) if error is not None else None)  # fmt: skip
+                                  error=redact(error) if error is not None else None)  # fmt: skip
     for key in ("frames_in", "dropped", "skipped", "converted", "reconnects"):
         setattr(total_summary, key, sum(getattr(v, key) for v in summaries.values()))
     result = StreamsSummary(summaries, total_summary, calls["batches"], note)
@@ -683,7 +669,7 @@ def run_streams(
     if error is None and failed:
         if several:
             error = RoadsegError(f"{len(failed)} of {len(streams)} streams failed: "
-                                 + "; ".join(f"{s.name}: {s.error}" for s in failed))  # fmt: skip
+                                 + "; ".join(f"{s.name}: {redact(s.error)}" for s in failed))  # fmt: skip
         else:
             error = failed[0].error
     if error is not None:
@@ -712,7 +698,7 @@ def _settle_streams(streams: list[_Stream], stop: threading.Event, several: bool
             if s.src is not None and s.owned:
                 s.src.close()
             if s.error is not None and several and log is not None:
-                log(f"stream {s.name} failed: {s.error}; the other streams go on")
+                log(f"stream {s.name} failed: {redact(s.error)}; the other streams go on")
 
 
 def _progress(streams: list[_Stream], total: Stats, calls: collections.Counter, backend: str, note: str) -> str:
@@ -730,7 +716,7 @@ def _snapshot(streams: list[_Stream], total: Stats, backend: str) -> dict:
         summ = s.stats.summary(s.src)
         lat = summ.stages.get("latency")
         recent = s.writer.recent_fps() if s.writer is not None else float("nan")
-        state = f"failed: {s.error}" if s.error is not None else ("ended" if s.done else "running")
+        state = _state(s) if s.done or s.error is not None else "running"
         out["streams"][s.name] = {
             "frames": summ.frames_out, "fps": _finite(recent if recent == recent else summ.fps),
             "latency_p50_ms": _finite(lat.p50_ms if lat else None), "latency_p99_ms": _finite(lat.p99_ms if lat else None),
@@ -739,6 +725,12 @@ def _snapshot(streams: list[_Stream], total: Stats, backend: str) -> dict:
     t = total.summary()
     out["total"] = {"frames": t.frames_out, "fps": _finite(t.fps)}
     return out
+
+
+def _state(s: _Stream) -> str:
+    """A stream's end, as the live view and /stats.json show it (no credentials)."""
+    error = s.error or (s.writer.error if s.writer is not None else None)
+    return f"failed: {redact(error)}" if error is not None else "ended"
 
 
 def _finite(x: float | None) -> float | None:

@@ -9,8 +9,11 @@ a supervised capture thread, makes a new one to reconnect, and converts and coun
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import cv2
 
 from .errors import RoadsegError
 from .images import read_image
+from .redact import redact
 
 SYNTHETIC_LOOP = 1800  # one minute at 30 FPS
 PRERENDER_BYTES = 384 << 20  # a synthetic clip this small (and this short) is drawn once, at open (SyntheticReader)
@@ -29,6 +33,7 @@ class Reader:
     (end of file; for live sources, a lost connection)."""
 
     fps: float = 0.0  # nominal frame rate, 0 when unknown
+    native_timeout: float | None = None  # seconds after which open() and read() give up by themselves
 
     def open(self) -> None:  # raises RoadsegError when it cannot open
         pass
@@ -38,6 +43,73 @@ class Reader:
 
     def release(self) -> None:
         pass
+
+
+_native: dict[int, float] = {}  # thread id -> when its call into OpenCV must have returned
+_native_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _in_native(bound: float) -> Iterator[None]:
+    """Marks the calling thread as inside OpenCV for at most `bound` s (see wait_for_native_calls)."""
+    key = threading.get_ident()
+    with _native_lock:
+        _native[key] = time.monotonic() + bound
+    try:
+        yield
+    finally:
+        with _native_lock:
+            _native.pop(key, None)
+
+
+def wait_for_native_calls(slack: float = 1.0) -> bool:
+    """Wait until no thread is inside an OpenCV open or read, at most until each call's bound plus
+    `slack`; True when none is left. Run at interpreter exit (sources registers it): a daemon
+    thread that returns from OpenCV into a finalising interpreter is ended from inside OpenCV's
+    C++ frames, which aborts the whole process ("terminate called without an active exception")."""
+    tick = threading.Event()
+    while True:
+        with _native_lock:
+            if not _native:
+                return True
+            last = max(_native.values()) + slack
+        if time.monotonic() > last:
+            return False
+        tick.wait(0.02)
+
+
+QUIET_DECODERS = False  # set by the CLI without --verbose: libpng's and libjpeg's own lines stay off stderr
+STDERR_LOCK = threading.Lock()  # held while stderr is pointed away, and by roadseg's own stderr lines
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null for the block when QUIET_DECODERS (the image
+    libraries write their warnings there from C, past any Python logging); roadseg's own lines,
+    written under STDERR_LOCK, wait for the block to end instead of being lost."""
+    if not QUIET_DECODERS:
+        yield
+        return
+    with STDERR_LOCK:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+
+
+class Undecodable:
+    """A file that could not be decoded: a bad frame that names its file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path.name} cannot be decoded (truncated, corrupt or not an image)"
 
 
 def _open_capture(target: str | int, api: int, params: list[int]) -> Any:
@@ -51,6 +123,10 @@ class CaptureReader(Reader):
     def __init__(self, target: str | int, kind: str, timeout_s: float = 10.0):
         self.target, self.kind, self.timeout_s = target, kind, timeout_s
         self.cap: Any = None
+        # FFmpeg gives up an open or read by itself after timeout_s (files and URLs); a camera's
+        # driver has no such bound, so its calls are only marked for a short wait at exit
+        self.native_timeout = timeout_s if kind != "camera" else None
+        self._bound = timeout_s if kind != "camera" else 2.0
 
     def open(self) -> None:
         if self.kind == "camera":
@@ -59,13 +135,14 @@ class CaptureReader(Reader):
             ms = int(self.timeout_s * 1000)
             api, params = cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         try:
-            cap = _open_capture(self.target, api, params)
+            with _in_native(self._bound):
+                cap = _open_capture(self.target, api, params)
         except cv2.error as e:
-            raise RoadsegError(f"{self.target}: cannot open ({str(e).strip().splitlines()[-1]})") from None
+            raise RoadsegError(redact(f"{self.target}: cannot open ({str(e).strip().splitlines()[-1]})")) from None
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
-            raise RoadsegError(self._open_error())
+            raise RoadsegError(redact(self._open_error()))
         self.cap = cap
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0.0 < fps <= 1000.0 else 0.0
@@ -81,7 +158,8 @@ class CaptureReader(Reader):
         return f"{self.target}: cannot open as a video (empty, truncated or unsupported format)"
 
     def read(self) -> tuple[Any, str | None] | None:
-        ok, image = self.cap.read()
+        with _in_native(self._bound):
+            ok, image = self.cap.read()
         return (image, None) if ok else None
 
     def release(self) -> None:
@@ -103,7 +181,9 @@ class ImageReader(Reader):
             return None
         path, name = self.paths[self.i], self.names[self.i]
         self.i += 1
-        return read_image(path), name  # converted (and counted) by the source like any frame
+        with _quiet_stderr():
+            image = read_image(path)
+        return (Undecodable(path) if image is None else image), name  # converted (and counted) by the source
 
 
 class IterReader(Reader):

@@ -9,8 +9,12 @@ a device without a screen.
 Standard library only (http.server), because the runtime goes on the car and MJPEG needs nothing
 more. Safe by default: it binds 127.0.0.1 unless a host is given (reach it from a laptop with
 `ssh -L 8080:127.0.0.1:8080 device`), serves those endpoints and nothing else (no files, no
-listing; other methods 405), takes at most `max_clients` MJPEG viewers at once (503 beyond), and
-drops a connection idle or stalled for CLIENT_TIMEOUT seconds.
+listing; other methods 405), takes at most `max_clients` MJPEG viewers and `max_connections`
+connections of any kind at once (503 beyond), and drops a connection that has not sent its request
+within CLIENT_TIMEOUT seconds (however slowly it drips bytes) or stalls a send that long. A stream
+that has ended answers at once: its last frame, or a status when it never had one; a viewer that
+closes its page frees its slot and thread within WAIT_STEP. A client going away is normal: it is
+logged at debug level, never as a traceback.
 
 Inference never waits for a viewer: `publish` (called on each stream's writer thread) stores a
 reference to the newest overlay and wakes the viewers, nothing more. Each viewer's own thread
@@ -25,8 +29,10 @@ import html
 import json
 import logging
 import re
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,10 +42,13 @@ from urllib.parse import quote, unquote, urlsplit
 import numpy as np
 
 from .errors import RoadsegError, UsageError
+from .redact import redact
 
 CLIENT_TIMEOUT = 10.0  # seconds a viewer may stall (or a connection idle) before it is dropped
 WAIT_STEP = 0.5  # seconds a viewer thread waits for a frame before it checks for shutdown
 BOUNDARY = "roadsegframe"
+BACKLOG = 128  # connections the kernel queues before accept: a page reload opens several at once
+ENDPOINTS = "/, /stats.json, /stream/NAME.mjpg and /frame/NAME.jpg"
 
 log = logging.getLogger("roadseg")
 
@@ -57,22 +66,34 @@ def parse_serve(text: str) -> tuple[str, int]:
 class _Feed:
     """One stream's newest overlay, its sequence number and (once a viewer asked) its JPEG."""
 
-    __slots__ = ("seq", "image", "jpeg", "jpeg_seq")
+    __slots__ = ("seq", "image", "jpeg", "jpeg_seq", "ended")
 
     def __init__(self) -> None:
         self.seq = 0
         self.image: np.ndarray | None = None
         self.jpeg: bytes | None = None
         self.jpeg_seq = -1
+        self.ended: str | None = None  # "ended", "stopped" or "failed: ..." once no frame will come
+
+
+def exposure_warning(host: str) -> str | None:
+    """One line for a view that other machines can reach: it has no authentication."""
+    if host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
+        return None
+    return (f"warning: the live view on {host} has no authentication: anyone who can reach this port sees every "
+            "stream; bind 127.0.0.1 and use `ssh -L` to watch from another machine")  # fmt: skip
 
 
 class LiveView:
     """The server; `start()` binds and serves on daemon threads, `close()` stops it."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, streams: list[str] | None = None,
-                 max_clients: int = 8, quality: int = 80, log: Callable[[str], None] | None = None) -> None:  # fmt: skip
+                 max_clients: int = 8, quality: int = 80, log: Callable[[str], None] | None = None,
+                 max_connections: int | None = None, client_timeout: float = CLIENT_TIMEOUT) -> None:  # fmt: skip
         self.host, self.port = host, port
         self.max_clients, self.quality = max_clients, quality
+        self.max_connections = max_connections or 2 * max_clients + 8  # viewers, pages, stats and /frame polls
+        self.client_timeout = client_timeout
         self._log = log
         self._feeds: dict[str, _Feed] = {name: _Feed() for name in streams or []}
         self._cond = threading.Condition()
@@ -83,6 +104,8 @@ class LiveView:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._clients: set[socket.socket] = set()
+        self._unparsed: dict[socket.socket, float] = {}  # connections still sending their request -> deadline
+        self._connections = 0
 
     # -- the pipeline's side
 
@@ -96,6 +119,16 @@ class LiveView:
             feed.image = image
             self._cond.notify_all()
 
+    def end(self, stream: str, status: str = "ended") -> None:
+        """No more frames will come for `stream`: its viewers get its last frame (or `status`) at
+        once instead of waiting."""
+        with self._cond:
+            feed = self._feeds.get(stream)
+            if feed is None:
+                feed = self._feeds[stream] = _Feed()
+            feed.ended = redact(status)
+            self._cond.notify_all()
+
     def set_stats(self, fn: Callable[[], dict]) -> None:
         """/stats.json serves json.dumps(fn())."""
         self._stats = fn
@@ -104,8 +137,8 @@ class LiveView:
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
-        handler = type("Handler", (_Handler,), {"view": self, "timeout": CLIENT_TIMEOUT})
+        server_class = type("Server", (_Server,), {"address_family": family, "view": self})
+        handler = type("Handler", (_Handler,), {"view": self, "timeout": self.client_timeout})
         try:
             self._server = server_class((self.host, self.port), handler)
         except (OSError, OverflowError) as e:
@@ -153,18 +186,33 @@ class LiveView:
         with self._cond:
             return list(self._feeds)
 
-    def _next(self, stream: str, after: int) -> tuple[int, bytes] | None:
-        """The newest frame of `stream` newer than `after`, as (seq, JPEG); waits for one; None
-        when the view closes."""
+    def _next(self, stream: str, after: int, alive: Callable[[], bool] = lambda: True) -> tuple[int, bytes] | str:
+        """The newest frame of `stream` newer than `after`, as (seq, JPEG); waits for one while the
+        stream runs and `alive()` (the client is still there). Else, at once, why not: the stream's
+        end status, "gone" (the client left) or "closing" (the view closes)."""
         with self._cond:
-            while not self._closing:
+            while True:
                 feed = self._feeds[stream]
+                if self._closing:
+                    return "closing"
                 if feed.seq > after and feed.image is not None:
                     seq, image = feed.seq, feed.image
                     break
+                if feed.ended is not None:
+                    return feed.ended
                 self._cond.wait(WAIT_STEP)
-            else:
-                return None
+                if not alive():
+                    return "gone"
+        return seq, self._jpeg(feed, seq, image)
+
+    def _newest(self, stream: str) -> tuple[int, bytes] | str:
+        """The newest frame of `stream` at once, or why there is none (its end status, or "no
+        frame yet")."""
+        with self._cond:
+            feed = self._feeds[stream]
+            if feed.image is None:
+                return feed.ended or "no frame yet"
+            seq, image = feed.seq, feed.image
         return seq, self._jpeg(feed, seq, image)
 
     def _jpeg(self, feed: _Feed, seq: int, image: np.ndarray) -> bytes:
@@ -184,6 +232,100 @@ class LiveView:
         with self._cond:
             (self._clients.add if on else self._clients.discard)(sock)
 
+    def _admit(self, sock: socket.socket) -> bool:
+        """A new connection: counted, and given CLIENT_TIMEOUT to send its request; False (refuse it)
+        beyond `max_connections`."""
+        with self._cond:
+            if self._connections >= self.max_connections:
+                return False
+            self._connections += 1
+            self._unparsed[sock] = time.monotonic() + self.client_timeout
+            return True
+
+    def _parsed(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._unparsed.pop(sock, None)
+
+    def _leave(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._unparsed.pop(sock, None)
+            self._connections -= 1
+
+    def _reap(self) -> None:
+        """Shut the connections that have not sent a whole request in time (a client dripping a
+        byte every few seconds resets every read timeout, never this deadline)."""
+        now = time.monotonic()
+        with self._cond:
+            late = [sock for sock, deadline in self._unparsed.items() if now > deadline]
+            for sock in late:
+                del self._unparsed[sock]
+        for sock in late:
+            log.debug("live view: dropping a client that sent no request within %g s", self.client_timeout)
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _client_alive(sock: socket.socket) -> bool:
+    """False once the client closed its end (or the socket failed); bytes it sent are discarded."""
+    try:
+        if not select.select([sock], [], [], 0)[0]:
+            return True
+        return bool(sock.recv(4096, socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most `view.max_connections` at once (a short 503 beyond,
+    written without blocking from the accepting thread); late requests reaped; a client that goes
+    away logged at debug level, never as a traceback."""
+
+    view: LiveView  # set on the subclass LiveView.start makes
+    daemon_threads = True
+    request_queue_size = BACKLOG
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.view._admit(request):
+            try:
+                request.setblocking(False)
+                request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 45\r\n\r\n"
+                             b"too many connections; close a page and retry\n")  # fmt: skip
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.view._leave(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.view._leave(request)
+
+    def service_actions(self) -> None:
+        self.view._reap()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        e = sys.exc_info()[1]
+        if isinstance(e, OSError):  # a reset, a broken pipe, a timeout: the client went away
+            log.debug("live view: %s went away (%s)", client_address[0], e)
+        else:
+            log.warning("live view: a request from %s failed (%s)", client_address[0], redact(repr(e)))
+
 
 class _Handler(BaseHTTPRequestHandler):
     view: LiveView  # set on the subclass LiveView.start makes
@@ -193,6 +335,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
         log.debug("live view: %s %s", self.address_string(), format % args)
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.view._parsed(self.connection)  # the whole request is in: the reaper's deadline no longer applies
+        return ok
 
     def _send(self, status: int, body: bytes, ctype: str, head_only: bool = False) -> None:
         self.send_response(status)
@@ -232,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._mjpeg(name, head_only)
         else:
-            self._refuse(HTTPStatus.NOT_FOUND, "not found: this server has /, /stats.json and /stream/NAME.mjpg", head_only)
+            self._refuse(HTTPStatus.NOT_FOUND, f"not found: this server has {ENDPOINTS}", head_only)
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET(head_only=True)
@@ -246,9 +393,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed  # noqa: N815
 
     def _frame(self, name: str, head_only: bool) -> None:
-        got = self.view._next(name, 0)
-        if got is None:
-            self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the live view is closing", head_only)
+        got = self.view._newest(name)
+        if isinstance(got, str):
+            status = HTTPStatus.SERVICE_UNAVAILABLE if got == "no frame yet" else HTTPStatus.GONE
+            self._refuse(status, f"stream {name}: {got}", head_only)
             return
         self._send(HTTPStatus.OK, got[1], "image/jpeg", head_only)
 
@@ -259,6 +407,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.view._track(self.connection, True)
         try:
+            got = self.view._newest(name)
+            if isinstance(got, str) and got != "no frame yet":  # ended without a frame: say so at once
+                self._refuse(HTTPStatus.GONE, f"stream {name}: {got}", head_only)
+                return
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self._safe_headers()
@@ -266,13 +418,14 @@ class _Handler(BaseHTTPRequestHandler):
             if head_only:
                 return
             seq = 0
-            while (got := self.view._next(name, seq)) is not None:
+            alive = lambda: _client_alive(self.connection)  # noqa: E731
+            while not isinstance(got := self.view._next(name, seq, alive), str):
                 seq, jpeg = got
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
                                  + jpeg + b"\r\n")  # fmt: skip
                 self.wfile.flush()
-        except OSError:  # the viewer went away, or stalled past CLIENT_TIMEOUT: only this thread ends
-            pass
+        except OSError as e:  # the viewer went away, or stalled past CLIENT_TIMEOUT: only this thread ends
+            log.debug("live view: viewer of %s went away (%s)", name, e)
         finally:
             self.view._track(self.connection, False)
             self.view._slots.release()

@@ -49,12 +49,12 @@ def check_outputs(source: object, save: str | os.PathLike | None, save_masks: st
     spec = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     if save:
         video_fourcc(save)
-        target = check_writable(save)
+        target = check_writable(save, create=False)  # checked, not made: the model may still be refused
         src = Path(spec).expanduser() if spec is not None else None
         if src is not None and src.is_file() and target.resolve() == src.resolve():
             raise UsageError(f"--save {save}: is the source video; choose another output path")
     if save_masks:
-        folder = check_folder(save_masks, "--save-masks").resolve()
+        folder = check_folder(save_masks, "--save-masks", create=False).resolve()
         try:
             images = list_images(spec) if spec is not None else None
         except RoadsegError:  # an empty folder or pattern: the source reports it when opened

@@ -11,7 +11,14 @@ to get `Frame`s (a BGR uint8 image with its index, capture timestamp and name).
 - A camera or network stream that is lost is reopened with capped exponential backoff; a read (or
   reopen) that hangs longer than `read_timeout` is caught by a watchdog, which abandons that
   capture and opens a new one. After `reconnects` failed attempts in a row the stream ends with a
-  RoadsegError. A source that cannot be opened at all fails at once, in `open_source`.
+  RoadsegError. A source that cannot be opened at all fails at once, in `open_source`, unless it is
+  opened with retry_open (one of several streams: a camera or URL is then opened on its capture
+  thread, with the reconnect policy, while the other streams run).
+- A network source is opened and read through FFmpeg's own timeouts (`read_timeout`), so a server
+  that accepts and never answers makes the call return with an error; the watchdog, a little
+  later, is the backstop. A thread left inside OpenCV is waited for (within its timeout) before
+  the interpreter exits: one that returns into a finalising interpreter aborts the process.
+- Every text a source shows (errors, events, its `spec`) has its URL credentials redacted.
 - Frames that are empty, tiny, gray, BGRA or 16-bit are converted to 8-bit BGR or skipped, and
   counted; they never stop the stream. Frames may change size mid-stream.
 
@@ -21,6 +28,7 @@ source from a spec; the connection to each kind of source is a reader in readers
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import re
@@ -35,11 +43,15 @@ import numpy as np
 
 from .errors import RoadsegError, UsageError
 from .images import list_images, to_bgr8
-from .readers import CaptureReader, ImageReader, IterReader, Reader, SyntheticReader
+from .readers import CaptureReader, ImageReader, IterReader, Reader, SyntheticReader, Undecodable, wait_for_native_calls
+from .redact import redact
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 DEFAULT_BUFFER = 8  # frames a non-live source reads ahead
 SYNTHETIC_FRAMES = 120
+GRACE = 2.0  # seconds the watchdog gives a reader with its own timeout (FFmpeg's) beyond it
+
+atexit.register(wait_for_native_calls)
 
 
 @dataclass
@@ -185,8 +197,10 @@ class Source:
         backoff: tuple[float, float] = (0.5, 8.0),
         log: Callable[[str], None] | None = None,
         first_reader: Reader | None = None,
+        retry_open: bool = False,
+        stop: threading.Event | None = None,
     ):
-        self.spec, self.kind, self.live = spec, kind, live
+        self.spec, self.kind, self.live = redact(spec), kind, live
         self._make_reader = make_reader
         self.reconnect, self.pace = reconnect, pace
         self.read_timeout, self.max_reconnects, self.backoff = read_timeout, reconnects, backoff
@@ -199,15 +213,18 @@ class Source:
         self.converted = 0
         self.reconnects = 0
         self.bad: collections.Counter[str] = collections.Counter()
+        self.first_bad: dict[str, str] = {}  # kind -> the first such frame's reason, naming its file
         self._next_index = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         reader = first_reader if first_reader is not None else make_reader()
-        if first_reader is None:
-            _open_with_timeout(reader, read_timeout, spec)
+        opened = first_reader is not None or not (retry_open and reconnect)
+        self._ever_opened = opened
+        if opened and first_reader is None:
+            _open_with_timeout(reader, self._bound(reader), self.spec, stop)
         self.fps = reader.fps
         self._thread = threading.Thread(
-            target=self._supervise, args=(reader,), name=f"roadseg-capture {spec}", daemon=True
+            target=self._supervise, args=(reader, opened), name=f"roadseg-capture {self.spec}", daemon=True
         )
         self._thread.start()
 
@@ -239,6 +256,15 @@ class Source:
                 "converted": self.converted, "reconnects": self.reconnects,
             }  # fmt: skip
 
+    def no_frame_reason(self) -> str:
+        """Why a source that ended without error gave no usable frame, for its one error line."""
+        with self._lock:
+            skipped = [f"{n} {'file' if k == 'undecodable' else 'frame'}{'s' * (n > 1)} skipped, the first: {self.first_bad[k]}"
+                       for k, n in self.bad.items() if k in self.first_bad]  # fmt: skip
+        if skipped:
+            return "; ".join(skipped)
+        return "it opens but no frame decodes (an unsupported codec, or no video stream)" if self.kind == "file" else "it gave no frame"
+
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
         self.buffer.close()
@@ -257,8 +283,14 @@ class Source:
         if self.log is not None:
             self.log(f"{self.spec}: {text}")
 
-    def _supervise(self, reader: Reader) -> None:
-        conn = _Connection(reader, opened=True)
+    def _bound(self, reader: Reader) -> float:
+        """The watchdog's bound on one call of `reader`: read_timeout, or, for a reader that gives
+        up by itself (FFmpeg's timeouts), a little after it does, so its own error comes first."""
+        native = getattr(reader, "native_timeout", None)
+        return self.read_timeout if native is None else max(self.read_timeout, native + GRACE)
+
+    def _supervise(self, reader: Reader, opened: bool) -> None:
+        conn = _Connection(reader, opened=opened)
         failures = 0
         try:
             while not self._stop.is_set():
@@ -274,18 +306,19 @@ class Source:
                     assert isinstance(outcome, BaseException)
                     raise outcome
                 why = "ended" if outcome == "end" else str(outcome)
+                lost = "lost" if self._ever_opened else "not opened"
                 failures += 1
                 if failures > self.max_reconnects:
                     raise RoadsegError(
-                        f"{self.spec}: source lost ({why}) and {self.max_reconnects} reconnect attempts failed; "
+                        f"{self.spec}: source {lost} ({why}) and {self.max_reconnects} reconnect attempts failed; "
                         "check the camera or network, or raise the number of reconnect attempts"
                     )
                 delay = min(self.backoff[1], self.backoff[0] * 2 ** (failures - 1))
-                self._event(f"lost ({why}); reconnect {failures}/{self.max_reconnects} in {delay:.1f} s")
+                with self._lock:  # counted with its line: the summary's count is the lines printed
+                    self.reconnects += 1
+                self._event(f"{lost} ({why}); reconnect {failures}/{self.max_reconnects} in {delay:.1f} s")
                 if self._stop.wait(delay):
                     return
-                with self._lock:
-                    self.reconnects += 1
                 conn = _Connection(self._make_reader(), opened=False)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             self.error = e if isinstance(e, RoadsegError) else RoadsegError(f"{self.spec}: capture failed ({e!r})")
@@ -299,14 +332,12 @@ class Source:
         try:
             while grabber.is_alive():
                 grabber.join(0.05)
-                busy = conn.busy_since
-                if busy is not None and time.perf_counter() - busy > self.read_timeout and grabber.is_alive():
+                busy, bound = conn.busy_since, self._bound(conn.reader)
+                if busy is not None and time.perf_counter() - busy > bound and grabber.is_alive():
                     conn.abandoned = True  # the grabber stops, and releases the capture if its call ever returns
                     what = "opening" if not conn.opened else "a read"
-                    conn.outcome = RoadsegError(
-                        f"{self.spec}: {what} hung for more than {self.read_timeout:g} s (watchdog)"
-                    )
-                    self._event(f"watchdog: {what} hung for more than {self.read_timeout:g} s; abandoning that capture")
+                    conn.outcome = RoadsegError(f"{self.spec}: {what} hung for more than {bound:g} s (watchdog)")
+                    self._event(f"watchdog: {what} hung for more than {bound:g} s; abandoning that capture")
                     return
                 if self._stop.is_set():
                     grabber.join(1.0)
@@ -323,8 +354,10 @@ class Source:
                 conn.busy_since = time.perf_counter()
                 reader.open()
                 conn.busy_since = None
-                conn.opened = True
-                self._event("reconnected")
+                conn.opened = self._ever_opened = True
+                self.fps = self.fps or reader.fps
+                if self.frames_in or self.reconnects:
+                    self._event("reconnected")
             fps = reader.fps if reader.fps > 0 else 30.0
             while not self._stop.is_set() and not conn.abandoned:
                 t0 = conn.busy_since = time.perf_counter()
@@ -355,15 +388,17 @@ class Source:
             index = self._next_index
             self._next_index += 1
             self.frames_in += 1
-        image, why = to_bgr8(raw)
+        image, why = (None, str(raw)) if isinstance(raw, Undecodable) else to_bgr8(raw)
         if image is None or why:
+            kind = "undecodable" if isinstance(raw, Undecodable) else why or ""  # one line per kind, not per file
             with self._lock:
                 if image is None:
                     self.skipped += 1
                 else:
                     self.converted += 1
-                first = not self.bad[why or ""]
-                self.bad[why or ""] += 1
+                first = not self.bad[kind]
+                self.bad[kind] += 1
+                self.first_bad.setdefault(kind, why or "")
             if first:
                 self._event(f"frame {index}: {'skipped' if image is None else 'converted'} ({why})")
             if image is None:
@@ -373,20 +408,38 @@ class Source:
         return self.buffer.put(frame)
 
 
-def _open_with_timeout(reader: Reader, timeout: float, spec: str) -> None:
-    """reader.open() on a helper thread, so an open that hangs fails after `timeout` s."""
-    box: list[BaseException | None] = [None]
+def _open_with_timeout(reader: Reader, timeout: float, spec: str, stop: threading.Event | None = None) -> None:
+    """reader.open() on a helper thread, so an open that hangs fails after `timeout` s, and a
+    `stop` (Ctrl-C) ends the wait at once with KeyboardInterrupt (the open, left to finish on its
+    own, is released when it does; readers.wait_for_native_calls keeps the exit from racing it)."""
+    box: list[Any] = [None, False, False]  # its error, whether the waiter gave up on it, whether it ended
+    lock = threading.Lock()
 
     def run() -> None:
         try:
             reader.open()
         except BaseException as e:  # noqa: BLE001
             box[0] = e
+        with lock:
+            box[2] = True
+            abandoned = box[1]
+        if abandoned:
+            reader.release()
+
+    def give_up() -> bool:
+        """True when the open is abandoned to its thread (which releases it); False if it just ended."""
+        with lock:
+            box[1] = not box[2]
+            return box[1]
 
     t = threading.Thread(target=run, name=f"roadseg-open {spec}", daemon=True)
     t.start()
-    t.join(timeout)
-    if t.is_alive():
+    deadline = time.monotonic() + timeout
+    while t.is_alive() and time.monotonic() < deadline:
+        if stop is not None and stop.is_set() and give_up():
+            raise KeyboardInterrupt
+        t.join(min(0.1, max(0.0, deadline - time.monotonic())))
+    if t.is_alive() and give_up():
         raise RoadsegError(f"{spec}: opening the source hung for more than {timeout:g} s; check the device or URL")
     if box[0] is not None:
         raise box[0]
@@ -407,6 +460,8 @@ def open_source(
     size: tuple[int, int] = (360, 480),
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    retry_open: bool = False,
+    stop: threading.Event | None = None,
 ) -> Source:
     """Open a source and start its capture thread.
 
@@ -417,9 +472,12 @@ def open_source(
     is then played at its frame rate); False never drops (a stream then reads as fast as consumed).
     read_timeout: the watchdog bound, seconds, on a read or reopen that hangs (and FFmpeg's own
     open/read timeouts). reconnects: failed reconnect attempts in a row before the stream ends
-    with an error; backoff: (first delay, cap) in seconds, doubling in between.
+    with an error; backoff: (first delay, cap) in seconds, doubling in between. retry_open: a camera
+    or URL that cannot open is retried on its capture thread with that policy instead of failing
+    here. stop: an Event that, set while the source opens, ends the wait (KeyboardInterrupt).
     """
-    common = dict(buffer=buffer, read_timeout=read_timeout, reconnects=reconnects, backoff=backoff, log=log)
+    common = dict(buffer=buffer, read_timeout=read_timeout, reconnects=reconnects, backoff=backoff, log=log,
+                  stop=stop)  # fmt: skip
     if not isinstance(spec, (str, int, os.PathLike)):
         rate = fps or 0.0
         return Source(lambda: IterReader(spec, rate), "frames", "frames", bool(live), pace=bool(live) and rate > 0,
@@ -438,15 +496,15 @@ def open_source(
     if scheme:
         if scheme.group(1).lower() not in URL_SCHEMES:
             raise UsageError(
-                f"{text}: unsupported URL scheme {scheme.group(1)!r}; use one of "
+                f"{redact(text)}: unsupported URL scheme {scheme.group(1)!r}; use one of "
                 + ", ".join(f"{s}://" for s in URL_SCHEMES)
             )
         make = lambda: CaptureReader(text, "url", read_timeout)
-        return Source(make, text, "url", live is not False, reconnect=True, **common)
+        return Source(make, text, "url", live is not False, reconnect=True, retry_open=retry_open, **common)
     if isinstance(spec, int) or text.isdigit() or re.fullmatch(r"/dev/video\d+", text):
         target: str | int = int(text) if text.isdigit() else text
         make = lambda: CaptureReader(target, "camera", read_timeout)
-        return Source(make, text, "camera", live is not False, reconnect=True, **common)
+        return Source(make, text, "camera", live is not False, reconnect=True, retry_open=retry_open, **common)
     images = list_images(text)
     if images is not None:
         rate = fps or 30.0

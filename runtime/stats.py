@@ -232,17 +232,18 @@ class StreamsSummary:
 
     def table(self) -> str:
         t = self.total
+        wide = max([20, *map(len, self.streams)])  # every name whole: two names never read as one
         lines = [
             f"{len(self.streams)} streams -> {t.backend or 'backend'}{f' ({t.model})' if t.model else ''}: "
             f"{t.frames_out} frames in {self.batches} "
             f"inference calls (mean batch {self.mean_batch:.2f}){'; ' + self.batch_note if self.batch_note else ''}",
-            f"{'stream':<20} {'in':>6} {'out':>6} {'dropped':>7} {'reconn':>6} {'FPS':>7} {'p50 ms':>8} {'p99 ms':>8}  state",
+            f"{'stream':<{wide}} {'in':>6} {'out':>6} {'dropped':>7} {'reconn':>6} {'FPS':>7} {'p50 ms':>8} {'p99 ms':>8}  state",
         ]
         for name, s in self.streams.items():
             lat = s.stages.get("latency")
             p50, p99 = (lat.p50_ms, lat.p99_ms) if lat and lat.count else (math.nan, math.nan)
             state = f"failed: {s.error}" if s.error else ("stopped" if s.interrupted else "ended")
-            lines.append(f"{name[:20]:<20} {s.frames_in:>6} {s.frames_out:>6} {s.dropped:>7} {s.reconnects:>6} "
+            lines.append(f"{name:<{wide}} {s.frames_in:>6} {s.frames_out:>6} {s.dropped:>7} {s.reconnects:>6} "
                          f"{s.fps:>7.1f} {p50:>8.1f} {p99:>8.1f}  {state}")  # fmt: skip
         body = t.table().splitlines()[2:]  # the total's FPS line, stage table, stop reason and outputs
         lines.append(f"total: {t.frames_out} frames, " + body[0])

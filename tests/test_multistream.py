@@ -203,10 +203,15 @@ def test_a_live_view_gets_every_overlay_and_the_stats():
         def set_stats(self, fn):
             self.stats = fn
 
+        def end(self, name, status):
+            self.ended[name] = status
+
     view = View()
+    view.ended = {}
     run_streams(BatchBackend(), [ramp_frames(3), ramp_frames(4, (72, 96))], view=view, log=None)
     assert sorted(view.published) == sorted([("frames", (48, 64, 3))] * 3 + [("frames-2", (72, 96, 3))] * 4)
     assert all(t.startswith("roadseg-writer") for t in view.threads)
+    assert view.ended == {"frames": "ended", "frames-2": "ended"}  # its viewers stop waiting
     snap = view.stats()
     assert snap["backend"] == "fake" and snap["total"]["frames"] == 7
     assert {n: (s["frames"], s["state"], s["drops"]) for n, s in snap["streams"].items()} == {

@@ -20,6 +20,16 @@ from roadseg.runtime.serve import BOUNDARY, LiveView, parse_serve
 pytestmark = pytest.mark.timeout(60)
 
 
+def wait_for(condition, timeout: float) -> bool:
+    """True once `condition()` holds (checked every 20 ms), False after `timeout` s."""
+    tick = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return True
+        tick.wait(0.02)
+    return condition()
+
+
 def image(value: int, size=(48, 64)) -> np.ndarray:
     return np.full((*size, 3), value, np.uint8)
 
@@ -196,3 +206,129 @@ def test_a_port_in_use_is_one_clear_error():
     with LiveView() as first:
         with pytest.raises(RoadsegError, match=rf"--serve 127.0.0.1:{first.port}: cannot listen there .*choose another port"):
             LiveView("127.0.0.1", first.port).start()
+
+
+# ---------------------------------------------------------------- ended streams, clients that leave or drip
+
+
+def test_ended_and_empty_streams_answer_at_once():
+    with LiveView(streams=["done", "empty", "waiting"], max_clients=2) as v:
+        v.publish("done", image(40))
+        v.end("done")
+        v.end("empty", "failed: rtsp://admin:hunter2@10.0.0.9/live: cannot open")
+        status, _, body = get(v, "/frame/done.jpg")  # http.client's 10 s timeout: a hang fails here
+        assert status == 200 and abs(int(cv2.imdecode(np.frombuffer(body, np.uint8), 1).mean()) - 40) <= 2
+        viewer = MjpegReader(v, "done")
+        assert viewer.status == 200 and abs(int(viewer.part().mean()) - 40) <= 2
+        assert viewer.f.read() == b""  # then the response ends: no wait for a frame that never comes
+        viewer.close()
+        for path in ("/frame/empty.jpg", "/stream/empty.mjpg"):
+            status, _, body = get(v, path)
+            assert status == 410 and b"failed" in body and b"hunter2" not in body
+        status, _, body = get(v, "/frame/waiting.jpg")
+        assert status == 503 and b"no frame yet" in body
+        assert v._slots._value == 2  # every slot back
+
+
+def test_viewers_that_leave_a_stream_without_frames_free_their_slots():
+    with LiveView(streams=["waiting"], max_clients=2) as v:
+        for _ in range(3):  # page reloads: each viewer leaves before any frame came
+            viewers = [MjpegReader(v, "waiting") for _ in range(2)]
+            assert [x.status for x in viewers] == [200, 200]
+            for x in viewers:
+                x.close()
+            assert wait_for(lambda: v._slots._value == 2, 5), "a viewer that left kept its slot"
+            assert wait_for(lambda: v._connections == 0, 5), "a viewer that left kept its thread"
+        v.publish("waiting", image(9))
+        last = MjpegReader(v, "waiting")
+        assert last.status == 200 and abs(int(last.part().mean()) - 9) <= 2
+        last.close()
+
+
+def test_a_client_dripping_its_request_is_dropped_after_the_client_timeout():
+    with LiveView(streams=["front"], client_timeout=1.0) as v:
+        sock = socket.create_connection(("127.0.0.1", v.port), timeout=5)
+        sock.sendall(b"GET / HTTP/1.0\r\n")
+        sock.settimeout(0.3)  # a byte every 0.3 s: each resets a per-read timeout, never the request deadline
+        closed_after = None
+        for drip in range(40):
+            try:
+                sock.sendall(b"X")
+                if sock.recv(1024) == b"":
+                    closed_after = drip
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_after = drip
+                break
+        sock.close()
+        assert closed_after is not None and closed_after <= 12  # 1 s deadline + the reaper's 0.5 s poll
+
+
+def test_connections_of_every_kind_are_capped_and_idle_ones_reaped():
+    with LiveView(streams=["front"], max_clients=1, max_connections=3, client_timeout=1.0) as v:
+        idle = [socket.create_connection(("127.0.0.1", v.port), timeout=5) for _ in range(3)]
+        refused = socket.create_connection(("127.0.0.1", v.port), timeout=5)
+        assert b"503" in refused.recv(1024).split(b"\r\n")[0]
+        refused.close()
+        for s in idle:  # reaped: none of them sent a request
+            assert s.recv(1024) == b""
+            s.close()
+        status, _, _ = get(v, "/stats.json")
+        assert status == 200
+
+
+def test_a_burst_of_connections_fits_the_listen_backlog(monkeypatch):
+    with LiveView(streams=["front"], max_connections=100) as v:
+        gate, stopped = threading.Event(), threading.Event()
+        monkeypatch.setattr(v, "_reap", lambda: (stopped.set(), gate.wait(10)))
+        assert stopped.wait(5)  # the accepting thread waits at the gate: new connections queue in the backlog
+        socks = [socket.create_connection(("127.0.0.1", v.port), timeout=2) for _ in range(60)]
+        for s in socks:
+            s.sendall(b"GET /stats.json HTTP/1.0\r\n\r\n")
+        gate.set()
+        for s in socks:
+            s.settimeout(10)
+            assert s.recv(64).startswith(b"HTTP/1.0 200")
+            s.close()
+
+
+def test_clients_that_leave_early_print_no_traceback(capfd, caplog):
+    import logging
+    import struct
+
+    caplog.set_level(logging.DEBUG, logger="roadseg")
+    with LiveView(streams=["front"]) as v:
+        v.publish("front", np.random.default_rng(1).integers(0, 255, (720, 1280, 3), dtype=np.uint8))
+        for path in ("/", "/stats.json", "/frame/front.jpg", "/stream/front.mjpg") * 5:
+            s = socket.create_connection(("127.0.0.1", v.port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+            s.close()
+        assert get(v, "/stats.json")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err
+    assert all(r.levelno <= logging.DEBUG for r in caplog.records if "live view" in r.getMessage())
+
+
+def test_404_lists_every_endpoint(view):
+    body = get(view, "/nothing")[2].decode()
+    assert all(e in body for e in ("/stats.json", "/stream/NAME.mjpg", "/frame/NAME.jpg"))
+
+
+def test_a_viewer_that_stops_reading_is_dropped_after_the_client_timeout():
+    big = np.random.default_rng(2).integers(0, 255, (720, 1280, 3), dtype=np.uint8)  # fills the socket buffers
+    with LiveView(streams=["front"], max_clients=1, client_timeout=1.0) as v:
+        stalled = socket.create_connection(("127.0.0.1", v.port))
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /stream/front.mjpg HTTP/1.0\r\n\r\n")  # and never reads again
+        assert wait_for(lambda: v._slots._value == 0, 5)
+        tick = threading.Event()
+        for i in range(500):  # new frames keep coming: each send may block at most the client timeout
+            v.publish("front", big if i % 2 else big[::-1])
+            if v._slots._value == 1:
+                break
+            tick.wait(0.02)
+        stalled.close()
+        assert v._slots._value == 1, "a viewer that stopped reading kept its slot"

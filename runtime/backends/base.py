@@ -48,8 +48,19 @@ class Backend(Protocol):
 
 
 def check_frames(frames: Any) -> np.ndarray:
-    """A uint8 [H,W,3] or [N,H,W,3] array, or one RoadsegError saying what the frame was."""
-    x = np.asarray(frames)
+    """A uint8 [H,W,3] or [N,H,W,3] array (or a list of same-sized frames), or one RoadsegError
+    saying what the frame was."""
+    try:
+        if isinstance(frames, (list, tuple)):
+            sizes = sorted({str(list(np.shape(f))) for f in frames})
+            if len(sizes) > 1:
+                raise RoadsegError(
+                    f"frames of different sizes ({', '.join(sizes[:4])}{' ...' if len(sizes) > 4 else ''}) cannot be one "
+                    "batch; pass them one at a time, or through Segmenter.stream(frames), which batches frames by size"
+                )
+        x = np.asarray(frames)
+    except (ValueError, TypeError) as e:  # a ragged nest of lists
+        raise RoadsegError(f"frames must be uint8 BGR [H,W,3] or [N,H,W,3]; got a {type(frames).__name__} numpy cannot stack ({e})") from None
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape:
         raise RoadsegError(
             f"frames must be uint8 BGR [H,W,3] or [N,H,W,3] with H, W > 0; got {x.dtype} {list(x.shape)} "
