@@ -519,12 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roadseg", description="Real-time driving-scene segmentation: train, export, run, bench.")
     parser.add_argument("--version", action="version", version=f"roadseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_models, _add_export, _add_run, _add_demo, _add_bench):
+    from roadseg.data import add_parser as _add_data
+
+    for add in (_add_data, _add_train, _add_eval, _add_models, _add_export, _add_run, _add_demo, _add_bench):
         add(sub)
     return parser
 
 
 _STREAM_ARGS = {"source"}  # the only arguments that may name a network stream (rtsp://, http(s)://)
+_DOWNLOAD_ARGS = {"url"}  # `roadseg data --url`: checked by roadseg/data.py
 
 
 def _check_urls(args: argparse.Namespace) -> None:
@@ -535,7 +538,7 @@ def _check_urls(args: argparse.Namespace) -> None:
     pairs = [(k, x) for k, v in sorted(vars(args).items()) for x in (v if isinstance(v, list) else [v])]  # --source A --source B
     for name, value in pairs:
         m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value) if isinstance(value, str) else None
-        if m is None:
+        if m is None or name in _DOWNLOAD_ARGS:
             continue
         label = f"--{name.replace('_', '-')}" if name != "model" else "MODEL"
         if name in _STREAM_ARGS:
