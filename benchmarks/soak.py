@@ -408,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     from roadseg.runtime.atomic import atomic_path, check_writable
     from roadseg.runtime.errors import RoadsegError
 
+    from .portable import portable
+
     args = parse(argv)
     name = machine_name(args.machine)
     out = Path(args.out) / f"soak-{name}.json"
@@ -418,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"soak: error: {e}\n")
         return e.exit_code
     with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        tmp.write_text(json.dumps(portable(result), indent=1) + "\n")
     plot(result, out.with_suffix(".png"))
     print(report(result))
     print(f"soak: wrote {out} and {out.with_suffix('.png')}")
