@@ -3,7 +3,7 @@
 val metrics of the released weights themselves (not of the FP32 training copy).
 
     python -m roadseg.train.release runs/ddrnet/last.pt train/weights/ddrnet23s_camvid.pt \\
-        --license "CamVid: research use; cite Brostow et al. 2009" --data ../shared/datasets/camvid
+        --license "CamVid: research use; cite Brostow et al. 2009" --data data/camvid
 """
 
 from __future__ import annotations
