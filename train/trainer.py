@@ -231,7 +231,18 @@ def _check_out(out: Path, cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run training; returns the path of the best checkpoint (last.pt when no validation split)."""
+    """Train `cfg.model` on `cfg.data`, writing `last.pt` every epoch, `best.pt` at each best val
+    mIoU and `log.jsonl` to `cfg.out` (`roadseg train`; under torchrun, one process per rank).
+
+    Args:
+        cfg: every setting; `roadseg train --help` explains each (the fields have the flags' names).
+    Returns:
+        The best checkpoint's path (`last.pt` when there is no validation split).
+    Raises:
+        RoadsegError: a bad dataset or sample, an --out holding another run, an --init or --resume
+            that does not fit, a device that is not there.
+        UsageError: settings that contradict each other.
+    """
     world, rank, local = _distributed()
     device = resolve_device(cfg.device, local, world)
     if device.startswith("cuda"):  # before NCCL starts, so its communicator binds this rank's GPU
