@@ -31,7 +31,7 @@ def release(src: str, dst: str, license_note: str, data: str | None = None, data
         The released checkpoint's metrics: the training ones, with `data` those of the released weights.
     Raises:
         UsageError: `dst` is `src`.
-        RoadsegError: an unreadable checkpoint or dataset, or classes that differ from the model's.
+        RoadsegError: an unreadable checkpoint or dataset.
     """
     if Path(dst).expanduser().resolve() == resolve(src).resolve():
         raise UsageError(f"{dst}: is the training checkpoint; write the release to another path")
