@@ -6,10 +6,11 @@ VideoWriter interface (write, release, isOpened), so VideoSink drives either one
 
 The MP4 is fragmented, one fragment per frame (movflags frag_every_frame+empty_moov+
 default_base_moof) and flushed as it is written: a run killed with SIGKILL, or a power cut, leaves
-a file that players and ffprobe read up to the last frame written, where a plain MP4 would lack
-its index (the moov atom is written at the end) and not open at all. The cost is about 1% of
-size. x264 runs with `tune=zerolatency` (no lookahead, no B-frames), so every frame is out of the
-encoder, and on disk, when `write` returns, and with a keyframe every second for seeking.
+a file that players and ffprobe read up to the frame before the last one written (the muxer holds
+the newest frame until the next one gives its duration), where a plain MP4 would lack its index
+(the moov atom is written at the end) and not open at all. The cost is about 1% of size. x264 runs
+with `tune=zerolatency` (no lookahead, no B-frames), so no frame waits in the encoder, and with a
+keyframe every second for seeking.
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ class H264Writer:
         try:
             self.container = av.open(str(self.path), "w", format="mp4",
                                      options={"movflags": MOVFLAGS, "flush_packets": "1"})  # fmt: skip
-            self.stream = self.container.add_stream("libx264", rate=rate)
         except (av.FFmpegError, OSError) as e:
             raise RoadsegError(f"{self.path}: cannot write an H.264 video here ({e}); choose another output path") from None
+        try:
+            self.stream = self.container.add_stream("libx264", rate=rate)
+        except (av.FFmpegError, ValueError) as e:
+            self.container.close()
+            raise RoadsegError(f"{self.path}: cannot start the H.264 encoder ({e}); pip install av, or save a .avi") from None
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
         self.stream.codec_context.options = {**X264_OPTIONS, "g": str(max(1, round(fps)))}
