@@ -143,7 +143,8 @@ def _members(archive: Path) -> list[tuple[str, object, re.Match]]:
             with tarfile.open(archive) as t:
                 items = [(m.name, m) for m in t.getmembers() if m.isfile()]
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
-        raise RoadsegError(f"{archive}: not a readable .zip or .tar archive ({e}); download it again") from None
+        why = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
+        raise RoadsegError(f"{archive}: not a readable .zip or .tar archive ({why}); download it again") from None
     return [(n, h, m) for n, h in items if (m := _MEMBER.search(n))]
 
 
@@ -164,7 +165,8 @@ def _extract(archive: Path, into: Path) -> dict[str, list[tuple[str, str]]]:
                 with read as f:  # type: ignore[union-attr]
                     data = f.read()
             except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:  # a CRC mismatch, a truncated stream
-                raise RoadsegError(f"{archive}: {m.group(0).lstrip('/')} is damaged ({e}); download the archive again") from None
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise RoadsegError(f"{archive}: {m.group(0).lstrip('/')} is damaged ({why}); download the archive again") from None
             if m.group("list"):
                 names = [Path(p).name for p in data.decode().split()]  # image label pairs, by line or not
                 lists[m.group("list")] = list(zip(names[0::2], names[1::2]))

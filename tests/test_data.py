@@ -238,3 +238,22 @@ def test_the_older_archive_layout_with_its_own_label_names(tmp_path):
     dest = download_camvid(FetchOptions(dest=str(tmp_path / "camvid"), archive=str(archive), counts=TINY, progress=False))
     assert (dest / "train.txt").read_text().splitlines() == [
         f"train/train_{i:05d}.png trainannot/trainannot_{i:05d}.png" for i in range(3)]  # fmt: skip
+
+
+def test_a_file_that_is_no_archive_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "camvid.zip").write_bytes(b"<html>rate limited</html>")
+    assert main(["data", "camvid", str(tmp_path / "c"), "--from", str(tmp_path / "camvid.zip")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "camvid.zip: not a readable .zip or .tar archive" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["camvid.zip"]
+
+
+def test_a_damaged_member_is_found_by_its_checksum(tmp_path):
+    body = bytearray(make_zip(segnet_members(TINY)))
+    png = _png(90, channels=3)
+    at = body.find(png)  # the first stored frame's bytes: flip one inside its image data
+    body[at + len(png) // 2] ^= 0xFF
+    (tmp_path / "a.zip").write_bytes(bytes(body))
+    with pytest.raises(RoadsegError, match=r"CamVid/\w+/0001TP_000000.png is damaged \(Bad CRC-32"):
+        download_camvid(FetchOptions(dest=str(tmp_path / "camvid"), archive=str(tmp_path / "a.zip"), counts=TINY, progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
