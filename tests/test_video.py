@@ -129,3 +129,64 @@ def test_demo_writes_h264(tmp_path, tiny_onnx):
     assert main(["demo", "--model", str(tiny_onnx), "--frames", "6", "--out", str(tmp_path), "--threads", "1"]) == 0
     assert probe(tmp_path / "demo.mp4") == ("h264", 6)
     assert ffprobe_codec(tmp_path / "demo.mp4") in (None, "h264")
+
+
+PLAY = """
+const done = arguments[arguments.length - 1];
+const v = document.createElement('video');
+v.muted = true;
+v.onerror = () => done({error: v.error ? v.error.code : -1});
+v.ontimeupdate = () => { if (v.currentTime > 0) done({w: v.videoWidth, h: v.videoHeight, t: v.currentTime}); };
+v.onloadeddata = () => v.play().catch(e => done({error: String(e)}));
+v.src = arguments[0];
+document.body.appendChild(v);
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_chromium_plays_the_h264_videos_and_refuses_mp4v(tmp_path):
+    """What a browser does with each file: the finished H.264 video and the temporary file of an
+    unfinished one (what a killed run leaves) play; OpenCV's mp4v does not (MEDIA_ERR_SRC_NOT_SUPPORTED)."""
+    import http.server
+    import threading
+
+    from test_live_view_browser import _driver
+
+    browser = _driver()
+    frames = scenes(40)
+    done = VideoSink(tmp_path / "done.mp4")
+    for f in frames:
+        done.write(f)
+    done.close()
+    unfinished = VideoSink(tmp_path / "unfinished.mp4")
+    for f in frames:
+        unfinished.write(f)
+    shutil.copyfile(unfinished.tmp, tmp_path / "killed.mp4")  # as a SIGKILL leaves it: no trailer, no flush
+    unfinished.abort()
+    old = VideoSink(tmp_path / "mp4v.mp4", fourcc="mp4v")
+    for f in frames:
+        old.write(f)
+    old.close()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(tmp_path), **k)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        browser.set_script_timeout(60)
+        browser.get(base + "/")
+        got = {name: browser.execute_async_script(PLAY, f"{base}/{name}") for name in ("done.mp4", "killed.mp4", "mp4v.mp4")}
+    finally:
+        browser.quit()
+        server.shutdown()
+        server.server_close()
+    for name in ("done.mp4", "killed.mp4"):
+        assert got[name].get("error") is None and (got[name]["w"], got[name]["h"]) == (160, 120) and got[name]["t"] > 0, got
+    assert got["mp4v.mp4"] == {"error": 4}, got
