@@ -283,6 +283,8 @@ def main() -> int:
         print("gpu-check: no NVIDIA GPU found (nvidia-smi); nothing to check here", file=sys.stderr)
         return 1
     data, dataset = a.data, "camvid"  # make_dataset writes the CamVid layout too
+    if a.data:  # the test steps' tests that need real CamVid find it through ROADSEG_CAMVID
+        os.environ.setdefault("ROADSEG_CAMVID", str(Path(a.data).resolve()))
     if data is None:
         from roadseg.runtime.synthetic import make_dataset
 

@@ -169,7 +169,17 @@ def _device(row: rowreg.Row, cuda_reason: str | None) -> str:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    """Run the benchmark described by `cfg`, write the report folder, return results.json's content."""
+    """Run the benchmark described by `cfg` and write its report folder (`roadseg bench`).
+
+    Args:
+        cfg: the model or model files, rows, sizes, frames, rounds and report folder.
+    Returns:
+        results.json's content: the rows (each "ok", "skipped" or "failed", with its reason), the
+        frames, the environment and the artefacts made.
+    Raises:
+        RoadsegError: a model, source, dataset or report folder that cannot be used (before any row runs).
+        UsageError: options that contradict each other.
+    """
     from roadseg.runtime.atomic import check_writable
 
     from . import environment, report

@@ -18,6 +18,8 @@ import numpy as np
 from roadseg.runtime.atomic import atomic_path
 from roadseg.runtime.stats import PIPELINE_STAGES
 
+from .portable import portable
+
 FILES = ("results.json", "results.csv", "results.md", "results.png")
 
 CSV_COLUMNS = [
@@ -234,8 +236,10 @@ def plot(doc: dict, target: Path) -> None:
 
 def write(folder: str | Path, doc: dict) -> dict[str, Path]:
     """Write the report files into `folder`; returns name -> path of those written. The charts need
-    matplotlib (the `train` extra): a base install writes the tables and says so."""
+    matplotlib (the `train` extra): a base install writes the tables and says so. No local path
+    reaches the files: datasets are named, other files by their name alone (portable.py)."""
     folder = Path(folder)
+    doc = portable(doc)
     out = {name: folder / name for name in FILES}
     for name, text in (("results.json", json.dumps(_clean(doc), indent=2, default=_json_default, allow_nan=False)),
                        ("results.csv", to_csv(doc)), ("results.md", to_markdown(doc))):  # fmt: skip

@@ -14,7 +14,7 @@ threads of ONNX Runtime/TensorRT included), and counts frames per wall-clock sec
 - no file descriptor or thread is gained between the end of warm-up and the last sample;
 - FPS in every later full minute (--window) stays within 10% of the first minute's.
 
-Beside that check (the issue's contract, two-sided) it reports, without gating on them, the FPS
+Beside that check (the soak's pass/fail contract, two-sided) it reports, without gating on them, the FPS
 trend (least-squares slope over the full windows, % of the mean per hour) and the minute-to-minute
 spread (coefficient of variation): on a shared VM a minute can be 10% off its neighbours with
 nothing else running, and these two tell that noise apart from a slow-down.
@@ -408,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     from roadseg.runtime.atomic import atomic_path, check_writable
     from roadseg.runtime.errors import RoadsegError
 
+    from .portable import portable
+
     args = parse(argv)
     name = machine_name(args.machine)
     out = Path(args.out) / f"soak-{name}.json"
@@ -418,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"soak: error: {e}\n")
         return e.exit_code
     with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        tmp.write_text(json.dumps(portable(result), indent=1) + "\n")
     plot(result, out.with_suffix(".png"))
     print(report(result))
     print(f"soak: wrote {out} and {out.with_suffix('.png')}")

@@ -1,5 +1,5 @@
 """The exported graph: pre- and post-processing wrapped around the network, so whatever device
-runs the graph also does the resizing, normalisation and ArgMax (DESIGN: pre/post live in the graph).
+runs the graph also does the resizing, normalisation and ArgMax (docs/ARCHITECTURE.md, "Pre- and post-processing live in the graph").
 
     frames uint8 [N,H,W,3] BGR
       -> Cast float -> NCHW -> bilinear resize to the card's input size and colour order + (x/255 - mean)/std

@@ -1,4 +1,4 @@
-"""Reduced precision written into the ONNX graph (DESIGN: precision lives in the graph), so the
+"""Reduced precision written into the ONNX graph (docs/ARCHITECTURE.md, "Precision lives in the graph"), so the
 same file runs on ONNX Runtime CPU for measurement and builds as a strongly typed TensorRT network.
 
 - FP16: onnxconverter-common's converter with IO types kept; pre/post nodes (cast, resize,

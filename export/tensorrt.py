@@ -1,7 +1,7 @@
 """`roadseg export MODEL --to engine`: a TensorRT plan built from roadseg's ONNX, plus its sidecar.
 
 One code path for TensorRT 10 and 11. TensorRT 11 removed the FP16/INT8 builder flags and the INT8
-calibrators, so precision comes from the graph (DESIGN.md, "Precision lives in the graph"): the FP32,
+calibrators, so precision comes from the graph (docs/ARCHITECTURE.md, "Precision lives in the graph"): the FP32,
 FP16 (mixed-precision) or INT8 (explicit Q/DQ) ONNX is parsed into a *strongly typed* network, which
 TensorRT 10 supports behind NetworkDefinitionCreationFlag.STRONGLY_TYPED and TensorRT 11 always uses
 (the flag is kept there for compatibility and ignored). No precision flag is ever set here.

@@ -56,8 +56,9 @@ def _size32(value: str) -> int:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a segmentation model", description="Train a model; writes last.pt every epoch and best.pt by val mIoU.")
+    p.add_argument("--recipe", metavar="NAME", help="start from a named recipe's flags; flags given win (ddrnet23s-camvid, ddrnet23s-camvid-strong: docs/TRAIN.md)")  # fmt: skip
     p.add_argument("--model", required=True, help="registry name (see `roadseg models`)")
-    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--data", required=True, help="dataset root folder (`roadseg data camvid DIR` makes one)")
     p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset layout (default camvid)")
     p.add_argument("--epochs", type=_positive, default=100, help="epochs (default 100)")
     p.add_argument("--batch", type=_positive, default=8, help="batch size per process (default 8)")
@@ -71,32 +72,26 @@ def _add_train(sub) -> None:
     p.add_argument("--class-weights", default="none", help="none, auto (ENet 1/ln(1.02+p)) or comma-separated weights")
     p.add_argument("--ohem", action="store_true", help="online hard example mining in the loss")
     p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary heads' loss (default 0.4)")
-    p.add_argument("--lovasz", type=_nonnegative_float, default=0.0, metavar="W",
-                   help="add W x the Lovász-softmax loss (a surrogate of 1 - mIoU) of the main logits (default 0: off)")
+    p.add_argument("--lovasz", type=_nonnegative_float, default=0.0, metavar="W", help="add W x the Lovász-softmax loss (a surrogate of 1 - mIoU) of the main logits (default 0: off)")  # fmt: skip
     p.add_argument("--model-kwargs", default="{}", help='JSON of extra model options, e.g. \'{"attention": "se"}\'')
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=_nonnegative, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--val-every", type=_positive, default=1, help="validate every N epochs (default 1)")
-    p.add_argument("--train-split", default="train", help="training split: a name, names joined with + (train+val), "
-                   "and drives kept or dropped: train+val[^0006R0] (default train)")  # fmt: skip
+    p.add_argument("--train-split", default="train", help="training split: a name, names joined with + (train+val), and drives kept or dropped: train+val[^0006R0] (default train)")  # fmt: skip
     p.add_argument("--val-split", default="val", help="validation split (same forms), or none (default val)")
-    p.add_argument("--holdout-drive", metavar="SEQ", help="validate on drive SEQ's frames of the train and val splits "
-                   "and train on every other frame (CamVid: 0001TP, 0006R0 or 0016E5)")  # fmt: skip
+    p.add_argument("--holdout-drive", metavar="SEQ", help="validate on drive SEQ's frames of the train and val splits and train on every other frame (CamVid: 0001TP, 0006R0 or 0016E5)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--no-amp", action="store_true", help="train in FP32 (default: mixed precision on CUDA, and bfloat16 on CPUs with native bf16)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds an earlier run, replacing it")
     p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
-    p.add_argument("--time-limit", type=_positive_float, metavar="S",
-                   help="stop before an epoch that would end past S seconds of this run (its longest epoch so far is the guess); continue later with --resume")  # fmt: skip
+    p.add_argument("--time-limit", type=_positive_float, metavar="S", help="stop before an epoch that would end past S seconds of this run (its longest epoch so far is the guess); continue later with --resume")  # fmt: skip
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (path or bundled name, same model and classes) with a fresh optimizer and schedule")
     p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
     p.add_argument("--paste", type=_unit, default=0.0, metavar="P", help="with probability P, paste the pixels of --paste-classes from another training frame at the same place (default 0: off)")
     p.add_argument("--paste-classes", default="rare", metavar="C", help="classes --paste copies: rare (< 2%% of training pixels) or comma-separated indices (default rare)")
-    p.add_argument("--balance", type=_nonnegative_float, default=0.0, metavar="T",
-                   help="rare-class sampling: draw frames holding rare classes more often, temperature T (0.1 is strong; "
-                   "default 0: every frame once an epoch)")  # fmt: skip
+    p.add_argument("--balance", type=_nonnegative_float, default=0.0, metavar="T", help="rare-class sampling: draw frames holding rare classes more often, temperature T (0.1 is strong; default 0: every frame once an epoch)")  # fmt: skip
     p.add_argument("--jitter", type=_unit, default=0.3, metavar="S", help="photometric jitter: brightness, contrast and saturation by up to ±S (default 0.3)")
     p.add_argument("--hue", type=_unit, default=0.05, metavar="H", help="hue shift by up to ±H of the hue circle (default 0.05)")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
@@ -106,6 +101,7 @@ def _add_train(sub) -> None:
 
 def _cmd_train(a) -> int:
     import json
+    from dataclasses import fields
 
     from roadseg.train.trainer import TrainConfig, train
 
@@ -113,16 +109,9 @@ def _cmd_train(a) -> int:
         kwargs = json.loads(a.model_kwargs)
     except json.JSONDecodeError:
         raise UsageError(f"--model-kwargs {a.model_kwargs!r} is not valid JSON") from None
-    cfg = TrainConfig(
-        model=a.model, data=a.data, dataset=a.dataset, out=a.out, epochs=a.epochs, batch=a.batch,
-        crop=tuple(a.crop), imgsz=tuple(a.imgsz) if a.imgsz else None, scale=tuple(a.scale),
-        optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
-        class_weights=a.class_weights, ohem=a.ohem, aux_weight=a.aux_weight, lovasz=a.lovasz, seed=a.seed,
-        workers=a.workers, val_every=a.val_every, train_split=a.train_split, val_split=a.val_split, holdout_drive=a.holdout_drive,
-        device=a.device, amp=not a.no_amp, skip_bad=a.skip_bad, resume=a.resume, time_limit=a.time_limit, overwrite=a.overwrite, stop_after=a.stop_after, model_kwargs=kwargs,
-        init=a.init, ema=a.ema, paste=a.paste, paste_classes=a.paste_classes, balance=a.balance, jitter=a.jitter, hue=a.hue,
-        progress=not a.quiet,
-    )  # fmt: skip
+    given = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if hasattr(a, f.name)}  # same names as the flags
+    cfg = TrainConfig(**{**given, "crop": tuple(a.crop), "imgsz": tuple(a.imgsz) if a.imgsz else None, "scale": tuple(a.scale),
+                         "amp": not a.no_amp, "model_kwargs": kwargs, "progress": not a.quiet})  # fmt: skip
     best = train(cfg)
     print(f"done: {best}")
     return 0
@@ -535,12 +524,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roadseg", description="Real-time driving-scene segmentation: train, export, run, bench.")
     parser.add_argument("--version", action="version", version=f"roadseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_models, _add_export, _add_run, _add_demo, _add_bench):
+    from roadseg.data import add_parser as _add_data
+
+    for add in (_add_data, _add_train, _add_eval, _add_models, _add_export, _add_run, _add_demo, _add_bench):
         add(sub)
     return parser
 
 
 _STREAM_ARGS = {"source"}  # the only arguments that may name a network stream (rtsp://, http(s)://)
+_DOWNLOAD_ARGS = {"url"}  # `roadseg data --url`: checked by roadseg/data.py
 
 
 def _check_urls(args: argparse.Namespace) -> None:
@@ -551,7 +543,7 @@ def _check_urls(args: argparse.Namespace) -> None:
     pairs = [(k, x) for k, v in sorted(vars(args).items()) for x in (v if isinstance(v, list) else [v])]  # --source A --source B
     for name, value in pairs:
         m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value) if isinstance(value, str) else None
-        if m is None:
+        if m is None or name in _DOWNLOAD_ARGS:
             continue
         label = f"--{name.replace('_', '-')}" if name != "model" else "MODEL"
         if name in _STREAM_ARGS:
@@ -592,8 +584,14 @@ def _need_torch(command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from roadseg.train.recipes import expand
+
+    try:
+        argv = expand(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as e:
+        sys.stderr.write(f"roadseg train: error: {e}\n")
+        return e.exit_code
+    args = build_parser().parse_args(argv)
     logger, handler, level = _log_to_stderr(args.command, bool(getattr(args, "verbose", False)))
     try:
         _check_urls(args)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from .errors import RoadsegError
 
 CARD_KEY = "roadseg"
-# the exported graph's tensors: frames uint8 [N,H,W,3] -> labels uint8 [N,H,W] (DESIGN: the ONNX
+# the exported graph's tensors: frames uint8 [N,H,W,3] -> labels uint8 [N,H,W] (docs/ARCHITECTURE.md: the ONNX
 # contract); a --raw graph's: normalised float NCHW -> logits
 INPUT_NAME, OUTPUT_NAME = "frames", "labels"
 RAW_INPUT_NAME, RAW_OUTPUT_NAME = "input", "logits"

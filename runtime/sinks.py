@@ -1,5 +1,9 @@
 """Sinks: the overlay video, per-frame mask PNGs and a window.
 
+An .mp4/.m4v/.mov video is H.264 in a fragmented MP4 (runtime/videoenc.py, PyAV), which browsers
+play and which a killed run leaves readable; without PyAV it is OpenCV's mp4v, said in one line.
+.avi/.mkv are OpenCV's MJPG.
+
 Nothing half-written is ever left at a target path:
 - VideoSink writes to a hidden temporary name beside the target and renames it on close, so a kill
   -9 leaves at most a `.NAME.*.tmp.EXT` file, never a broken video at NAME. It watches the free
@@ -20,6 +24,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,14 +32,15 @@ import numpy as np
 from .atomic import atomic_path, check_folder, check_writable, publish, temp_beside
 from .errors import RoadsegError, UsageError
 from .images import list_images
+from .videoenc import open_writer
 
-# container -> fourcc OpenCV's bundled FFmpeg writes (tested with opencv-python-headless)
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+# container -> codec: H.264 through PyAV (mp4v through OpenCV without it), MJPG through OpenCV
+FOURCC = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".avi": "MJPG", ".mkv": "MJPG"}
 RESERVE_BYTES = 1 << 20  # free space kept for finalising (index, trailer, buffers)
 
 
 def video_fourcc(path: str | os.PathLike) -> str:
-    """The codec for an overlay video at `path`, chosen by its extension."""
+    """The codec for an overlay video at `path`, chosen by its extension ("h264" or "MJPG")."""
     ext = Path(path).suffix.lower()
     if ext not in FOURCC:
         raise UsageError(f"--save {path}: unsupported video type {ext or '(none)'}; use .mp4 or .avi")
@@ -68,15 +74,15 @@ def _free_bytes(folder: Path) -> int:
 
 
 class VideoSink:
-    """Overlay video at `path` (.mp4 with mp4v or .avi/.mkv with MJPG); opened on the first frame,
-    whose size it keeps (later frames of another size are resized to it)."""
+    """Overlay video at `path` (.mp4 with H.264, .avi/.mkv with MJPG; `fourcc` forces an OpenCV
+    codec); opened on the first frame, whose size it keeps (later frames of another size are
+    resized to it)."""
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, fourcc: str | None = None):
         self.path = Path(path).expanduser()
         ext = self.path.suffix.lower()
-        if fourcc is None:
-            fourcc = video_fourcc(path)
-        if len(fourcc) != 4:
+        video_fourcc(path)  # a supported extension
+        if fourcc is not None and len(fourcc) != 4:
             raise UsageError(f"fourcc must be 4 characters, not {fourcc!r}")
         check_writable(self.path)
         self.folder = self.path.parent
@@ -85,9 +91,9 @@ class VideoSink:
                 f"{path}: the disk is full ({_free_bytes(self.folder) >> 10} KiB free); free some space or choose another output path"
             )
         self.fps = float(fps) if fps and fps > 0 else 30.0
-        self.fourcc = fourcc
+        self.fourcc = fourcc  # None: chosen by the extension when the first frame opens the writer
         self.tmp = temp_beside(self.path, ".tmp" + ext)  # the container's extension last: OpenCV picks by it
-        self.writer: cv2.VideoWriter | None = None
+        self.writer: Any = None  # cv2.VideoWriter or videoenc.H264Writer (the same interface)
         self.size: tuple[int, int] | None = None  # (W, H)
         self.frames = 0
         self.closed = False
@@ -98,7 +104,10 @@ class VideoSink:
         h, w = image.shape[:2]
         if self.writer is None:
             self.size = (w - w % 2, h - h % 2)  # even sides: what most players and codecs expect
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
+            if self.fourcc is None:
+                self.writer, self.fourcc = open_writer(self.tmp, self.fps, self.size, self.path)
+            else:
+                self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
             if not self.writer.isOpened():
                 raise RoadsegError(
                     f"{self.path}: OpenCV cannot write {self.fourcc} video here; try a .avi or .mp4 path"
@@ -143,10 +152,14 @@ class VideoSink:
     def abort(self) -> None:
         """Drop the video (an error before anything useful was written)."""
         self.closed = True
-        if self.writer is not None:
-            self.writer.release()
-        if self.tmp.exists():
-            self.tmp.unlink()
+        try:
+            if self.writer is not None:
+                self.writer.release()
+        except RoadsegError:  # a failing flush of a video being dropped anyway
+            pass
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
 
 
 class MaskSink:

@@ -7,6 +7,8 @@ everywhere, which would hide resize and batching mistakes), then exported with t
 - `tiny_export(**ExportOptions fields)`: a factory that exports it (cached per options) -> .onnx path.
 - `tiny_onnx`: fixed frame size 72x96, batch 1.  `tiny_onnx_dynamic`: dynamic N, H, W.
 Building all of it takes a few seconds on one CPU thread.
+- `CAMVID`, `needs_camvid`: real CamVid, from the ROADSEG_CAMVID environment variable (tests skip,
+  naming it, where it is unset).
 - `hand_onnx(card, kind)`: a 16x16 graph written node by node (no torch), for the loader tests.
 - `run_until_masks(model, folder, n, timeout)`: a real `roadseg run` process, returned mid-stream.
 """
@@ -19,6 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+CAMVID_ENV = "ROADSEG_CAMVID"  # the one way tests find real CamVid: a folder from `roadseg data camvid DIR`
+CAMVID: Path | None = Path(os.environ[CAMVID_ENV]).expanduser() if os.environ.get(CAMVID_ENV) else None
+needs_camvid = pytest.mark.skipif(
+    CAMVID is None or not CAMVID.is_dir(),
+    reason=f"needs CamVid: set {CAMVID_ENV} to a folder made by `roadseg data camvid DIR`"
+    + (f" ({CAMVID} is not a folder)" if CAMVID is not None else ""),
+)
 
 TINY_INPUT_SIZE = (64, 96)  # (H, W) the tiny network sees
 TINY_FRAME_SIZE = (72, 96)  # (H, W) of the fixed-size tiny graph

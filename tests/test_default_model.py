@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import CAMVID, needs_camvid
 
 from roadseg.train.checkpoint import BUNDLED, WEIGHTS_DIR, load_model, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_MD = ROOT / "docs" / "MODEL.md"
-CAMVID = ROOT.parent / "shared" / "datasets" / "camvid"
 
 
 def _card_miou() -> float:
@@ -54,7 +54,7 @@ def test_readme_summary_quotes_the_model_card():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid not present in ../shared/datasets")
+@needs_camvid
 def test_default_miou_on_camvid_val():
     from roadseg.train.data import load_dataset
     from roadseg.train.evaluate import evaluate

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import CAMVID, needs_camvid
 
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
@@ -26,7 +27,6 @@ from roadseg.train.losses import LOVASZ_TOL, SegLoss, lovasz_softmax
 from roadseg.train.models import build
 from roadseg.train.trainer import RARE_SHARE, TrainConfig, _amp_dtype, _paste_classes, train
 
-CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"
 SIZE = (96, 128)
 
 
@@ -52,7 +52,7 @@ def test_camvid_layout_on_synthetic(synth):
     assert np.array_equal(img, bgr[..., ::-1])
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid not present in ../shared/datasets")
+@needs_camvid
 def test_camvid_real_layout():
     ds = load_dataset(CAMVID, "camvid", "val")
     assert len(ds) == 101

@@ -160,7 +160,15 @@ def _build(name: str, num_classes: int, kwargs: dict, src: str) -> nn.Module:
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelCard, dict]:
-    """Rebuild the model from a checkpoint: (model in eval mode, FP32, card, raw checkpoint)."""
+    """Rebuild the model from a checkpoint, loaded without unpickling arbitrary objects.
+
+    Args:
+        path: a checkpoint file, or a bundled name (`default`, `ddrnet23s_camvid`).
+    Returns:
+        (the model in eval mode with FP32 weights, its model card, the raw checkpoint dict).
+    Raises:
+        RoadsegError: a missing, truncated or foreign file, or one whose card or model is invalid.
+    """
     ckpt = load_raw(path)
     src = str(resolve(path))
     if not isinstance(ckpt["card"], dict):

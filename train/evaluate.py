@@ -25,6 +25,16 @@ from .data import EvalTransform, SegDataset
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SegDataset, card: ModelCard, device: str = "cpu",
              progress: bool = True, limit: int | None = None) -> ConfusionMatrix:  # fmt: skip
+    """Score `model` on a labelled split, the frames pre-processed as its card says.
+
+    Args:
+        model: the network (eval mode); dataset: the labelled split; card: the model's card;
+        device: where to run; progress: a progress bar; limit: score only the first N frames.
+    Returns:
+        The split's confusion matrix (`.miou()`, `.summary(classes)`).
+    Raises:
+        RoadsegError: an unreadable or invalid sample (unless the dataset skips bad ones).
+    """
     return evaluate_groups(model, dataset, card, None, device, progress, limit)[0]
 
 

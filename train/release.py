@@ -3,7 +3,7 @@
 val metrics of the released weights themselves (not of the FP32 training copy).
 
     python -m roadseg.train.release runs/ddrnet/last.pt train/weights/ddrnet23s_camvid.pt \\
-        --license "CamVid: research use; cite Brostow et al. 2009" --data ../shared/datasets/camvid
+        --license "CamVid: research use; cite Brostow et al. 2009" --data data/camvid
 """
 
 from __future__ import annotations
@@ -22,7 +22,17 @@ from .checkpoint import atomic_save, load_model, load_raw, resolve, strip
 def release(src: str, dst: str, license_note: str, data: str | None = None, dataset: str = "camvid",
             split: str = "val") -> dict:  # fmt: skip
     """Write the release of `src` to `dst` once, complete (an earlier file at `dst` stays until
-    then); `src` is never overwritten."""
+    then); `src` is never overwritten.
+
+    Args:
+        src: a training checkpoint; dst: the release's path; license_note: the data licence for the
+        card; data, dataset, split: where to score the released weights (optional).
+    Returns:
+        The released checkpoint's metrics: the training ones, with `data` those of the released weights.
+    Raises:
+        UsageError: `dst` is `src`.
+        RoadsegError: an unreadable checkpoint or dataset.
+    """
     if Path(dst).expanduser().resolve() == resolve(src).resolve():
         raise UsageError(f"{dst}: is the training checkpoint; write the release to another path")
     ds = None

@@ -137,9 +137,8 @@ def _class_weights(spec: str, ds: SegDataset) -> torch.Tensor | None:
 def _amp_dtype(device: str, enabled: bool) -> torch.dtype | None:
     """The autocast dtype, or None for FP32. CUDA: float16 with a GradScaler. CPU: bfloat16, but
     only where the CPU computes it natively (AVX512-BF16 or AMX, e.g. AMD Zen 4, Intel Sapphire
-    Rapids): there oneDNN's bf16 convolutions about halve a training step (2.9 s -> 1.4 s for
-    ddrnet23s, batch 8 at 416x576, on this project's 2-core EPYC), while on older CPUs bf16 is
-    emulated and slower than FP32. bf16 has FP32's range, so it needs no loss scaling."""
+    Rapids): there oneDNN's bf16 convolutions about halve a training step (docs/TRAIN.md), while
+    on older CPUs bf16 is emulated and slower than FP32. bf16 has FP32's range, so it needs no loss scaling."""
     if not enabled:
         return None
     if device.startswith("cuda"):
@@ -232,7 +231,18 @@ def _check_out(out: Path, cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run training; returns the path of the best checkpoint (last.pt when no validation split)."""
+    """Train `cfg.model` on `cfg.data`, writing `last.pt` every epoch, `best.pt` at each best val
+    mIoU and `log.jsonl` to `cfg.out` (`roadseg train`; under torchrun, one process per rank).
+
+    Args:
+        cfg: every setting; `roadseg train --help` explains each (the fields have the flags' names).
+    Returns:
+        The best checkpoint's path (`last.pt` when there is no validation split).
+    Raises:
+        RoadsegError: a bad dataset or sample, an --out holding another run, an --init or --resume
+            that does not fit, a device that is not there.
+        UsageError: settings that contradict each other.
+    """
     world, rank, local = _distributed()
     device = resolve_device(cfg.device, local, world)
     if device.startswith("cuda"):  # before NCCL starts, so its communicator binds this rank's GPU
@@ -343,10 +353,8 @@ def train(cfg: TrainConfig) -> Path:
     else:
         sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
     # every index reaches the dataset with its epoch (EpochIndexed), so loader workers stay alive
-    # across epochs (a worker's start cost ~1 s an epoch of 2.6 on an H200) and still augment each
-    # epoch anew: a worker's own copy of the transform keeps the epoch it started with, which
-    # replayed epoch 0's augmentation in every epoch before commit 773e8ba. The loader draws its
-    # workers' base seed from its own generator, not the global RNG: each new iterator draws one,
+    # across epochs (no start cost per epoch) and still augment each epoch anew: a worker's own copy
+    # of the transform keeps the epoch it started with. The loader draws its workers' base seed from its own generator, not the global RNG: each new iterator draws one,
     # and persistent workers make one iterator for the run, so the global stream (and the weights)
     # would depend on --workers
     indexed = EpochIndexed(sampler)

@@ -179,9 +179,20 @@ def open_backend(model: str | os.PathLike, backend: str = "auto", **opts) -> Bac
     (probe.py: driver, device, libraries); one that fails that check, or fails to open with any
     RoadsegError, is skipped, and one warning line on the "roadseg" logger names the choice and
     each skip; an error of the last one, CPU, is raised.
-    A named backend that cannot start raises MissingDependencyError saying what to install.
-    Options (None values are ignored): threads, graph_opt, device_id, trt_fp16, trt_int8,
-    trt_cache_dir for ONNX Runtime; ONNX Runtime-only options are not passed to "trt"."""
+
+    Args:
+        model: an .onnx or .engine made by `roadseg export`, or `default` (the bundled model).
+        backend: "auto", "ort-cpu", "ort-cuda", "ort-trt" or "trt".
+        **opts: backend options, None values ignored: threads, graph_opt, device_id, trt_fp16,
+            trt_int8, trt_cache_dir, nhwc for ONNX Runtime (not passed to "trt"); allow_plugins
+            for "trt"; cuda_graph for both.
+    Returns:
+        An open Backend (`infer(frames) -> labels`, `card`, `close()`).
+    Raises:
+        MissingDependencyError: a named backend that cannot start here, saying what to install.
+        UsageError: an unknown backend, or one that does not take this file type.
+        RoadsegError: a missing, broken or foreign model file (one line naming it and the fix).
+    """
     _check_name(backend)
     from ..defaults import is_bundled, resolve_model
     from ..model import check_model_file

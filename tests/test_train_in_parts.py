@@ -1,4 +1,4 @@
-""".ci/gpu_train.py, the recipe runs for lent GPU calls, on the CPU: the data pack survives its
+""".ci/train_in_parts.py, recipes trained across size-limited commands, on the CPU: the data pack survives its
 split into parts, and a run's state survives FP16 parts and resumes where it stopped."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from roadseg.runtime.synthetic import make_dataset
@@ -16,15 +17,15 @@ from roadseg.train.trainer import TrainConfig, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _gpu_train():
-    spec = importlib.util.spec_from_file_location("gpu_train", ROOT / ".ci" / "gpu_train.py")
+def _tool():
+    spec = importlib.util.spec_from_file_location("train_in_parts", ROOT / ".ci" / "train_in_parts.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
 
 def test_pack_splits_and_unpacks_the_dataset(tmp_path):
-    gt = _gpu_train()
+    gt = _tool()
     src = make_dataset(tmp_path / "src", n_train=6, n_val=2, size=(48, 64), seed=1)
     parts = gt.pack(src, tmp_path / "pack", part_bytes=20_000)
     assert len(parts) > 1 and all(p.stat().st_size <= 20_000 for p in parts)
@@ -46,7 +47,7 @@ def test_pack_splits_and_unpacks_the_dataset(tmp_path):
 
 
 def test_state_parts_resume_the_run(tmp_path):
-    gt = _gpu_train()
+    gt = _tool()
     data = make_dataset(tmp_path / "synth", n_train=16, n_val=4, size=(48, 64), seed=2)
     common = dict(model="fcn", data=str(data), batch=8, crop=(48, 64), model_kwargs={"width": 8}, progress=False,
                   seed=3, device="cpu", ema=0.9, epochs=2)  # fmt: skip
@@ -66,3 +67,18 @@ def test_state_parts_resume_the_run(tmp_path):
     assert state["epoch"] == 1 and state["step"] == 4  # 16 frames / batch 8: 2 steps an epoch, both epochs
     log = (tmp_path / "b" / "log.jsonl").read_text()
     assert '"epoch": 2' in log and '"epoch": 1' not in log
+
+
+@pytest.mark.slow
+def test_run_trains_a_package_recipe_and_returns_state_parts(tmp_path):
+    tool = _tool()
+    data = make_dataset(tmp_path / "synth", n_train=4, n_val=2, size=(64, 96), seed=4)
+    extra = '--model fcn --model-kwargs {"width":8} --epochs 1 --batch 2 --crop 64 96 --imgsz 64 96 --val-every 1 --device cpu --workers 0'
+    rc = tool.main(["run", "--data", str(data), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                    "--runs", "ddrnet23s-camvid/final", "--minutes", "5", "--part-mib", "0.05", "--extra", extra])  # fmt: skip
+    assert rc == 0
+    parts = sorted((tmp_path / "out").glob("ddrnet23s-camvid-final.pt.part*"))
+    assert len(parts) > 1 and all(p.stat().st_size <= 0.05 * (1 << 20) for p in parts)
+    assert "| ddrnet23s-camvid/final | 1 |" in (tmp_path / "out" / "summary.md").read_text()
+    config = load_raw(tmp_path / "work" / "runs" / "ddrnet23s-camvid-final" / "last.pt")["train_state"]["config"]
+    assert config["ohem"] and config["lr"] == 0.02 and config["train_split"] == "train+val"

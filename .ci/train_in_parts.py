@@ -1,23 +1,22 @@
-"""Choose the default model's recipe on a drive it never trained on, on lent GPU calls of <= 10 min.
+"""Train recipes side by side on a machine reached only through size-limited, time-boxed commands.
 
-#21: selecting on CamVid val (drive 0016E5, also in train) gave a model that loses 12 points on new
-drives. So each candidate recipe trains on 0001TP + 0016E5 and is scored on 0006R0 (`select`), and
-the chosen one retrains on every drive for a fixed epoch count (`final`). One H200 trains ddrnet23s
-at ~2.6 s an epoch (367 frames, batch 16, 384x512, AMP), so a several-hundred-epoch run spans calls
-and sessions: every call resumes each run from its state, trains the runs side by side until
---minutes, and hands each run's state back in parts a call can return (<= 15 MiB; floats as FP16,
-which a resume casts back: a rounding of ~1e-3 relative per call, nothing else lost).
+A GPU machine without network that takes and returns files of at most a few tens of MiB per
+command, for a few minutes each, can still train a several-hundred-epoch run: every command resumes
+each run from its state, trains the runs side by side until --minutes, and hands each run's state
+back in parts of at most --part-mib (floats as FP16, which a resume casts back: a rounding of
+~1e-3 relative per command, nothing else lost). Runs are RECIPE/MODE: a recipe of
+`roadseg train --recipe` (train/recipes.py) and a mode, `select` (train on CamVid drives 0001TP and
+0016E5, score on 0006R0, a drive the run never sees) or `final` (every drive, fixed epochs).
 
-Here (CPU), once: pack CamVid train+val (JPEG q95 frames, PNG labels) into parts a call can carry:
-    python .ci/gpu_train.py pack --camvid ../shared/datasets/camvid --to .device/train
-On the device, each part in its own call first (carry [".device/train/N"], the machine keeps /tmp
-while warm): `mkdir -p /tmp/pack && cp .device/train/N/* /tmp/pack/`; state parts from an earlier
-session likewise into /tmp/state/. Then, with the project installed (`pip install --no-deps
---no-build-isolation -e .`):
-    python .ci/gpu_train.py run --pack /tmp/pack --state /tmp/state --out $OUT --minutes 7 [--runs base/select ...]
-$OUT gets each run's state parts (<run>.pt.partNN), summary.md (epochs done, held-out mIoU now and
-at its best, seconds an epoch) and logs.tgz. Keep the parts for the next call; when a run ends, its
-last state is the release candidate: `python -m roadseg.train.release` on the joined parts.
+On a machine with the data, once: pack CamVid train+val (JPEG q95 frames, PNG labels) into parts:
+    python .ci/train_in_parts.py pack --camvid data/camvid --to parts/train --part-mib 28
+On the training machine, with every pack part copied into one folder (PACK) and the state parts of
+an earlier command in another (STATE), and the project installed:
+    python .ci/train_in_parts.py run --pack PACK --state STATE --out OUT --minutes 7 [--runs RECIPE/MODE ...]
+OUT gets each run's state parts (<run>.pt.partNN), summary.md (epochs done, held-out mIoU now and
+at its best, seconds an epoch) and logs.tgz. Feed the parts to the next command's --state; when a
+run ends, its last state is the release candidate: `python -m roadseg.train.release` on the joined
+parts. docs/CONTRIBUTING.md has the whole procedure.
 """
 
 from __future__ import annotations
@@ -32,20 +31,13 @@ import tarfile
 import time
 from pathlib import Path
 
-PART_BYTES = 15 << 20  # what one returned file may hold, with room under the 16 MiB cap
-W = "0.718,0.663,1.456,0.614,1.0,0.825,1.392,1.422,0.935,1.655,1.968"  # docs/MODEL.md: (median share / share)^0.25
-BASE = ["--model", "ddrnet23s", "--model-kwargs", '{"detail": true}', "--dataset", "camvid", "--epochs", "400",
-        "--batch", "16", "--crop", "384", "512", "--imgsz", "384", "512", "--scale", "0.55", "2.15", "--lr", "0.02",
-        "--ohem", "--class-weights", W, "--ema", "0.999", "--paste", "0.5", "--val-every", "5", "--seed", "21"]  # fmt: skip
-RECIPES = {  # the default model's ingredients from scratch, and the same with the levers for new drives
-    "base": BASE,
-    "strong": [*BASE, "--jitter", "0.5", "--hue", "0.1", "--balance", "0.1"],
-}
+from roadseg.train.recipes import RECIPES
+
 MODES = {
     "select": ["--holdout-drive", "0006R0"],  # train 0001TP + 0016E5 (train+val), score 0006R0's 101 frames
     "final": ["--train-split", "train+val", "--val-split", "val"],  # every drive, fixed end (val is trained on)
 }
-DEFAULT_RUNS = ("base/select", "strong/select")
+DEFAULT_RUNS = ("ddrnet23s-camvid/select", "ddrnet23s-camvid-strong/select")
 
 
 def pack(camvid: Path, to: Path, part_bytes: int) -> list[Path]:
@@ -162,19 +154,19 @@ def run(a: argparse.Namespace) -> int:
     for spec in a.runs:
         recipe, _, mode = spec.partition("/")
         if recipe not in RECIPES or mode not in MODES:
-            raise SystemExit(f"gpu_train: run {spec!r}: give RECIPE/MODE with RECIPE in {list(RECIPES)}, MODE in {list(MODES)}")
+            raise SystemExit(f"train_in_parts: run {spec!r}: give RECIPE/MODE with RECIPE in {list(RECIPES)}, MODE in {list(MODES)}")
         name = spec.replace("/", "-")
         folder = runs[spec] = work / "runs" / name
         folder.mkdir(parents=True, exist_ok=True)
         parts = sorted(Path(a.state).glob(f"{name}.pt.part*")) if a.state else []
         if parts:
             full_state(_joined(parts), folder / "last.pt")
-        cmd = [sys.executable, "-m", "roadseg", "train", *RECIPES[recipe], *MODES[mode], "--data", str(data),
+        cmd = [sys.executable, "-m", "roadseg", "train", "--recipe", recipe, *MODES[mode], "--data", str(data),
                "--out", str(folder), "--workers", str(a.workers), "--time-limit", str(a.minutes * 60), "--quiet",
                *a.extra.split()]  # fmt: skip
         if parts:
             cmd.append("--resume")
-        print(f"gpu_train: {spec}{' (resumed)' if parts else ''}: {' '.join(cmd[3:])}", flush=True)
+        print(f"train_in_parts: {spec}{' (resumed)' if parts else ''}: {' '.join(cmd[3:])}", flush=True)
         log = open(folder / "console.log", "a")
         procs.append((spec, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
     failed = []
@@ -185,7 +177,7 @@ def run(a: argparse.Namespace) -> int:
     for spec, folder in runs.items():
         if (folder / "last.pt").is_file():
             half_state(folder / "last.pt", work / f"{spec.replace('/', '-')}.pt")
-            split_file(work / f"{spec.replace('/', '-')}.pt", out, PART_BYTES)
+            split_file(work / f"{spec.replace('/', '-')}.pt", out, int(a.part_mib * (1 << 20)))
     text = summary(runs, time.time() - t0)
     (out / "summary.md").write_text(text)
     with tarfile.open(out / "logs.tgz", "w:gz") as tar:
@@ -200,19 +192,20 @@ def run(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    k = sub.add_parser("pack", help="CamVid train+val into parts a call can carry")
+    k = sub.add_parser("pack", help="CamVid train+val into parts of at most --part-mib")
     k.add_argument("--camvid", required=True)
-    k.add_argument("--to", default=".device/train")
-    k.add_argument("--part-mib", type=float, default=28.0, help="MiB a part may hold (what a call carries beside the tree)")
+    k.add_argument("--to", required=True, help="folder for the parts (one subfolder each)")
+    k.add_argument("--part-mib", type=float, default=28.0, help="MiB a part may hold (default 28)")
     r = sub.add_parser("run", help="train the runs side by side until --minutes, state parts to --out")
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--pack", help="folder holding every camvid.tar.NN part")
     src.add_argument("--data", help="an unpacked CamVid root")
-    r.add_argument("--state", help="folder of <run>.pt.partNN from an earlier call (each run resumes)")
+    r.add_argument("--state", help="folder of <run>.pt.partNN from an earlier command (each run resumes)")
     r.add_argument("--out", required=True)
     r.add_argument("--work", default="/tmp/gpu-train")
     r.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="RECIPE/MODE")
-    r.add_argument("--minutes", type=float, default=7.0, help="training time per run in this call (default 7)")
+    r.add_argument("--minutes", type=float, default=7.0, help="training time per run in this command (default 7)")
+    r.add_argument("--part-mib", type=float, default=15.0, help="MiB a returned state part may hold (default 15)")
     r.add_argument("--workers", type=int, default=4, help="loader workers per run (default 4)")
     r.add_argument("--extra", default="", metavar="ARGS", help="train flags added to every run, which win over the "
                    "recipe's (a smoke test: \"--epochs 2 --crop 96 128 --imgsz 96 128 --batch 4 --device cpu\")")  # fmt: skip
