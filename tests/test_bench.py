@@ -38,7 +38,7 @@ ENV_KEYS = {
 ROW_KEYS = {
     "name", "status", "reason", "kind", "backend", "precision", "device", "artifact", "latency_ms", "batch",
     "throughput_fps", "e2e_fps", "e2e_vs_model", "e2e", "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
-    "agreement", "miou", "speedup", "graph", "notes", "latency_samples_ms", "streams", "throughput_fps_by_batch",
+    "agreement", "miou", "speedup", "graph", "int8", "notes", "latency_samples_ms", "streams", "throughput_fps_by_batch",
 }  # fmt: skip
 LATENCY_KEYS = {"n", "median", "p90", "p99", "mean", "std", "min", "max"}
 
@@ -563,6 +563,9 @@ def test_bench_runs_the_shipped_files_without_pytorch(tmp_path):
     assert fp16["status"] == int8["status"] == "ok" and (fp16["precision"], int8["precision"]) == ("fp16", "int8")
     assert fp16["agreement"] == 1.0 and fp16["speedup"] == 1.0 and 0.9 < int8["agreement"] <= 1.0
     assert int8["throughput_fps_by_batch"]["2"] > 0 and int8["e2e_fps"] > 0
+    # the INT8 row says what the graph is and that this CPU computes it exactly (7-bit weights: natively)
+    assert int8["int8"] == "u8 activations, 7-bit weights: exact natively (7-bit weights never saturate)" and fp16["int8"] is None
+    assert doc["environment"]["cpu_class"] and isinstance(doc["environment"]["int8_native_exact"], bool)
     assert doc["frames"]["labelled"] and doc["frames"]["count"] == 3 and 0 <= int8["miou"] <= 1
     assert sorted(p.name for p in report.iterdir()) == ["results.csv", "results.json", "results.md"]
     assert "no charts: they need matplotlib" in run.stdout and "`ort-cpu-ddrnet23s_camvid_fp16`" in run.stdout
