@@ -27,7 +27,8 @@ DEFAULT_MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.97}  # label agreement with FP
 PARITY_FRAMES = 4
 SYNTHETIC_GATE_FRAMES = 16
 HOLDOUT_EVERY = 5  # from a folder or video, every 5th frame read is held back from calibration for the gate
-MIN_HELD_FRAMES = 4  # fewer held-back frames than this: the gate falls back to synthetic scenes
+MIN_HELD_FRAMES = 4  # a folder or video gives fewer: nothing is held back, and the gate uses synthetic scenes
+MIN_CALIB_FRAMES = 8
 
 
 def _preflight(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path | None) -> Path:
@@ -134,7 +135,8 @@ def _gate_frames(opts: ExportOptions, card: ModelCard, spec: GraphSpec, held: Ga
 def _calib_frames(opts: ExportOptions, size: tuple[int, int]) -> tuple[list[np.ndarray], GateFrames | None]:
     """(calibration frames, frames held back from them for the gate or None). A dataset root
     calibrates on its train split (the gate takes its val split); from a folder or a video, every
-    HOLDOUT_EVERY-th of the frames read is held back, so the gate never sees a calibration frame."""
+    HOLDOUT_EVERY-th of the frames read is held back, so the gate never sees a calibration frame
+    (unless that would leave too few of either: then all calibrate)."""
     if not opts.calib:
         raise UsageError("--precision int8 needs --calib DIR: a folder of real frames or a video from the target camera")
     src = Path(opts.calib).expanduser()
@@ -146,13 +148,13 @@ def _calib_frames(opts: ExportOptions, size: tuple[int, int]) -> tuple[list[np.n
         frames = [p[0] for p in pairs]
     else:
         named = framesrc.unlabelled_named(src, size, opts.calib_count + opts.calib_count // (HOLDOUT_EVERY - 1))
-        keep = [x for i, x in enumerate(named) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
-        back = [x for i, x in enumerate(named) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
-        frames = [f for _, f in keep]
-        if len(back) >= MIN_HELD_FRAMES:
+        back = named[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]
+        if len(back) >= MIN_HELD_FRAMES and len(named) - len(back) >= MIN_CALIB_FRAMES:
             held = GateFrames([f for _, f in back], None, str(opts.calib), "held out from --calib", [n for n, _ in back])
-    if len(frames) < 8:
-        raise RoadsegError(f"{src}: only {len(frames)} usable calibration frames; INT8 calibration needs at least 8 (about 100 is better)")
+            named = [x for i, x in enumerate(named) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+        frames = [f for _, f in named[: opts.calib_count]]
+    if len(frames) < MIN_CALIB_FRAMES:
+        raise RoadsegError(f"{src}: only {len(frames)} usable calibration frames; INT8 calibration needs at least {MIN_CALIB_FRAMES} (about 100 is better)")
     return frames, held
 
 
