@@ -230,8 +230,13 @@ def _add_export(sub) -> None:
     p.add_argument("--min-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: smallest input (default 1 and half the model size)")
     p.add_argument("--opt-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: input the kernels are tuned for (default batch 1, model size)")
     p.add_argument("--max-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: largest input (default batch 8, 1080x1920)")
-    p.add_argument("--instances", type=_positive, default=1, help="triton: model instances per GPU (default 1)")
-    p.add_argument("--triton-platform", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="triton: serve the ONNX or a TensorRT plan (default onnxruntime)")
+    p.add_argument("--instances", type=_positive, default=1, help="triton: model instances per device (default 1)")
+    p.add_argument("--triton-platform", choices=["onnxruntime", "tensorrt", "python"], default="onnxruntime",
+                   help="triton: serve the ONNX (onnxruntime backend), a TensorRT plan, or the ONNX through roadseg's runtime "
+                   "in Triton's Python backend (python; any frame size, dynamic batching) (default onnxruntime)")
+    p.add_argument("--triton-instance", choices=["auto", "cpu", "gpu"], help="triton: where the instances run "
+                   "(default: gpu for tensorrt; cpu for an INT8 graph made for ONNX Runtime's CPU; else auto, "
+                   "Triton's KIND_AUTO: the GPUs where it has them, else the CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
@@ -247,6 +252,7 @@ def _cmd_export(a) -> int:
         timing_cache=a.timing_cache, version_compatible=a.version_compatible, hardware_compatible=a.hardware_compatible,
         min_shape=tuple(a.min_shape) if a.min_shape else None, opt_shape=tuple(a.opt_shape) if a.opt_shape else None,
         max_shape=tuple(a.max_shape) if a.max_shape else None, instances=a.instances, triton_platform=a.triton_platform,
+        triton_instance=a.triton_instance,
     )  # fmt: skip
     export(opts)
     return 0
