@@ -115,9 +115,12 @@ class TritonServer:
             cmd += ["--model-control-mode=explicit", *[f"--load-model={m}" for m in models]]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(install.libs), env.get("LD_LIBRARY_PATH")) if p)
+        # a process group of its own, so stop() can end the server and its stubs together; not a session of
+        # its own, which Linux's autogroup scheduling would give a CPU share apart from the client's
+        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         with open(self.log_path, "wb") as log:
             self.proc: subprocess.Popen | None = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, **group
             )
         try:
             self._wait_ready(ready_timeout_s)
@@ -172,7 +175,7 @@ class TritonServer:
                 proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the server and its stubs (a session of their own)
+                    os.killpg(proc.pid, signal.SIGKILL)  # the server and its stubs (their process group)
                 except ProcessLookupError:
                     pass
                 proc.wait()
