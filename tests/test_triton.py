@@ -430,3 +430,88 @@ def test_model_py_adds_the_exporting_pythons_folders(tmp_path, monkeypatch):
     assert triton_model.use_exporting_environment({"python": "2.7", "site_packages": [str(site_dir)]}) == []
     assert sys.path == ["/stub/own"]  # another Python's compiled packages would not load
     assert triton_model.read_env(tmp_path / "none.json") == {}
+
+
+class _FakePb:
+    """The parts of Triton's triton_python_backend_utils that model.py uses."""
+
+    class TritonError:
+        def __init__(self, message):
+            self.message = message
+
+    class InferenceResponse:
+        def __init__(self, tensors=None, error=None):
+            self.tensors, self.error = tensors, error
+
+    class Tensor:
+        @staticmethod
+        def from_dlpack(name, array):
+            return name, np.from_dlpack(array)
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return request.get(name)
+
+
+def test_model_py_batches_requests_of_one_frame_size_and_fails_bad_ones_alone():
+    from roadseg.export.triton_model import TritonPythonModel
+
+    calls = []
+
+    def segment(frames):
+        calls.append(frames.shape)
+        return frames[..., 0] // 100  # labels that depend on each frame
+
+    model = TritonPythonModel()
+    model.np, model.pb, model.segmenter, model.input, model.output = np, _FakePb, segment, "frames", "labels"
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 255, (2, 8, 10, 3), np.uint8), rng.integers(0, 255, (1, 8, 10, 3), np.uint8)
+    c = rng.integers(0, 255, (1, 6, 4, 3), np.uint8)
+    requests = [{"frames": a}, {"frames": np.zeros((1, 8, 10, 4), np.uint8)}, {"frames": c}, {"frames": b}, {}]
+    responses = model.execute(requests)
+    assert sorted(calls) == [(1, 6, 4, 3), (3, 8, 10, 3)]  # one runtime call per frame size
+    for response, frames in ((responses[0], a), (responses[2], c), (responses[3], b)):
+        assert response.error is None
+        ((name, labels),) = response.tensors
+        assert name == "labels" and np.array_equal(labels, frames[..., 0] // 100)  # each request its own labels
+    assert "must be uint8 [N,H,W,3]" in responses[1].error.message  # a bad frame fails alone
+    assert "has no input 'frames'" in responses[4].error.message
+
+    def broken(frames):
+        raise RuntimeError("out of memory")
+
+    model.segmenter = broken
+    (response,) = model.execute([{"frames": a}])
+    assert response.error.message == "roadseg: out of memory"
+
+
+def test_model_py_says_how_to_install_roadseg_where_it_is_missing(monkeypatch, tmp_path):
+    import sys
+
+    from roadseg.export import triton_model
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as in a stub's Python without it
+    where = tmp_path / "1" / "model.py"
+    with pytest.raises(ImportError) as err:
+        triton_model.check_imports({"python": triton_model.this_python(), "site_packages": ["/gone"]}, where)
+    msg = str(err.value)
+    assert str(where) in msg and "onnxruntime" in msg and "python3 -m pip install roadseg" in msg
+    assert "roadseg_env.json" in msg and "/gone" in msg and "\n" not in msg
+    with pytest.raises(ImportError, match="exported by Python 2.7, whose packages this stub cannot load"):
+        triton_model.check_imports({"python": "2.7", "site_packages": []}, where)
+
+
+def test_cli_triton_options(tmp_path, capsys):
+    from roadseg.cli import main
+    from roadseg.runtime.defaults import VARIANT_FILES, variants_dir
+
+    int8 = variants_dir() / VARIANT_FILES["int8"]  # rewritten for ONNX Runtime's CPU kernels
+    rc = main(["export", str(int8), "--to", "triton", "--triton-platform", "python", "--triton-instance", "gpu",
+               "-o", str(tmp_path / "gpu")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--triton-instance gpu" in err, err
+    rc = main(["export", str(int8), "--to", "triton", "--triton-platform", "python", "-o", str(tmp_path / "repo")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "KIND_CPU instances" in out and "Python backend" in out
+    assert (tmp_path / "repo" / "ddrnet23s_camvid" / "1" / "model.py").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]

@@ -164,7 +164,7 @@ def test_a_bad_request_fails_alone(served, clients, local):
     from tritonclient.utils import InferenceServerException
 
     client = clients("grpc")
-    with pytest.raises(InferenceServerException):
+    with pytest.raises(InferenceServerException, match="'frames' must be uint8"):  # model.py's own answer
         _infer(client, np.zeros((1, 0, 4, 3), np.uint8))  # an empty frame
     frames = _frames(1, seed=30)
     assert _agreement(_infer(client, frames), local(frames)) >= MIN_AGREEMENT
