@@ -179,3 +179,29 @@ def test_other_platforms_fail_only_for_their_missing_backend(served, clients, ba
         client.load_model(f"{NAME}_{backend}")
     assert f"unable to find backend library for backend '{backend}'" in str(err.value)
     assert client.is_model_ready(NAME)  # the served model is unaffected
+
+
+def test_a_server_that_cannot_start_is_reported_and_gone(tmp_path):
+    import os
+
+    from roadseg.runtime.errors import RoadsegError
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    bad = tmp_path / "repo" / "broken"
+    (bad / "1").mkdir(parents=True)
+    (bad / "config.pbtxt").write_text('name: "broken"\nbackend: "no_such_backend"\n')
+    with pytest.raises(RoadsegError, match="tritonserver exited .* before it was ready") as err:
+        TritonServer(tmp_path / "repo", tmp_path / "server", ready_timeout_s=60)
+    assert "log: " in str(err.value) and "\n" not in str(err.value)
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    mine = [p for p in pids if f"--model-repository={tmp_path / 'repo'}" in _cmdline(p)]
+    assert mine == [], "no process of that server is left"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
