@@ -452,7 +452,7 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmark every backend and precision on the same frames",
                        description="Export the model to every variant this machine can run (ONNX FP32/FP16/INT8, TensorRT "
                        "engines), measure each row (PyTorch eager, torch.compile, ONNX Runtime CPU/CUDA/TensorRT, native "
-                       "TensorRT) on the same frames: latency, throughput, end-to-end FPS, memory, agreement with PyTorch "
+                       "TensorRT, the INT8 through a Triton server as its client sees it) on the same frames: latency, throughput, end-to-end FPS, memory, agreement with PyTorch "
                        "FP32 and mIoU. Writes results.json/.csv/.md/.png to --report.")  # fmt: skip
     p.add_argument("model", nargs="+", help="a checkpoint or `default` (the bundled model; PyTorch FP32 is the reference, "
                    "and the bench exports every variant), or ready .onnx/.engine files (each on every backend that takes it, "
@@ -465,8 +465,8 @@ def _add_bench(sub) -> None:
                    help="batch sizes for the throughput columns, frames per second at each, e.g. --batch 1 8 32 (default 1)")  # fmt: skip
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
     p.add_argument("--streams", type=_positive, nargs="+", metavar="N",
-                   help="multi-stream scaling: total and per-stream FPS of N streams batched through each row "
-                   "(one N: 1, 2, 4 ... N; several: those counts)")  # fmt: skip
+                   help="multi-stream scaling: total and per-stream FPS of N streams batched through each row; "
+                   "the triton row: N concurrent clients of its server (default 4) (one N: 1, 2, 4 ... N; several: those counts)")  # fmt: skip
     p.add_argument("--warmup", type=_nonnegative, default=10, metavar="N", help="warm-up runs before timing (default 10)")
     p.add_argument("--rounds", type=_positive, default=1, metavar="R",
                    help="time the rows in R interleaved rounds, every row's model loaded meanwhile, so a machine whose "
