@@ -84,9 +84,10 @@ def check_imports(env: dict, where: Path) -> None:
         ) from None
 
 
-_ENV = read_env(Path(__file__).with_name(ENV_FILE))
-use_exporting_environment(_ENV)
-check_imports(_ENV, Path(__file__))
+if __name__ != "roadseg.export.triton_model":  # as Triton's model.py (roadseg's exporter imports it for its helpers)
+    _ENV = read_env(Path(__file__).with_name(ENV_FILE))
+    use_exporting_environment(_ENV)
+    check_imports(_ENV, Path(__file__))
 
 
 class TritonPythonModel:
