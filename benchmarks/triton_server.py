@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -139,9 +140,12 @@ class TritonServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
 
-    def _log_tail(self, lines: int = 6) -> str:
-        tail = [ln.strip() for ln in self.log().splitlines() if ln.strip()][-lines:]
-        return " | ".join(tail)[-1500:] or "no output"
+    def _log_tail(self, lines: int = 3) -> str:
+        """Triton's error lines (glog's E level, `error:`), else the last lines of its log, in one line."""
+        text = [ln.strip() for ln in self.log().splitlines() if ln.strip()]
+        errors = [ln for ln in text if re.match(r"E\d{4} |error:", ln) and "CudaDriverHelper" not in ln]  # no GPU: not the cause
+        picked = errors[:lines] if errors else text[-lines:]
+        return " | ".join(ln.split("\\n")[0][:600] for ln in picked) or "no output"
 
     def ready(self) -> bool:
         try:
