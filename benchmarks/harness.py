@@ -95,6 +95,7 @@ class RowResult:
     e2e_vs_model: float | None = None  # end-to-end FPS / model-only FPS (1000 / median)
     e2e: dict | None = None
     streams: dict | None = None  # stream count -> total_fps, per_stream_fps, mean_batch, infer_median_ms
+    clients: dict | None = None  # triton row: concurrent clients -> fps, requests, p50_ms, p99_ms, mean_batch
     peak_rss_mb: float | None = None
     gpu_memory_mb: float | None = None
     build_s: float | None = None
@@ -249,10 +250,10 @@ def run_bench(cfg: BenchConfig) -> dict:
             elif row.kind != "torch":
                 bar.set_postfix_str(f"{name}: export")
                 assert variants is not None
-                if row.kind == "onnx":
-                    tensorrt = row.backend == "ort-trt"
+                if row.kind in ("onnx", "triton"):
+                    tensorrt, batched = row.backend == "ort-trt", row.kind == "triton"  # Triton batches requests
 
-                    def make(precision: str, dynamic: bool = False, tensorrt: bool = tensorrt):
+                    def make(precision: str, dynamic: bool = batched, tensorrt: bool = tensorrt):
                         return variants.onnx(precision, dynamic, tensorrt)  # type: ignore[union-attr]
                 else:
                     make = variants.engine
@@ -375,6 +376,7 @@ def _fill(res: RowResult, got: dict, batch: tuple[int, ...]) -> None:
         if res.e2e_fps and median and median > 0:
             res.e2e_vs_model = res.e2e_fps / (1000.0 / median)
     res.streams = got.get("streams")
+    res.clients = got.get("clients")
     res.graph = got.get("graph")
     if res.graph:
         res.notes.append(f"CUDA graph: {res.graph}")

@@ -118,6 +118,7 @@ def to_markdown(doc: dict) -> str:
             lines.append(f"| {r['name']} | {e.get('frames')} | {_num(e.get('fps'), 1)} | "
                          + " | ".join(_num(st.get(s)) for s in PIPELINE_STAGES) + " |")  # fmt: skip
     lines += _streams_table(doc)
+    lines += _clients_table(doc)
     missing = [r for r in doc["rows"] if r["status"] != "ok"]
     if missing:
         lines += ["", "Not measured here:", ""]
@@ -160,6 +161,21 @@ def _streams_table(doc: dict) -> list[str]:
             cells.append(f"{_num(m['total_fps'], 1)}{ratio}, {_num(min(m['per_stream_fps']), 1)} each, batch "
                          f"{_num(m.get('mean_batch'), 1)}")  # fmt: skip
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _clients_table(doc: dict) -> list[str]:
+    """Concurrent clients through a Triton server (the triton row, benchmarks/triton_row.py)."""
+    rows = [r for r in doc["rows"] if r["status"] == "ok" and r.get("clients")]
+    if not rows:
+        return []
+    lines = ["", "Concurrent clients through a Triton server on this machine (batch-1 requests over gRPC, "
+             "Triton's dynamic batching; mean batch from Triton's statistics):", "",
+             "| Row | Clients | FPS | p50 ms | p99 ms | Mean batch | Requests |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        for n, m in sorted(r["clients"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {r['name']} | {n} | {_num(m.get('fps'), 1)} | {_num(m.get('p50_ms'))} | {_num(m.get('p99_ms'))} "
+                         f"| {_num(m.get('mean_batch'), 2)} | {m.get('requests')} |")  # fmt: skip
     return lines
 
 

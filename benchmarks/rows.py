@@ -2,8 +2,9 @@
 
 A row is one way of running the model: PyTorch eager (the FP32 reference), PyTorch FP16 on CUDA
 (FP16 weights, channels-last, a CUDA graph), torch.compile (on CUDA with CUDA graphs), ONNX Runtime
-on a provider with a precision variant of the exported graph, or a native TensorRT engine built
-from that variant. Given ready files instead of a checkpoint (`file_rows`: no PyTorch needed), a
+on a provider with a precision variant of the exported graph, a native TensorRT engine built
+from that variant, or (`triton`) the INT8 graph served by a Triton server and measured from its
+client (triton_row.py). Given ready files instead of a checkpoint (`file_rows`: no PyTorch needed), a
 row is one file on one backend that can run it. Availability is decided before anything is exported or opened, from what is
 installed (`roadseg.runtime.backends.available_backends`); a row that then fails while it runs is
 reported as failed with the error, never silently dropped.
@@ -25,7 +26,7 @@ REFERENCE = "torch"  # the FP32 reference: agreement and speed-up are relative t
 @dataclass(frozen=True)
 class Row:
     name: str
-    kind: str  # "torch" | "onnx" (ONNX Runtime) | "engine" (native TensorRT)
+    kind: str  # "torch" | "onnx" (ONNX Runtime) | "engine" (native TensorRT) | "triton" (triton_row.py)
     precision: str  # fp32 | fp16 | int8
     backend: str | None = None  # runtime backend name for onnx / engine rows
     compile: bool = False  # torch.compile (torch rows)
@@ -50,6 +51,7 @@ ROWS: dict[str, Row] = {
         Row("trt-fp32", "engine", "fp32", "trt"),
         Row("trt-fp16", "engine", "fp16", "trt"),
         Row("trt-int8", "engine", "int8", "trt"),
+        Row("triton", "triton", "int8", "ort-cpu"),  # the ort-cpu-int8 graph through a Triton server, seen by its client
     )
 }
 
@@ -112,6 +114,10 @@ def unavailable(names: list[str], backend_reasons: dict[str, str | None] | None 
             out[name] = reason
             continue
         reason = backend_reasons.get(row.backend or "", f"backend {row.backend} unknown to this roadseg")
+        if reason is None and row.kind == "triton":
+            from .triton_row import unavailable as triton_missing
+
+            reason = triton_missing()
         if reason is None and row.kind == "engine" and importlib.util.find_spec("tensorrt") is None:
             reason = "tensorrt is not installed (needed to build the engine); `pip install roadseg[gpu]`"
         out[name] = reason

@@ -39,13 +39,15 @@ import numpy as np
 from roadseg.runtime.backends.base import TensorSpec, fit_frames
 from roadseg.runtime.redact import redact
 
+from .triton_row import CLIENTS
+
 TIMING_FRAMES = 8  # latency runs rotate among this many of the benchmark frames
 
 
 @dataclass
 class Job:
     row: str
-    kind: str  # torch | onnx | engine
+    kind: str  # torch | onnx | engine | triton
     precision: str
     model: str  # checkpoint (torch rows), .onnx or .engine
     frames: str  # .npy of uint8 [K, H, W, 3]
@@ -197,6 +199,10 @@ class TorchRunner:
 def open_runner(job: Job, model: str | None = None) -> Any:
     if job.kind == "torch":
         return TorchRunner(job)
+    if job.kind == "triton":  # a Triton server of its own, driven from its client (triton_row.py)
+        from .triton_row import TritonRunner
+
+        return TritonRunner(job.row, model or job.model, Path(job.work) / f"{job.row}-server")
     from roadseg.runtime.backends import open_backend
 
     opts = dict(job.backend_options)
@@ -284,7 +290,7 @@ def _streams(job: Job, runner: Any, frames: np.ndarray) -> dict[str, dict]:
     from roadseg.runtime.pipeline import run_streams
 
     other = None
-    if job.kind != "torch" and max(job.streams) > 1 and job.batch_model:  # else its own fixed batch
+    if job.kind in ("onnx", "engine") and max(job.streams) > 1 and job.batch_model:  # else its own fixed batch
         other = runner = open_runner(job, job.batch_model)
     try:
         clip = [np.ascontiguousarray(frames[i % len(frames)]) for i in range(job.e2e_frames)]
@@ -349,7 +355,9 @@ class RowSession:
                 out["batch_samples_ms"] = _batched(job, self.runner, self.frames)
             if job.e2e_source:
                 out["e2e"] = _e2e(job, self.runner)
-            if job.streams:
+            if job.kind == "triton":  # concurrent clients are its streams
+                out["clients"] = self.runner.clients(job.streams or list(CLIENTS), self.frames, job.iters)
+            elif job.streams:
                 out["streams"] = _streams(job, self.runner, self.frames)
             out["graph"] = getattr(self.runner, "graph", None)  # after timing: "captured" once replayed
             gpu_row = job.cuda or (job.backend or "").startswith(("ort-cuda", "ort-trt", "trt"))
@@ -377,7 +385,7 @@ def _batched(job: Job, runner: Any, frames: np.ndarray) -> dict[str, list[float]
     """Milliseconds per batch at each --batch above 1 (one dynamic-batch model for exported rows),
     as many calls as make about --frames frames (at least 3)."""
     other = None
-    if job.kind != "torch":
+    if job.kind in ("onnx", "engine"):  # torch and triton rows take any batch themselves
         if not job.batch_model:
             raise RuntimeError("no dynamic-batch model to measure throughput with")
         other = runner = open_runner(job, job.batch_model)

@@ -44,8 +44,9 @@ def _preflight(opts: ExportOptions, card: ModelCard, spec: GraphSpec, src: Path 
         if path == resolved or (opts.to == "triton" and resolved in path.parents):
             raise UsageError(f"{target}: is {flag} ({given}), which the export would overwrite; choose another --output")
     if opts.to == "triton":
-        from .triton import check_repository_folder
+        from .triton import check_options, check_repository_folder
 
+        check_options(opts, spec.raw)
         check_repository_folder(target)
     else:
         check_writable(target)

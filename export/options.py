@@ -45,7 +45,8 @@ class ExportOptions:
     opt_shape: tuple[int, int, int] | None = None
     max_shape: tuple[int, int, int] | None = None
     instances: int = 1
-    triton_platform: str = "onnxruntime"
+    triton_platform: str = "onnxruntime"  # onnxruntime | tensorrt | python (roadseg's runtime in Triton's Python backend)
+    triton_instance: str | None = None  # auto | cpu | gpu; None: the platform's default (export/triton.py)
 
 
 def for_tensorrt(opts: ExportOptions) -> bool:

@@ -1,20 +1,31 @@
 """`roadseg export MODEL --to triton`: a Triton Inference Server model repository.
 
     <card.name>_triton/                 the repository (--output, else next to the source)
-      <model>/config.pbtxt              platform, tensors, batching, instances, the model card
+      <model>/config.pbtxt              platform or backend, tensors, batching, instances, the model card
       <model>/1/model.onnx              --triton-platform onnxruntime (default)
       <model>/1/model.plan (+ .json)    --triton-platform tensorrt: a plan built here (export/tensorrt.py)
+      <model>/1/model.py + model.onnx   --triton-platform python: roadseg's runtime in Triton's Python
+                                        backend (export/triton_model.py says how it finds roadseg)
 
 config.pbtxt follows Triton's model configuration (ModelConfig protobuf, text format):
-- platform "onnxruntime_onnx" or "tensorrt_plan"; input/output names and data types read from the
-  ONNX graph itself (TYPE_UINT8 frames and labels for roadseg's frames->labels graph);
+- platform "onnxruntime_onnx" or "tensorrt_plan", or backend "python"; input/output names and data
+  types read from the ONNX graph itself (TYPE_UINT8 frames and labels for roadseg's frames->labels graph);
 - batching: a graph whose inputs and outputs all start with a dynamic dimension (--dynamic) gets
   max_batch_size > 0 (the engine profile's largest batch, 8 by default) and `dims` without that batch
   dimension (Triton's full shape is [-1] + dims), dynamic H and W as -1, and dynamic_batching (Triton
   batches requests of the same frame size); a fixed-shape graph cannot be batched by Triton, so
-  max_batch_size is 0 and `dims` are the full shape, batch dimension included;
-- instance_group [{count: --instances, kind: KIND_GPU}];
-- the model card as JSON in parameters {key: "roadseg"}.
+  max_batch_size is 0 and `dims` are the full shape, batch dimension included. The python platform
+  always takes frames of any size and batches them ([-1, -1, 3] -> [-1, -1], max_batch_size as a
+  dynamic graph's, dynamic_batching): roadseg's runtime resizes frames for a fixed-size graph and
+  splits batches for a fixed-batch one, as it does outside Triton;
+- instance_group [{count: --instances, kind}] with kind from --triton-instance: KIND_AUTO by default
+  (Triton's GPUs where it has them, else its CPU, so a CPU-only server loads the model), KIND_GPU for
+  a TensorRT plan (which runs only on a GPU; cpu is refused), KIND_CPU for an INT8 graph rewritten for
+  ONNX Runtime's CPU kernels (which its GPU kernels do not compute alike; gpu is refused). An explicit
+  `gpu` is written as asked, with a line saying that a server without GPUs refuses it;
+- the model card as JSON in parameters {key: "roadseg"}. The python platform's version folder also
+  holds roadseg_env.json: the exporting Python's version and site-packages folders, where the model
+  finds roadseg in Triton's Python backend (export/triton_model.py).
 
 The repository is written atomically: a new repository is built in a temporary folder beside the
 target and renamed into place; in an existing repository only this model's folder is replaced (built
@@ -44,7 +55,13 @@ from .options import ExportOptions, repository_path
 from .spec import GraphSpec
 
 CARD_PARAMETER = "roadseg"
-PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
+# --triton-platform -> (config line, the file in the version folder)
+PLATFORMS = {
+    "onnxruntime": ('platform: "onnxruntime_onnx"', "model.onnx"),
+    "tensorrt": ('platform: "tensorrt_plan"', "model.plan"),
+    "python": ('backend: "python"', "model.onnx"),
+}
+INSTANCE_KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 DEFAULT_MAX_BATCH = 8  # runtime/engine.py DEFAULT_MAX_SHAPE[0]
 
 # ONNX element types -> Triton model-config data types (Triton's "Datatypes" table)
@@ -95,25 +112,77 @@ def _tensor_block(kind: str, tensors: list[tuple[str, str, list[int]]]) -> list[
     return [*lines, "]"]
 
 
-def triton_config(
-    model: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, name: str | None = None
-) -> str:
-    """config.pbtxt for `model` served on opts.triton_platform (see the module docstring)."""
+def _cpu_form(model: onnx.ModelProto) -> bool:
+    from roadseg.runtime.model import ORT_CPU_KEY
+
+    return any(p.key == ORT_CPU_KEY and p.value for p in model.metadata_props)
+
+
+def instance_kind(model: onnx.ModelProto, opts: ExportOptions) -> str:
+    """The instance_group kind for opts.triton_instance (None: the platform's default; see the module docstring)."""
+    if opts.triton_platform == "tensorrt":
+        return INSTANCE_KINDS["gpu"]
+    if _cpu_form(model):
+        if opts.triton_instance == "gpu":
+            raise UsageError("--triton-instance gpu: this INT8 graph is rewritten for ONNX Runtime's CPU kernels, which its "
+                             "GPU kernels do not compute alike; serve it on cpu, or export one for GPUs with --int8-activations s8")  # fmt: skip
+        return INSTANCE_KINDS["cpu"]
+    return INSTANCE_KINDS[opts.triton_instance or "auto"]
+
+
+def python_environment() -> dict:
+    """This Python's version ("major.minor") and site-packages folders: where Triton's Python
+    backend finds roadseg (export/triton_model.py, roadseg_env.json)."""
+    import site
+    import sys
+
+    folders = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and Path(site.getusersitepackages()).is_dir():
+        folders.append(site.getusersitepackages())
+    return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "site_packages": list(dict.fromkeys(folders))}
+
+
+def _parameter(key: str, value: str) -> list[str]:
+    return ["parameters {", f'  key: "{key}"', f'  value: {{ string_value: "{_escape(value)}" }}', "}"]
+
+
+def _batching(every: list[tuple[str, int, list[int]]], spec: GraphSpec, card: ModelCard, opts: ExportOptions) -> int:
+    """max_batch_size: 0 for a graph Triton cannot batch, else the largest batch the graph takes."""
+    if opts.triton_platform != "python" and not all(dims and dims[0] == -1 for _, _, dims in every):
+        return 0
+    if not spec.dynamic:
+        return DEFAULT_MAX_BATCH
+    from .tensorrt import profiles_for
+
+    return int(profiles_for(spec, card, opts)[0]["max"][0])
+
+
+def check_options(opts: ExportOptions, raw: bool) -> None:
+    """The Triton options that need no model (export checks them before any model work)."""
     if opts.triton_platform not in PLATFORMS:
         raise UsageError(f"--triton-platform {opts.triton_platform}: choose {' or '.join(PLATFORMS)}")
     if not isinstance(opts.instances, int) or opts.instances < 1:
         raise UsageError(f"--instances {opts.instances}: give a positive number of model instances")
-    platform = PLATFORMS[opts.triton_platform][0]
+    if opts.triton_instance is not None and opts.triton_instance not in INSTANCE_KINDS:
+        raise UsageError(f"--triton-instance {opts.triton_instance}: choose {', '.join(INSTANCE_KINDS)}")
+    if opts.triton_platform == "tensorrt" and opts.triton_instance == "cpu":
+        raise UsageError("--triton-instance cpu: a TensorRT plan runs only on a GPU; for CPU instances use "
+                         "--triton-platform onnxruntime or python")  # fmt: skip
+    if opts.triton_platform == "python" and raw:
+        raise UsageError("--triton-platform python serves roadseg's frames->labels graph; export it without --raw")
+
+
+def triton_config(
+    model: onnx.ModelProto, card: ModelCard, spec: GraphSpec, opts: ExportOptions, name: str | None = None
+) -> str:
+    """config.pbtxt for `model` served on opts.triton_platform (see the module docstring)."""
+    check_options(opts, spec.raw)
+    kind = instance_kind(model, opts)
     inputs, outputs = graph_io(model)
     if not inputs or not outputs:
         raise RoadsegError("the ONNX graph has no inputs or outputs; export it again with roadseg")
-    every = inputs + outputs
-    batching = all(dims and dims[0] == -1 for _, _, dims in every)
-    max_batch = 0
-    if batching:
-        from .tensorrt import profiles_for
-
-        max_batch = int(profiles_for(spec, card, opts)[0]["max"][0]) if spec.dynamic else DEFAULT_MAX_BATCH
+    max_batch = _batching(inputs + outputs, spec, card, opts)
+    python = opts.triton_platform == "python"
 
     def convert(tensors: list[tuple[str, int, list[int]]]) -> list[tuple[str, str, list[int]]]:
         out = []
@@ -124,7 +193,10 @@ def triton_config(
                 )
             if not dims:
                 raise RoadsegError(f"tensor '{tname}' is a scalar; Triton needs tensors of rank >= 1")
-            out.append((tname, TRITON_TYPES[elem], dims[1:] if batching else dims))
+            if python:  # roadseg's runtime takes frames of any size and any batch
+                dims = [-1] * len(dims)
+                dims[-1] = 3 if len(dims) == 4 else -1
+            out.append((tname, TRITON_TYPES[elem], dims[1:] if max_batch else dims))
         return out
 
     card_json = card.replace(precision=spec.precision).to_json()
@@ -134,25 +206,15 @@ def triton_config(
         if not spec.raw
         else f"# {card.name} ({card.arch}, {spec.precision}): raw network, normalised float NCHW -> logits",
         f'name: "{_escape(name or model_name(card))}"',
-        f'platform: "{platform}"',
+        PLATFORMS[opts.triton_platform][0],
         f"max_batch_size: {max_batch}",
         *_tensor_block("input", convert(inputs)),
         *_tensor_block("output", convert(outputs)),
     ]
-    if batching:
+    if max_batch:
         lines.append("dynamic_batching { }")
-    lines += [
-        "instance_group [",
-        "  {",
-        f"    count: {opts.instances}",
-        "    kind: KIND_GPU",
-        "  }",
-        "]",
-        "parameters {",
-        f'  key: "{CARD_PARAMETER}"',
-        f'  value: {{ string_value: "{_escape(card_json)}" }}',
-        "}",
-    ]
+    lines += ["instance_group [", "  {", f"    count: {opts.instances}", f"    kind: {kind}", "  }", "]"]
+    lines += _parameter(CARD_PARAMETER, card_json)
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +243,12 @@ def _fill_model_folder(folder: Path, model: onnx.ModelProto, card: ModelCard, sp
     else:
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, str(version / filename))
+    if opts.triton_platform == "python":
+        from . import triton_model
+
+        shutil.copyfile(triton_model.__file__, version / "model.py")
+        env = json.dumps(python_environment(), indent=2) + "\n"
+        (version / triton_model.ENV_FILE).write_text(env, encoding="utf-8")
     (folder / "config.pbtxt").write_text(config, encoding="utf-8")
 
 
@@ -217,9 +285,16 @@ def write_repository(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    kind = "TensorRT plan" if opts.triton_platform == "tensorrt" else "ONNX"
-    print(f"wrote Triton model repository {repo} (model '{name}', {kind}); serve it with "
+    what = {"tensorrt": "TensorRT plan", "python": "roadseg's runtime in the Python backend"}.get(
+        opts.triton_platform, "ONNX"
+    )
+    kind = instance_kind(model, opts)
+    print(f"wrote Triton model repository {repo} (model '{name}', {what}, {kind} instances); serve it with "
           f"`tritonserver --model-repository={repo}`")  # fmt: skip
+    if kind == "KIND_GPU" and opts.triton_platform != "tensorrt":
+        print(
+            "note: KIND_GPU instances: a Triton server without GPUs refuses this model (--triton-instance auto or cpu load there)"
+        )
     return repo
 
 

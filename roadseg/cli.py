@@ -222,8 +222,13 @@ def _add_export(sub) -> None:
     p.add_argument("--min-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: smallest input (default 1 and half the model size)")
     p.add_argument("--opt-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: input the kernels are tuned for (default batch 1, model size)")
     p.add_argument("--max-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: largest input (default batch 8, 1080x1920)")
-    p.add_argument("--instances", type=_positive, default=1, help="triton: model instances per GPU (default 1)")
-    p.add_argument("--triton-platform", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="triton: serve the ONNX or a TensorRT plan (default onnxruntime)")
+    p.add_argument("--instances", type=_positive, default=1, help="triton: model instances per device (default 1)")
+    p.add_argument("--triton-platform", choices=["onnxruntime", "tensorrt", "python"], default="onnxruntime",
+                   help="triton: serve the ONNX (onnxruntime backend), a TensorRT plan, or the ONNX through roadseg's runtime "
+                   "in Triton's Python backend (python; any frame size, dynamic batching) (default onnxruntime)")
+    p.add_argument("--triton-instance", choices=["auto", "cpu", "gpu"], help="triton: where the instances run "
+                   "(default: gpu for tensorrt; cpu for an INT8 graph made for ONNX Runtime's CPU; else auto, "
+                   "Triton's KIND_AUTO: the GPUs where it has them, else the CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
@@ -239,6 +244,7 @@ def _cmd_export(a) -> int:
         timing_cache=a.timing_cache, version_compatible=a.version_compatible, hardware_compatible=a.hardware_compatible,
         min_shape=tuple(a.min_shape) if a.min_shape else None, opt_shape=tuple(a.opt_shape) if a.opt_shape else None,
         max_shape=tuple(a.max_shape) if a.max_shape else None, instances=a.instances, triton_platform=a.triton_platform,
+        triton_instance=a.triton_instance,
     )  # fmt: skip
     export(opts)
     return 0
@@ -451,7 +457,7 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmark every backend and precision on the same frames",
                        description="Export the model to every variant this machine can run (ONNX FP32/FP16/INT8, TensorRT "
                        "engines), measure each row (PyTorch eager, torch.compile, ONNX Runtime CPU/CUDA/TensorRT, native "
-                       "TensorRT) on the same frames: latency, throughput, end-to-end FPS, memory, agreement with PyTorch "
+                       "TensorRT, the INT8 through a Triton server as its client sees it) on the same frames: latency, throughput, end-to-end FPS, memory, agreement with PyTorch "
                        "FP32 and mIoU. Writes results.json/.csv/.md/.png to --report.")  # fmt: skip
     p.add_argument("model", nargs="+", help="a checkpoint or `default` (the bundled model; PyTorch FP32 is the reference, "
                    "and the bench exports every variant), or ready .onnx/.engine files (each on every backend that takes it, "
@@ -464,8 +470,8 @@ def _add_bench(sub) -> None:
                    help="batch sizes for the throughput columns, frames per second at each, e.g. --batch 1 8 32 (default 1)")  # fmt: skip
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
     p.add_argument("--streams", type=_positive, nargs="+", metavar="N",
-                   help="multi-stream scaling: total and per-stream FPS of N streams batched through each row "
-                   "(one N: 1, 2, 4 ... N; several: those counts)")  # fmt: skip
+                   help="multi-stream scaling: total and per-stream FPS of N streams batched through each row; "
+                   "the triton row: N concurrent clients of its server (default 4) (one N: 1, 2, 4 ... N; several: those counts)")  # fmt: skip
     p.add_argument("--warmup", type=_nonnegative, default=10, metavar="N", help="warm-up runs before timing (default 10)")
     p.add_argument("--rounds", type=_positive, default=1, metavar="R",
                    help="time the rows in R interleaved rounds, every row's model loaded meanwhile, so a machine whose "

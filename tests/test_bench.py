@@ -39,6 +39,7 @@ ROW_KEYS = {
     "name", "status", "reason", "kind", "backend", "precision", "device", "artifact", "latency_ms", "batch",
     "throughput_fps", "e2e_fps", "e2e_vs_model", "e2e", "peak_rss_mb", "gpu_memory_mb", "build_s", "load_s",
     "agreement", "miou", "speedup", "graph", "int8", "notes", "latency_samples_ms", "streams", "throughput_fps_by_batch",
+    "clients",
 }  # fmt: skip
 LATENCY_KEYS = {"n", "median", "p90", "p99", "mean", "std", "min", "max"}
 
