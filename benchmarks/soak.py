@@ -283,10 +283,10 @@ def report(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from roadseg import __version__
     from roadseg.runtime.backends import open_backend
     from roadseg.runtime.errors import RoadsegError
     from roadseg.runtime.pipeline import run_stream
+    from roadseg.runtime.version import __version__
 
     warmup = args.warmup if args.warmup is not None else max(args.every, args.frames // 20)
     t_start = time.perf_counter()

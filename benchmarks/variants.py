@@ -79,7 +79,7 @@ class Variants:
 
     def __init__(self, checkpoint: Path, imgsz: tuple[int, int] | None, frame_size: tuple[int, int], batch: int,
                  cache: Path, calib: str | None, verify: str | None, calib_count: int = 100) -> None:  # fmt: skip
-        from roadseg import __version__
+        from roadseg.runtime.version import __version__
 
         self.checkpoint = checkpoint
         self.imgsz = imgsz

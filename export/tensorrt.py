@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from roadseg import __version__
 from roadseg.runtime.atomic import atomic_path, check_writable
 from roadseg.runtime.card import ModelCard
 from roadseg.runtime.engine import (
@@ -50,6 +49,7 @@ from roadseg.runtime.engine import (
 )
 from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
 from roadseg.runtime.hashing import sha256_file
+from roadseg.runtime.version import __version__
 
 from .gpu import gpu_info
 from .options import ExportOptions, engine_path

@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import importlib
 import os as _os
+from pathlib import Path as _Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from roadseg.runtime.version import __version__
 
 # OpenCV decodes any image whose header claims up to 2^30 pixels: a 700-byte JPEG claiming
 # 30000x30000 takes seconds and 5 GB. roadseg lowers the limit to 2^25 pixels (8K UHD fits) unless
 # it is set already; OpenCV reads it once, when cv2 is first imported (docs/RELIABILITY.md).
 _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 25))
+
+from roadseg.runtime import defaults as _defaults  # noqa: E402 - after the limit: nothing may import cv2 first
 
 # public name -> (module, attribute in it)
 _LAZY: dict[str, tuple[str, str]] = {
@@ -51,6 +54,29 @@ __all__ = [  # a literal list, for linters; a test holds it equal to _LAZY's nam
     "__version__", "Segmenter", "open_backend", "available_backends", "ModelCard", "RoadsegError", "UsageError",
     "ExportOptions", "export_model", "BenchConfig", "run_bench", "TrainConfig", "train_model",
 ]
+
+
+def _export_default_onnx(checkpoint: _Path, target: _Path) -> _Path:
+    """`default`'s first-use export (roadseg.runtime.defaults): the checkpoint as a dynamic-size FP32
+    ONNX at `target`; the export's progress lines go to stderr, keeping stdout for the caller."""
+    import contextlib
+    import sys
+
+    from roadseg.export.command import ExportOptions, export
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return _Path(export(ExportOptions(model=str(checkpoint), dynamic=True, output=str(target), progress=False)))
+
+
+def _build_default_engine(onnx_file: _Path) -> _Path:
+    """`default`'s first-use TensorRT engine (roadseg.runtime.defaults), built once and cached."""
+    from roadseg.export.default_engine import cached_engine
+
+    return cached_engine(onnx_file)
+
+
+# the runtime never imports the exporter (.importlinter): its first-use steps are handed down here
+_defaults.FIRST_USE.update(export_onnx=_export_default_onnx, build_engine=_build_default_engine)
 
 
 def __getattr__(name: str) -> Any:

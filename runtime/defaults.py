@@ -1,23 +1,25 @@
 """`default`: the bundled model, as the ready ONNX variant for the backend that runs it.
 
 The package ships gated variants of the bundled checkpoint in runtime/models/ (made by
-`python -m roadseg.train.variants`; its docstring says why these two): an INT8 for ONNX Runtime's
+`python -m roadseg.export.variants`; its docstring says why these two): an INT8 for ONNX Runtime's
 CPU, exact on every x86 CPU, and an FP16 for GPUs, both taking any batch and frame size. So
 `roadseg run default` needs no PyTorch. The native TensorRT backend gets an engine built from the
 FP16 on first use (export/default_engine.py), cached per TensorRT version and GPU. Where a variant is missing (a source checkout without
 them), the checkpoint (train/weights/, see roadseg.train.checkpoint.BUNDLED) is exported once into
 the cache folder as a dynamic-size FP32 graph, keyed by the sha256 of the checkpoint file plus the
-roadseg version; only that step imports torch (through roadseg.export, lazily inside `default_onnx`).
+roadseg version; only that step imports torch. The runtime never imports the exporter: both
+first-use steps are done by the callables in FIRST_USE, which the package root (roadseg/__init__.py)
+fills in; the runtime only calls them.
 Cache folder: $ROADSEG_CACHE, else $XDG_CACHE_HOME/roadseg, else ~/.cache/roadseg.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import RoadsegError
@@ -30,6 +32,12 @@ DEFAULT_CHECKPOINT = "ddrnet23s_camvid.pt"
 VARIANT_FILES = {"int8": "ddrnet23s_camvid_int8.onnx", "fp16": "ddrnet23s_camvid_fp16.onnx"}
 BACKEND_VARIANT = {"ort-cpu": "int8", "ort-cuda": "fp16", "ort-trt": "fp16", "trt": "fp16"}  # the fastest accepted
 GATE_KEY = "roadseg_gate"  # metadata: the variant's accuracy gate against FP32, as JSON
+
+
+# the first-use steps of `default` that need the exporter, filled in by the package root, which
+# Python imports before any of its subpackages: "export_onnx"(checkpoint, target) -> the exported
+# ONNX; "build_engine"(onnx) -> the cached engine
+FIRST_USE: dict[str, Callable[..., Path]] = {}
 
 
 def variants_dir() -> Path:
@@ -78,7 +86,7 @@ def bundled_checkpoint() -> Path:
 
 
 def _version() -> str:
-    from roadseg import __version__
+    from roadseg.runtime.version import __version__
 
     return __version__
 
@@ -108,11 +116,7 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
         raise RoadsegError(f"{variants_dir()}: the default model's ready ONNX variants are missing from this install, and "
                            "exporting it needs PyTorch: reinstall roadseg, or pip install \"roadseg[train]\"")  # fmt: skip
     print(f"roadseg: exporting the default model to ONNX once (cached at {target})", file=sys.stderr)
-    from roadseg.export.command import ExportOptions, export  # imports torch: only on a cache miss
-
-    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the caller's own output
-        out = export(ExportOptions(model=str(ckpt), dynamic=True, output=str(target), progress=False))
-    return Path(out)
+    return FIRST_USE["export_onnx"](ckpt, target)
 
 
 def resolve_model(model: str | os.PathLike, backend: str = "ort-cpu") -> Path:
@@ -125,6 +129,4 @@ def resolve_model(model: str | os.PathLike, backend: str = "ort-cpu") -> Path:
     onnx_file = shipped_variant(backend) or default_onnx()
     if backend != "trt":
         return onnx_file
-    from roadseg.export.default_engine import cached_engine
-
-    return cached_engine(onnx_file)
+    return FIRST_USE["build_engine"](onnx_file)

@@ -64,7 +64,7 @@ def test_default_miou_on_camvid_val():
     assert cm.miou() == pytest.approx(_card_miou(), abs=2e-3)
 
 
-# -- the shipped ONNX variants (runtime/models/, made by `python -m roadseg.train.variants`) --------
+# -- the shipped ONNX variants (runtime/models/, made by `python -m roadseg.export.variants`) --------
 
 
 def _variant(kind: str) -> Path:

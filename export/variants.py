@@ -3,7 +3,7 @@
 gated on accuracy against FP32 on a labelled split, with the gate's result in the file's metadata
 (`roadseg_gate`), read back by `roadseg run` and tests.
 
-    python -m roadseg.train.variants --data data/camvid
+    python -m roadseg.export.variants --data data/camvid
 
 - INT8 for ONNX Runtime's CPU: u8 activations, rewritten for its x86 kernels, 7-bit weights (the
   CPU form's default), so the labels are the same on every CPU, with or without VNNI (8-bit
