@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .geometry import BICYCLIST, BUILDING, CAR, FENCE, PAVEMENT, PEDESTRIAN, POLE, ROAD, SIGN, SKY, TREE
+from .movers import add_people, add_traffic
 from .street import _NOISE_PAD, _World
 
 __all__ = [
@@ -45,11 +46,19 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def _street(seed: int, size: tuple[int, int], duration: float) -> _World:
+    """A random street with its traffic and people, drawn in that fixed order (street.py, then movers.py)."""
+    world = _World(seed, size, duration)
+    add_traffic(world)
+    add_people(world)
+    return world
+
+
 def make_scene(seed: int, size: tuple[int, int] = (360, 480)) -> tuple[np.ndarray, np.ndarray]:
     """One random street scene: (frame uint8 [H, W, 3] BGR, mask uint8 [H, W] CamVid class ids).
 
     The same seed gives identical arrays; every pixel has a class in 0..10."""
-    return _World(seed, _check_size(size), duration=0.0).render(0.0)
+    return _street(seed, _check_size(size), duration=0.0).render(0.0)
 
 
 class SyntheticClip:
@@ -63,7 +72,7 @@ class SyntheticClip:
             raise UsageError(f"a synthetic clip needs at least 1 frame and fps > 0, not {num_frames} at {fps}")
         self._n = int(num_frames)
         self._fps = float(fps)
-        self._world = _World(seed, _check_size(size), duration=(self._n - 1) / self._fps)
+        self._world = _street(seed, _check_size(size), duration=(self._n - 1) / self._fps)
 
     @property
     def size(self) -> tuple[int, int]:

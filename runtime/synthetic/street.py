@@ -41,14 +41,14 @@ from .geometry import (
     _quad_z,
     _shade,
 )
-from .movers import add_people, add_traffic
 
 _NOISE_PAD = 16  # the sensor-noise field is this much larger than the frame; clips slide it per frame
 
 
 class _World:
-    """One random street: every random draw of a scene happens here (and in movers.py, which it
-    calls), in a fixed order; `render` films it with camera.py."""
+    """One random street: every random draw of its scenery happens here, in a fixed order, and then
+    its traffic and people's in movers.py (synthetic/__init__.py's `_street` adds them); `render`
+    films it with camera.py."""
 
     def __init__(self, seed: int, size: tuple[int, int], duration: float):
         h, w = size
@@ -85,8 +85,6 @@ class _World:
         for s in (-1.0, 1.0):
             self._buildings(s)
             self._pavement_objects(s)
-        add_traffic(self)
-        add_people(self)
 
     # -- colours
 
