@@ -373,16 +373,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    from roadseg.cli import _positive as positive  # the CLI's own check: one message for bad counts
-    def seconds(v: str) -> float:
-        try:
-            x = float(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
-        if not x >= 1:
-            raise argparse.ArgumentTypeError(f"{v} must be at least 1 s")
-        return x
+    from roadseg.runtime.argtypes import number, positive  # the CLI's own checks: one message for bad values
 
+    seconds = number(float, lambda x: x >= 1, "must be at least 1 s")
     p = argparse.ArgumentParser(prog="python -m roadseg.benchmarks.soak", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", default="default", help="an .onnx or .engine, or `default` (the bundled model; default)")

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from roadseg.runtime import argtypes
 from roadseg.runtime.errors import RoadsegError, UsageError
 
 
@@ -22,28 +23,8 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _number(cast, ok, must: str):
-    """An argparse type: `cast` the text, then require `ok(v)`; errors name the value and the rule."""
-    noun = "an integer" if cast is int else "a number"
-
-    def parse(value: str):
-        try:
-            v = cast(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {noun}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"{value} {must}")
-        return v
-
-    return parse
-
-
-_positive = _number(int, lambda v: v > 0, "must be > 0")
-_nonnegative = _number(int, lambda v: v >= 0, "must be >= 0")
-_positive_float = _number(float, lambda v: v > 0, "must be > 0")
-_nonnegative_float = _number(float, lambda v: v >= 0, "must be >= 0")
-_unit = _number(float, lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
-_decay = _number(float, lambda v: 0.0 < v < 1.0, "is not strictly between 0 and 1")
+_positive, _nonnegative, _unit, _decay = argtypes.positive, argtypes.nonnegative, argtypes.unit, argtypes.decay
+_positive_float, _nonnegative_float = argtypes.positive_float, argtypes.nonnegative_float
 
 
 def _size32(value: str) -> int:
