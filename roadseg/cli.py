@@ -12,6 +12,14 @@ import os
 import sys
 
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.options import add_options, from_args
+from roadseg.runtime.options import decay as _decay
+from roadseg.runtime.options import nonnegative as _nonnegative
+from roadseg.runtime.options import nonnegative_float as _nonnegative_float
+from roadseg.runtime.options import positive as _positive  # benchmarks/soak.py takes it from here
+from roadseg.runtime.options import positive_float as _positive_float
+from roadseg.runtime.options import size32 as _size32
+from roadseg.runtime.options import unit as _unit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,36 +30,32 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _number(cast, ok, must: str):
-    """An argparse type: `cast` the text, then require `ok(v)`; errors name the value and the rule."""
-    noun = "an integer" if cast is int else "a number"
-
-    def parse(value: str):
-        try:
-            v = cast(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {noun}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"{value} {must}")
-        return v
-
-    return parse
+# -- argument groups shared by the commands: one definition each, the help worded per command
 
 
-_positive = _number(int, lambda v: v > 0, "must be > 0")
-_nonnegative = _number(int, lambda v: v >= 0, "must be >= 0")
-_positive_float = _number(float, lambda v: v > 0, "must be > 0")
-_nonnegative_float = _number(float, lambda v: v >= 0, "must be >= 0")
-_unit = _number(float, lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
-_decay = _number(float, lambda v: 0.0 < v < 1.0, "is not strictly between 0 and 1")
+def _add_backend(p) -> None:
+    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
 
 
-def _size32(value: str) -> int:
-    """A model input side: positive and a multiple of 32 (the network's output stride)."""
-    v = _positive(value)
-    if v % 32:
-        raise argparse.ArgumentTypeError(f"{v} is not a multiple of 32 (try {max(32, round(v / 32) * 32)})")
-    return v
+def _add_threads(p, help: str = "inference threads (ONNX Runtime intra-op; default: its own)") -> None:  # noqa: A002
+    p.add_argument("--threads", type=_positive, metavar="N", help=help)
+
+
+def _add_frame_size(p, help: str) -> None:  # noqa: A002
+    p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help=help)
+
+
+def _add_data(p, help: str, required: bool = False) -> None:  # noqa: A002
+    p.add_argument("--data", required=required, metavar=None if required else "DIR", help=help)
+
+
+def _add_device(p, default: str) -> None:
+    choices = "auto, cpu, cuda or cuda:N" if default == "auto" else "cpu, cuda or cuda:N"
+    p.add_argument("--device", default=default, help=f"{choices} (default {default})")
+
+
+def _add_quiet(p, dest: str = "quiet", help: str = "no progress bar") -> None:  # noqa: A002
+    p.add_argument("--quiet", dest=dest, action="store_false" if dest == "progress" else "store_true", help=help)
 
 
 def _add_train(sub) -> None:
@@ -245,6 +249,8 @@ def _cmd_export(a) -> int:
 
 
 def _add_run(sub) -> None:
+    from roadseg.runtime.stream_options import StreamOptions
+
     p = sub.add_parser("run", help="segment a camera, video, stream or image folder (torch-free)",
                        description="Stream frames from SRC through an exported model and show or save the segmented stream. "
                        "Ctrl-C / SIGTERM stop cleanly: the video is finalised, the summary printed (exit 130 / 143).")  # fmt: skip
@@ -252,27 +258,20 @@ def _add_run(sub) -> None:
     p.add_argument("--source", required=True, metavar="SRC", action="append",
                    help="video file, camera index (0), rtsp:// or http(s):// URL, image folder or glob, or synthetic[:N]; "
                    "repeat for several streams, batched through one model")  # fmt: skip
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
-    p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
-    p.add_argument("--save", metavar="OUT", help="write the overlay video (.mp4 or .avi); with several sources a folder "
-                   "(one <stream>.mp4 each) or a name with {stream}")  # fmt: skip
-    p.add_argument("--save-masks", metavar="DIR", help="write one 8-bit PNG of class indices per frame (several sources: "
-                   "one subfolder per stream, or a name with {stream})")  # fmt: skip
+    _add_backend(p)
+    add_options(p, StreamOptions)
     p.add_argument("--serve", metavar="[HOST:]PORT", help="live view in a browser: every stream's overlay and its stats "
                    "at http://HOST:PORT/ (HOST defaults to 127.0.0.1, this machine only; PORT 0 picks a free one)")  # fmt: skip
-    p.add_argument("--alpha", type=_unit, default=0.5, help="mask opacity in the overlay, 0..1 (default 0.5)")
-    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames (per stream)")
     drop = p.add_mutually_exclusive_group()
     drop.add_argument("--live", dest="live", action="store_true", default=None,
                       help="keep only the newest frame (default for cameras and URLs); files play at their frame rate")  # fmt: skip
     drop.add_argument("--no-drop", dest="live", action="store_false", help="never drop frames, even from a camera or URL")
-    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op; default: its own)")
+    _add_threads(p)
     p.add_argument("--allow-plugins", action="store_true", help="trt: load engines that need plugin libraries or embed host code (only engines you built; see SECURITY.md)")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False, default=None,
                    help="ort-cuda: run without replaying a captured CUDA graph (default: on for fixed-shape graphs)")
     p.add_argument("--read-timeout", type=_positive_float, default=10.0, metavar="S", help="watchdog on a read that hangs, seconds (default 10)")
     p.add_argument("--reconnects", type=_nonnegative, default=5, metavar="N", help="reconnect attempts for a lost camera or stream (default 5)")
-    p.add_argument("--verbose", action="store_true", help="print the stats table every few seconds")
     p.set_defaults(func=_cmd_run)
 
 
@@ -320,63 +319,79 @@ class _StopOnSignal:
         return 128 + (self.signum or 2)
 
 
-def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, max_frames, live, verbose, threads,
-            serve: str | None = None, **kw):
-    """Open the backend (and the live view), run the streams under the signal handlers;
-    (summary, exit code): a Summary for one source, a StreamsSummary for several."""
-    from roadseg.runtime import readers
-    from roadseg.runtime.backends import open_backend
+def _check_stream_outputs(sources: list[str], options) -> list[str]:
+    """The streams' names, every output path checked before the model opens (it may export first)."""
     from roadseg.runtime.naming import check_distinct_outputs, check_stream_count, stream_names, stream_outputs
-    from roadseg.runtime.pipeline import run_stream, run_streams
     from roadseg.runtime.sinks import check_outputs
 
-    if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
-        import cv2
-
-        logging = getattr(getattr(cv2, "utils", None), "logging", None)
-        if logging is not None:
-            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     check_stream_count(len(sources))
     names = stream_names(sources)
-    outputs = stream_outputs(names, save, save_masks)
+    outputs = stream_outputs(names, options.save, options.save_masks)
     check_distinct_outputs(sources, outputs)
     for source, (video, masks) in zip(sources, outputs):
-        check_outputs(source, video, masks)  # fail on a bad output before opening anything (the model may export first)
-    view = None
-    if serve is not None:  # bound before the model opens: a port in use fails at once, not after an export
-        from roadseg.runtime.backends import is_engine
-        from roadseg.runtime.model import check_model_file, check_onnx_file
-        from roadseg.runtime.serve import LiveView, exposure_warning, parse_serve
+        check_outputs(source, video, masks)
+    return names
 
-        host, port = parse_serve(serve)
-        if model != "default":  # a missing or broken model fails before anything listens
-            (check_model_file if is_engine(model) else check_onnx_file)(model)
-        view = LiveView(host, port, streams=names)
-        view.start()
-        if (warning := exposure_warning(host)) is not None:
-            sys.stderr.write(f"roadseg run: {warning}\n")
-        sys.stderr.write(f"roadseg run: live view at {view.url}\n")
-        sys.stderr.flush()
-    readers.QUIET_DECODERS = not verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
+
+def _open_view(serve: str, model: str, names: list[str]):
+    """The live view, bound before the model opens: a port in use fails at once, not after an export."""
+    from roadseg.runtime.backends import is_engine
+    from roadseg.runtime.model import check_model_file, check_onnx_file
+    from roadseg.runtime.serve import LiveView, exposure_warning, parse_serve
+
+    host, port = parse_serve(serve)
+    if model != "default":  # a missing or broken model fails before anything listens
+        (check_model_file if is_engine(model) else check_onnx_file)(model)
+    view = LiveView(host, port, streams=names)
+    view.start()
+    if (warning := exposure_warning(host)) is not None:
+        sys.stderr.write(f"roadseg run: {warning}\n")
+    sys.stderr.write(f"roadseg run: live view at {view.url}\n")
+    sys.stderr.flush()
+    return view
+
+
+def _quiet_video_libraries() -> None:
+    """Our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+
+
+def _stream(a, sources: list[str], options, serve: str | None = None, source_options=None):
+    """Open the backend (and the live view), run the streams under the signal handlers;
+    (summary, exit code): a Summary for one source, a StreamsSummary for several. `source_options`
+    may be a function of the open backend (the demo sizes its clip to the graph)."""
+    from dataclasses import replace
+
+    from roadseg.runtime import readers
+    from roadseg.runtime.backends import open_backend
+    from roadseg.runtime.pipeline import StreamError, run_stream, run_streams
+
+    if not options.verbose:
+        _quiet_video_libraries()
+    names = _check_stream_outputs(sources, options)
+    view = _open_view(serve, a.model, names) if serve is not None else None
+    readers.QUIET_DECODERS = not options.verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
     try:
-        opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
+        opts = {"threads": a.threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
                 "cuda_graph": getattr(a, "cuda_graph", None)}  # fmt: skip
-        backend = open_backend(model, a.backend, **opts)
-        if callable(kw.get("source_options")):
-            kw["source_options"] = kw["source_options"](backend)
+        backend = open_backend(a.model, a.backend, **opts)
+        if callable(source_options):
+            source_options = source_options(backend)
+        options = replace(options, view=view, source_options=source_options)
         try:
             with _StopOnSignal() as sig:
                 try:
-                    args = dict(save=save, save_masks=save_masks, show=show, alpha=alpha, max_frames=max_frames,
-                                live=live, verbose=verbose, stop=sig.event, view=view, **kw)  # fmt: skip
                     if len(sources) == 1:
-                        summary = run_stream(backend, sources[0], **args)
+                        summary = run_stream(backend, sources[0], options, stop=sig.event)
                     else:
-                        summary = run_streams(backend, sources, **args)
-                except RoadsegError as e:
-                    if getattr(e, "summary", None) is not None:
-                        print(e.summary.table())
+                        summary = run_streams(backend, sources, options, stop=sig.event)
+                except StreamError as e:
+                    print(e.summary.table())
                     raise
         finally:
             backend.close()
@@ -388,9 +403,11 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
 
 
 def _cmd_run(a) -> int:
-    options = {"read_timeout": a.read_timeout, "reconnects": a.reconnects}
-    summary, code = _stream(a, a.model, a.source, a.save, a.save_masks, a.show, a.alpha, a.max_frames, a.live,
-                            a.verbose, a.threads, serve=a.serve, source_options=options)  # fmt: skip
+    from roadseg.runtime.stream_options import StreamOptions
+
+    options = from_args(StreamOptions, a, live=a.live)
+    summary, code = _stream(a, a.source, options, serve=a.serve,
+                            source_options={"read_timeout": a.read_timeout, "reconnects": a.reconnects})  # fmt: skip
     print(summary.table())
     return code
 
@@ -403,13 +420,15 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="roadseg-demo", metavar="DIR", help="output folder (default ./roadseg-demo)")
     p.add_argument("--frames", type=_positive, default=90, metavar="N", help="frames of the clip (default 90)")
     p.add_argument("--model", default="default", help="an .onnx or .engine, or `default` (the bundled model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
-    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op)")
+    _add_backend(p)
+    _add_threads(p, "inference threads (ONNX Runtime intra-op)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a) -> int:
     from pathlib import Path
+
+    from roadseg.runtime.stream_options import StreamOptions
 
     out = Path(a.out)
     video = out / "demo.mp4"
@@ -417,7 +436,7 @@ def _cmd_demo(a) -> int:
     pngs: list[Path] = []
 
     def clip_size(backend) -> dict:
-        from roadseg.runtime.pipeline import fixed_frame_size
+        from roadseg.runtime.batcher import fixed_frame_size
 
         return {"size": fixed_frame_size(backend) or (360, 480)}  # the graph's own size: no resizing
 
@@ -435,8 +454,8 @@ def _cmd_demo(a) -> int:
                 tmp.write_bytes(data.tobytes())
             pngs.append(target)
 
-    summary, code = _stream(a, a.model, [f"synthetic:{a.frames}"], str(video), None, False, 0.5, None, False, False,
-                            a.threads, on_frame=snapshot, source_options=clip_size)  # fmt: skip
+    options = StreamOptions(save=str(video), live=False, on_frame=snapshot)
+    summary, code = _stream(a, [f"synthetic:{a.frames}"], options, source_options=clip_size)
     print(summary.table())
     print(f"demo: {summary.frames_out} frames at {summary.fps:.1f} FPS end to end "
           f"(model alone {summary.model_fps:.1f} FPS) on {summary.backend}")  # fmt: skip

@@ -19,13 +19,16 @@ from conftest import decode_count
 
 from roadseg.runtime import sinks
 from roadseg.runtime.backends.base import TensorSpec, fit_frames
+from roadseg.runtime.batcher import infer_frames
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.iterate import iterate
 from roadseg.runtime.overlay import Overlay, blend, colorize, palette_lut
-from roadseg.runtime.pipeline import WRITE_QUEUE, infer_frames, iterate, run_stream
+from roadseg.runtime.pipeline import run_stream
 from roadseg.runtime.sinks import MaskSink, VideoSink, WindowSink
 from roadseg.runtime.sources import open_source
 from roadseg.runtime.stats import Histogram, Stats
+from roadseg.runtime.writer import WRITE_QUEUE
 
 pytestmark = pytest.mark.timeout(90)  # pytest-timeout: a hung stream fails, never blocks CI
 
@@ -328,8 +331,6 @@ def test_keyboard_interrupt_inside_still_finalises(tmp_path):
 def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path, monkeypatch):
     """Ctrl-C again while the pipeline finalises (here: as the stats stop, a step before the sinks
     are closed): the video and masks are still finalised, then the KeyboardInterrupt is raised."""
-    from roadseg.runtime import pipeline
-
     real_stop = Stats.stop
     calls = {"n": 0}
 
@@ -339,7 +340,7 @@ def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path
             raise KeyboardInterrupt
         return real_stop(self)
 
-    monkeypatch.setattr(pipeline.Stats, "stop", interrupted_stop)
+    monkeypatch.setattr(Stats, "stop", interrupted_stop)
     with pytest.raises(KeyboardInterrupt):
         run_stream(FakeBackend(), ramp_frames(6), save=tmp_path / "o.avi", save_masks=tmp_path / "m", log=None)
     assert decode_count(tmp_path / "o.avi") == 6
@@ -352,7 +353,7 @@ def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path
             raise KeyboardInterrupt
 
     closed = []
-    monkeypatch.setattr(pipeline.Stats, "stop", real_stop)
+    monkeypatch.setattr(Stats, "stop", real_stop)
     monkeypatch.setattr(sinks, "VideoSink", InterruptedClose)
     monkeypatch.setattr(sinks.MaskSink, "close", lambda self: closed.append(self.folder))
     with pytest.raises(KeyboardInterrupt):
@@ -363,9 +364,6 @@ def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path
 def test_a_blocked_writer_is_abandoned_not_closed_under(tmp_path, monkeypatch):
     """A sink that blocks past WRITER_TIMEOUT: an error, and no sink is closed while the writer runs;
     when it ends it drops its unfinished video, so nothing is left at or beside the target."""
-    from roadseg.runtime import pipeline
-
-    monkeypatch.setattr(pipeline, "WRITER_TIMEOUT", 0.5)
     release = threading.Event()
     writer_threads = []
 
@@ -376,7 +374,7 @@ def test_a_blocked_writer_is_abandoned_not_closed_under(tmp_path, monkeypatch):
 
     t0 = time.perf_counter()
     with pytest.raises(RoadsegError, match="did not finish within 0.5 s") as e:
-        run_stream(FakeBackend(), ramp_frames(5), save=tmp_path / "o.avi", on_frame=blocked, log=None)
+        run_stream(FakeBackend(), ramp_frames(5), save=tmp_path / "o.avi", on_frame=blocked, log=None, writer_timeout=0.5)
     assert time.perf_counter() - t0 < 10
     assert e.value.summary.outputs == {} and not (tmp_path / "o.avi").exists()
     writer = writer_threads[0]
