@@ -196,54 +196,17 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="checkpoint -> verified ONNX (fp32/fp16/int8), TensorRT engine or Triton repository",
                        description="Export a checkpoint (or `default`) to a verified ONNX graph with pre/post-processing inside, "
                        "an FP16 or INT8 (Q/DQ) variant gated on accuracy, a TensorRT engine with a sidecar, or a Triton model repository.")  # fmt: skip
-    p.add_argument("model", help="checkpoint, `default`, or (for --to engine|triton) an ONNX file made by roadseg")
-    p.add_argument("--to", choices=["onnx", "engine", "triton"], default="onnx", help="target (default onnx)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, help="precision written into the graph (default fp32; from an ONNX file: its own)")
-    p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames: a dataset root (calibrates on its train split and gates on its val split), or a folder of images or a video (a fifth held back for the gate)")
-    p.add_argument("--calib-count", type=_positive, default=100, help="calibration frames to use (default 100, at least 8)")
-    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax", help="INT8 calibration method (default minmax)")
-    p.add_argument("--int8-activations", choices=["auto", "u8", "s8"], default="auto",
-                   help="INT8 activations: u8 (asymmetric, ONNX Runtime's fast CPU path), s8 (symmetric, what TensorRT takes); auto: s8 for engines, else u8")
-    p.add_argument("--int8-weight-bits", type=int, choices=[7, 8], default=None,
-                   help="INT8 weight range: 7 (the default for u8: the same labels and full speed on every CPU) or 8 (the default "
-                   "for s8; for u8 only for CPUs with VNNI: elsewhere ONNX Runtime's kernels saturate and roadseg runs it exactly, slower)")  # fmt: skip
+    from roadseg.export.options import ExportOptions
+
+    add_options(p, ExportOptions)
     p.add_argument("--int8-reduce-range", dest="int8_weight_bits", action="store_const", const=7, help=argparse.SUPPRESS)
-    p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="fixed frame size the graph takes (default: the model input size)")
-    size.add_argument("--dynamic", action="store_true", help="dynamic batch and frame size")
-    p.add_argument("--batch", type=_positive, default=1, help="fixed batch size (default 1)")
-    p.add_argument("--raw", action="store_true", help="export the bare network: normalised float NCHW in, logits out")
-    p.add_argument("--verify", metavar="DIR", help="verify variants on this dataset (mIoU) or folder/video of frames (agreement)")
-    p.add_argument("--max-drop", type=float, help="largest mIoU drop in points a variant may have vs fp32 on labelled frames (default 0.1 fp16, 1.0 int8)")
-    p.add_argument("--min-agreement", type=_unit, help="smallest share of pixels a variant must label as fp32 does on unlabelled frames (default 0.995 fp16, 0.97 int8)")
-    p.add_argument("--output", "-o", help="output path (default: next to the input, named by precision and size)")
-    p.add_argument("--workspace", type=float, default=4.0, help="engine: builder workspace limit in GiB (default 4)")
-    p.add_argument("--timing-cache", help="engine: persistent timing cache file (default: one per TensorRT version and GPU "
-                   "architecture in ~/.cache/roadseg, e.g. timing-trt10.13.0.35-sm87.cache)")
-    p.add_argument("--version-compatible", action="store_true", help="engine: build a version-compatible plan")
-    p.add_argument("--hardware-compatible", action="store_true", help="engine: build for all Ampere+ GPUs (hardware compatibility level)")
-    p.add_argument("--min-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: smallest input (default 1 and half the model size)")
-    p.add_argument("--opt-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: input the kernels are tuned for (default batch 1, model size)")
-    p.add_argument("--max-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: largest input (default batch 8, 1080x1920)")
-    p.add_argument("--instances", type=_positive, default=1, help="triton: model instances per GPU (default 1)")
-    p.add_argument("--triton-platform", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="triton: serve the ONNX or a TensorRT plan (default onnxruntime)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(a) -> int:
     from roadseg.export.command import ExportOptions, export
 
-    opts = ExportOptions(
-        model=a.model, to=a.to, precision=a.precision, calib=a.calib, calib_count=a.calib_count,
-        calib_method=a.calib_method, int8_activations=a.int8_activations, int8_weight_bits=a.int8_weight_bits, imgsz=tuple(a.imgsz) if a.imgsz else None,
-        frame_size=tuple(a.frame_size) if a.frame_size else None, dynamic=a.dynamic, batch=a.batch, raw=a.raw,
-        verify=a.verify, max_drop=a.max_drop, min_agreement=a.min_agreement, output=a.output, progress=not a.quiet, workspace_gb=a.workspace,
-        timing_cache=a.timing_cache, version_compatible=a.version_compatible, hardware_compatible=a.hardware_compatible,
-        min_shape=tuple(a.min_shape) if a.min_shape else None, opt_shape=tuple(a.opt_shape) if a.opt_shape else None,
-        max_shape=tuple(a.max_shape) if a.max_shape else None, instances=a.instances, triton_platform=a.triton_platform,
-    )  # fmt: skip
+    opts = from_args(ExportOptions, a)
     export(opts)
     return 0
 

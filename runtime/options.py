@@ -45,15 +45,16 @@ def add_options(parser: Any, cls: type, skip: Iterable[str] = ()) -> None:
         kw.pop("convert", None)
         target = parser
         if group is not None:
-            target = groups.setdefault(group, parser.add_mutually_exclusive_group())
+            if group not in groups:
+                groups[group] = parser.add_mutually_exclusive_group()
+            target = groups[group]
         if positional:
             target.add_argument(f.name, **kw)
             continue
         if "default" not in kw and f.default is not _MISSING:
             kw["default"] = f.default
-        if kw.get("action") not in ("store_true", "store_false", "store_const") and kw.get("nargs") is None:
-            kw.setdefault("default", None)
-        target.add_argument(flag or "--" + f.name.replace("_", "-"), dest=f.name, **kw)
+        flags = (flag,) if isinstance(flag, str) else tuple(flag or ("--" + f.name.replace("_", "-"),))
+        target.add_argument(*flags, dest=f.name, **kw)
 
 
 def from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
