@@ -13,13 +13,10 @@ import sys
 
 from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.options import add_options, from_args
-from roadseg.runtime.options import decay as _decay
 from roadseg.runtime.options import nonnegative as _nonnegative
-from roadseg.runtime.options import nonnegative_float as _nonnegative_float
 from roadseg.runtime.options import positive as _positive  # benchmarks/soak.py takes it from here
 from roadseg.runtime.options import positive_float as _positive_float
 from roadseg.runtime.options import size32 as _size32
-from roadseg.runtime.options import unit as _unit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,62 +58,16 @@ def _add_quiet(p, dest: str = "quiet", help: str = "no progress bar") -> None:  
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a segmentation model", description="Train a model; writes last.pt every epoch and best.pt by val mIoU.")
     p.add_argument("--recipe", metavar="NAME", help="start from a named recipe's flags; flags given win (ddrnet23s-camvid, ddrnet23s-camvid-strong: docs/TRAIN.md)")  # fmt: skip
-    p.add_argument("--model", required=True, help="registry name (see `roadseg models`)")
-    p.add_argument("--data", required=True, help="dataset root folder (`roadseg data camvid DIR` makes one)")
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset layout (default camvid)")
-    p.add_argument("--epochs", type=_positive, default=100, help="epochs (default 100)")
-    p.add_argument("--batch", type=_positive, default=8, help="batch size per process (default 8)")
-    p.add_argument("--crop", type=_size32, nargs=2, metavar=("H", "W"), default=[352, 480], help="training crop (default 352 480)")
-    p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size written to the card (default: val frame size rounded to 32)")
-    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), default=[0.5, 2.0], help="random scale range (default 0.5 2.0)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="optimizer (default sgd)")
-    p.add_argument("--lr", type=_positive_float, default=0.01, help="base learning rate (default 0.01)")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
-    p.add_argument("--schedule", choices=["poly", "onecycle"], default="poly", help="learning-rate schedule (default poly)")
-    p.add_argument("--class-weights", default="none", help="none, auto (ENet 1/ln(1.02+p)) or comma-separated weights")
-    p.add_argument("--ohem", action="store_true", help="online hard example mining in the loss")
-    p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary heads' loss (default 0.4)")
-    p.add_argument("--lovasz", type=_nonnegative_float, default=0.0, metavar="W", help="add W x the Lovász-softmax loss (a surrogate of 1 - mIoU) of the main logits (default 0: off)")  # fmt: skip
-    p.add_argument("--model-kwargs", default="{}", help='JSON of extra model options, e.g. \'{"attention": "se"}\'')
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=_nonnegative, default=0, help="data loader worker processes (default 0)")
-    p.add_argument("--val-every", type=_positive, default=1, help="validate every N epochs (default 1)")
-    p.add_argument("--train-split", default="train", help="training split: a name, names joined with + (train+val), and drives kept or dropped: train+val[^0006R0] (default train)")  # fmt: skip
-    p.add_argument("--val-split", default="val", help="validation split (same forms), or none (default val)")
-    p.add_argument("--holdout-drive", metavar="SEQ", help="validate on drive SEQ's frames of the train and val splits and train on every other frame (CamVid: 0001TP, 0006R0 or 0016E5)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--no-amp", action="store_true", help="train in FP32 (default: mixed precision on CUDA, and bfloat16 on CPUs with native bf16)")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds an earlier run, replacing it")
-    p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
-    p.add_argument("--time-limit", type=_positive_float, metavar="S", help="stop before an epoch that would end past S seconds of this run (its longest epoch so far is the guess); continue later with --resume")  # fmt: skip
-    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (path or bundled name, same model and classes) with a fresh optimizer and schedule")
-    p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
-    p.add_argument("--paste", type=_unit, default=0.0, metavar="P", help="with probability P, paste the pixels of --paste-classes from another training frame at the same place (default 0: off)")
-    p.add_argument("--paste-classes", default="rare", metavar="C", help="classes --paste copies: rare (< 2%% of training pixels) or comma-separated indices (default rare)")
-    p.add_argument("--balance", type=_nonnegative_float, default=0.0, metavar="T", help="rare-class sampling: draw frames holding rare classes more often, temperature T (0.1 is strong; default 0: every frame once an epoch)")  # fmt: skip
-    p.add_argument("--jitter", type=_unit, default=0.3, metavar="S", help="photometric jitter: brightness, contrast and saturation by up to ±S (default 0.3)")
-    p.add_argument("--hue", type=_unit, default=0.05, metavar="H", help="hue shift by up to ±H of the hue circle (default 0.05)")
-    p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from roadseg.train.config import TrainConfig
+
+    add_options(p, TrainConfig)
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(a) -> int:
-    import json
-    from dataclasses import fields
-
     from roadseg.train.trainer import TrainConfig, train
 
-    try:
-        kwargs = json.loads(a.model_kwargs)
-    except json.JSONDecodeError:
-        raise UsageError(f"--model-kwargs {a.model_kwargs!r} is not valid JSON") from None
-    given = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if hasattr(a, f.name)}  # same names as the flags
-    cfg = TrainConfig(**{**given, "crop": tuple(a.crop), "imgsz": tuple(a.imgsz) if a.imgsz else None, "scale": tuple(a.scale),
-                         "amp": not a.no_amp, "model_kwargs": kwargs, "progress": not a.quiet})  # fmt: skip
-    best = train(cfg)
+    best = train(from_args(TrainConfig, a))
     print(f"done: {best}")
     return 0
 

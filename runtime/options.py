@@ -5,7 +5,9 @@ field-by-field copy.
 
 `option(default, help=..., ...)` makes such a field; the keywords are argparse's (`type` is the
 validator, e.g. `positive`; `flag` overrides the `--field-name` spelling, `positional=True` makes
-it a positional argument, `group` puts it in a named mutually exclusive group). A field made
+it a positional argument, `group` puts it in a named mutually exclusive group, `convert` turns the parsed value into
+the field's, `argparse_default` is the text the command line starts from when it differs from the
+field's default). A field made
 without `option` is not on the command line. Stdlib only (argparse), so the torch-free runtime
 and the CLI share it.
 """
@@ -43,6 +45,8 @@ def add_options(parser: Any, cls: type, skip: Iterable[str] = ()) -> None:
         kw = dict(f.metadata["cli"])
         flag, positional, group = kw.pop("flag", None), kw.pop("positional", False), kw.pop("group", None)
         kw.pop("convert", None)
+        if "argparse_default" in kw:  # the text the command line starts from (parsed by `convert`)
+            kw["default"] = kw.pop("argparse_default")
         target = parser
         if group is not None:
             if group not in groups:
