@@ -51,8 +51,8 @@ def _add_device(p, default: str) -> None:
     p.add_argument("--device", default=default, help=f"{choices} (default {default})")
 
 
-def _add_quiet(p, dest: str = "quiet", help: str = "no progress bar") -> None:  # noqa: A002
-    p.add_argument("--quiet", dest=dest, action="store_false" if dest == "progress" else "store_true", help=help)
+def _add_quiet(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_train(sub) -> None:
@@ -75,7 +75,7 @@ def _cmd_train(a) -> int:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="mIoU of a checkpoint on a labelled split", description="Evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy.")
     p.add_argument("model", help="checkpoint path or bundled name (default)")
-    p.add_argument("--data", required=True, help="dataset root folder")
+    _add_data(p, "dataset root folder", required=True)
     p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset layout (default camvid)")
     p.add_argument("--split", default="val", help="split: a name, names joined with + and drives kept or dropped, "
                    "e.g. train+val[0006R0] (default val)")  # fmt: skip
@@ -84,7 +84,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--by-drive", action="store_true",
                    help="also mIoU, pixel accuracy and per-class IoU of each drive in the split (a frame's drive: its name up to the first _)")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    _add_device(p, "cpu")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -392,7 +392,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--backends", default="all", metavar="LIST",
                    help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32; with model files, backends: ort-cpu,ort-cuda,ort-trt,trt (default all)")  # fmt: skip
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
-    p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
+    _add_frame_size(p, "frame size the graphs take (default: the model input size)")
     p.add_argument("--batch", type=_positive, nargs="+", default=[1], metavar="N",
                    help="batch sizes for the throughput columns, frames per second at each, e.g. --batch 1 8 32 (default 1)")  # fmt: skip
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
@@ -404,13 +404,13 @@ def _add_bench(sub) -> None:
                    help="time the rows in R interleaved rounds, every row's model loaded meanwhile, so a machine whose "
                    "speed drifts slows all rows alike (default 1: one row after another)")  # fmt: skip
     p.add_argument("--source", metavar="SRC", help="end-to-end source: video, image folder, camera, URL (default: the synthetic clip)")
-    p.add_argument("--data", metavar="DIR", help="labelled dataset root (val split: mIoU) or a folder of frames (agreement only)")
+    _add_data(p, "labelled dataset root (val split: mIoU) or a folder of frames (agreement only)")
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames (default: --data, else --source, else synthetic scenes)")
     p.add_argument("--report", default="runs/bench", metavar="DIR", help="report folder (default runs/bench)")
-    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads for ONNX Runtime and PyTorch (default: their own)")
+    _add_threads(p, "inference threads for ONNX Runtime and PyTorch (default: their own)")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                    help="GPU rows without CUDA graphs (default: torch-fp16, torch-compile and ort-cuda rows replay them)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p)
     p.set_defaults(func=_cmd_bench)
 
 
