@@ -285,8 +285,7 @@ def report(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from roadseg import __version__
     from roadseg.runtime.backends import open_backend
-    from roadseg.runtime.errors import RoadsegError
-    from roadseg.runtime.pipeline import run_stream
+    from roadseg.runtime.pipeline import StreamError, run_stream
 
     warmup = args.warmup if args.warmup is not None else max(args.every, args.frames // 20)
     t_start = time.perf_counter()
@@ -328,11 +327,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             summary = run_stream(backend, f"synthetic:{args.frames}", save=args.save, overlay=not args.no_overlay,
                                  log=None, stop=stop, on_frame=on_frame,
                                  source_options={"size": tuple(args.size)})  # fmt: skip
-        except RoadsegError as e:
-            summary = getattr(e, "summary", None)
-            error = str(e)
-            if summary is None:
-                raise
+        except StreamError as e:  # the stream failed after it ran: its summary is still measured
+            summary, error = e.summary, str(e)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)

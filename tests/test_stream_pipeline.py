@@ -471,6 +471,29 @@ def test_disk_full_stops_with_a_clear_error_and_a_playable_file(tmp_path, monkey
     assert decode_count(tmp_path / "o.mp4") == n
 
 
+def test_a_failure_while_streaming_is_a_stream_error_with_the_cause_and_the_summary(tmp_path):
+    """A backend that fails at its third batch: the run finalises what it wrote, then raises a
+    StreamError with the cause's message and exit code, the cause itself, and the summary; a
+    failure before any frame (a usage error) is raised as it is."""
+    from roadseg.runtime.pipeline import StreamError, StreamOptions, run_streams
+
+    class Breaks(FakeBackend):
+        def infer(self, frames):
+            if self.calls == 2:
+                raise UsageError("the backend broke")
+            return super().infer(frames)
+
+    with pytest.raises(StreamError) as e:
+        run_stream(Breaks(), ramp_frames(10), StreamOptions(save=tmp_path / "o.avi", log=None))
+    assert str(e.value) == "the backend broke" and e.value.exit_code == 2 and isinstance(e.value.error, UsageError)
+    assert e.value.__cause__ is e.value.error
+    assert e.value.summary.frames_out == 2 and e.value.summary.error == "the backend broke"
+    assert decode_count(tmp_path / "o.avi") == 2
+    with pytest.raises(UsageError, match="--show opens one window") as before:
+        run_streams(FakeBackend(), [ramp_frames(2), ramp_frames(2)], StreamOptions(show=True, log=None))
+    assert not isinstance(before.value, StreamError)
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     mnt = tmp_path / "tmpfs"
