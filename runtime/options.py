@@ -4,19 +4,18 @@ its metadata, and the CLI is built from the dataclass (`add_options`) and read b
 field-by-field copy.
 
 `option(default, help=..., ...)` makes such a field; the keywords are argparse's (`type` is the
-validator, e.g. `positive`; `flag` overrides the `--field-name` spelling, `positional=True` makes
-it a positional argument, `group` puts it in a named mutually exclusive group, `convert` turns the parsed value into
-the field's, `argparse_default` is the text the command line starts from when it differs from the
-field's default). A field made
-without `option` is not on the command line. Stdlib only (argparse), so the torch-free runtime
-and the CLI share it.
+validator, e.g. `positive`), plus: `flag` (a spelling other than `--field-name`, or a tuple of
+them), `positional=True`, `group` (a named mutually exclusive group), `convert` (parsed value ->
+field value) and `argparse_default` (the text the command line starts from, where it differs from
+the field's default). A field made without `option` is not on the command line. Stdlib only
+(argparse), so the torch-free runtime and the CLI share it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 _MISSING: Any = dataclasses.MISSING
@@ -35,13 +34,11 @@ def cli_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if "cli" in f.metadata]
 
 
-def add_options(parser: Any, cls: type, skip: Iterable[str] = ()) -> None:
-    """One argparse argument per option field of `cls` (but those in `skip`), with the field's
-    default unless the metadata gives argparse its own (`default=`)."""
+def add_options(parser: Any, cls: type) -> None:
+    """One argparse argument per option field of `cls`, with the field's default unless the
+    metadata gives argparse its own (`argparse_default`)."""
     groups: dict[str, Any] = {}
     for f in cli_fields(cls):
-        if f.name in skip:
-            continue
         kw = dict(f.metadata["cli"])
         flag, positional, group = kw.pop("flag", None), kw.pop("positional", False), kw.pop("group", None)
         kw.pop("convert", None)
