@@ -42,7 +42,7 @@ from .redact import redact
 from .sources import Frame, Source
 from .stats import Stats, StreamsSummary, Summary
 from .stream_options import StreamOptions  # noqa: F401 - the options of run_streams, re-exported
-from .writer import Writer
+from .writer import Sinks, Writer
 
 
 class StreamError(RoadsegError):
@@ -157,7 +157,7 @@ class Pipeline:
 
     def _start_writer(self, s: _Stream, painter: Any) -> None:
         o = self.options
-        s.writer = Writer(s.name, s.stats, painter, s.video, s.masks, s.window, self._hook(s.name), threading.Event(),
+        s.writer = Writer(s.name, s.stats, Sinks(s.video, s.masks, s.window), painter, self._hook(s.name),
                           queue_size=o.write_queue, timeout=o.writer_timeout)  # fmt: skip
         if o.view is not None:  # its last overlay is published: its viewers get that, not a wait
             s.writer.on_end = lambda: o.view.end(s.name, stream_state(s))

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .stream_options import WRITE_QUEUE, WRITER_TIMEOUT
@@ -24,20 +25,28 @@ if TYPE_CHECKING:
 WAIT_STEP = 0.1  # seconds between looks at `no_more` while the queue is empty
 
 
+@dataclass
+class Sinks:
+    """What one stream's writer writes to: an overlay video, a mask folder, a window (each optional)."""
+
+    video: Any = None
+    masks: Any = None
+    window: Any = None
+
+
 class Writer(threading.Thread):
-    """One stream's overlay + sinks on its own thread, fed by a bounded queue. `stop` is the
-    stream's own event: set when the writer fails or its window is closed."""
+    """One stream's overlay + sinks on its own thread, fed by a bounded queue of `queue_size`
+    frames. `overlay` draws the overlay image (None: no overlay); on_frame(frame, labels, image)
+    runs for each frame. `stop` is the stream's own event: set when the writer fails or its window
+    is closed. `timeout` is how long `finish` waits for it by default."""
 
     def __init__(
         self,
         name: str,
         stats: Stats,
-        overlay: Any,
-        video: Any,
-        masks: Any,
-        window: Any,
-        on_frame: Callable | None,
-        stop: threading.Event,
+        sinks: Sinks,
+        overlay: Any = None,
+        on_frame: Callable | None = None,
         *,
         queue_size: int = WRITE_QUEUE,
         timeout: float = WRITER_TIMEOUT,
@@ -46,8 +55,9 @@ class Writer(threading.Thread):
         super().__init__(name=f"roadseg-writer {name}", daemon=True)
         self.q: queue.Queue = queue.Queue(maxsize=queue_size)
         self.timeout, self.wait_step = timeout, wait_step
-        self.stats, self.overlay, self.video, self.masks, self.window = stats, overlay, video, masks, window
-        self.on_frame, self.stop = on_frame, stop
+        self.stats, self.overlay, self.on_frame = stats, overlay, on_frame
+        self.video, self.masks, self.window = sinks.video, sinks.masks, sinks.window
+        self.stop = threading.Event()
         self.error: BaseException | None = None
         self.window_closed = False
         self.high_water = 0
