@@ -49,11 +49,11 @@ def add_options(parser: Any, cls: type) -> None:
             if group not in groups:
                 groups[group] = parser.add_mutually_exclusive_group()
             target = groups[group]
+        if "default" not in kw and f.default is not _MISSING:
+            kw["default"] = f.default
         if positional:
             target.add_argument(f.name, **kw)
             continue
-        if "default" not in kw and f.default is not _MISSING:
-            kw["default"] = f.default
         flags = (flag,) if isinstance(flag, str) else tuple(flag or ("--" + f.name.replace("_", "-"),))
         target.add_argument(*flags, dest=f.name, **kw)
 

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from roadseg.cli import build_parser
+from roadseg.data import FetchOptions
 from roadseg.export.options import ExportOptions
 from roadseg.runtime.errors import UsageError
 from roadseg.runtime.options import add_options, cli_fields, from_args, option, positive
@@ -23,7 +24,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_every_option_field_is_a_flag_of_its_command():
     for command, cls, extra in (("run", StreamOptions, ["m.onnx", "--source", "x.mp4"]),
                                 ("export", ExportOptions, ["ck.pt"]),
-                                ("train", TrainConfig, ["--model", "fcn", "--data", "d"])):  # fmt: skip
+                                ("train", TrainConfig, ["--model", "fcn", "--data", "d"]),
+                                ("data", FetchOptions, ["camvid"])):  # fmt: skip
         ns = _parse([command, *extra])
         missing = [f.name for f in cli_fields(cls) if not hasattr(ns, f.name)]
         assert missing == [], (command, missing)
@@ -32,6 +34,7 @@ def test_every_option_field_is_a_flag_of_its_command():
 def test_defaults_round_trip_to_the_dataclass_defaults():
     assert from_args(ExportOptions, _parse(["export", "ck.pt"])) == ExportOptions(model="ck.pt")
     assert from_args(TrainConfig, _parse(["train", "--model", "fcn", "--data", "d"])) == TrainConfig(model="fcn", data="d")
+    assert from_args(FetchOptions, _parse(["data", "camvid"])) == FetchOptions()  # an optional positional keeps its default
     run = _parse(["run", "m.onnx", "--source", "x.mp4"])
     assert from_args(StreamOptions, run, live=run.live) == StreamOptions()
 
