@@ -284,8 +284,7 @@ def report(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from roadseg.runtime.backends import open_backend
-    from roadseg.runtime.errors import RoadsegError
-    from roadseg.runtime.pipeline import run_stream
+    from roadseg.runtime.pipeline import StreamError, run_stream
     from roadseg.runtime.version import __version__
 
     warmup = args.warmup if args.warmup is not None else max(args.every, args.frames // 20)
@@ -328,11 +327,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             summary = run_stream(backend, f"synthetic:{args.frames}", save=args.save, overlay=not args.no_overlay,
                                  log=None, stop=stop, on_frame=on_frame,
                                  source_options={"size": tuple(args.size)})  # fmt: skip
-        except RoadsegError as e:
-            summary = getattr(e, "summary", None)
-            error = str(e)
-            if summary is None:
-                raise
+        except StreamError as e:  # the stream failed after it ran: its summary is still measured
+            summary, error = e.summary, str(e)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -373,7 +369,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    from roadseg.runtime.argtypes import number, positive  # the CLI's own checks: one message for bad values
+    from roadseg.runtime.options import number, positive  # the CLI's own checks: one message for bad values
 
     seconds = number(float, lambda x: x >= 1, "must be at least 1 s")
     p = argparse.ArgumentParser(prog="python -m roadseg.benchmarks.soak", description=__doc__.split("\n\n")[0],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +192,7 @@ def export(opts: ExportOptions) -> Path:
         _check_onnx_options(opts, src_spec, src, proto)
         _preflight(opts, card, src_spec, src)
         return _from_onnx(opts, card, src_spec, src, proto)
-    opts.precision = opts.precision or "fp32"
+    opts = replace(opts, precision=opts.precision or "fp32")
     if opts.imgsz:
         card = card.replace(input_size=list(opts.imgsz))
     if opts.raw and opts.frame_size:

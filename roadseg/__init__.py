@@ -46,7 +46,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "export_model": ("roadseg.export.command", "export"),
     "BenchConfig": ("roadseg.benchmarks.harness", "BenchConfig"),
     "run_bench": ("roadseg.benchmarks.harness", "run_bench"),
-    "TrainConfig": ("roadseg.train.trainer", "TrainConfig"),
+    "TrainConfig": ("roadseg.train.config", "TrainConfig"),
     "train_model": ("roadseg.train.trainer", "train"),
 }
 
@@ -101,5 +101,5 @@ if TYPE_CHECKING:  # what static checkers and IDEs see; nothing is imported at r
     from roadseg.runtime.card import ModelCard
     from roadseg.runtime.errors import RoadsegError, UsageError
     from roadseg.runtime.segmenter import Segmenter
-    from roadseg.train.trainer import TrainConfig
+    from roadseg.train.config import TrainConfig
     from roadseg.train.trainer import train as train_model

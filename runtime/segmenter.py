@@ -74,8 +74,8 @@ class Segmenter:
         or http:// URL, an image folder or glob, or "synthetic"; over a list of sources, iterate
         (stream name, frame, labels, timings), their frames batched into one inference call per
         round (a stream that fails ends alone). Capture runs on its own thread per source; keyword
-        options go to roadseg.runtime.pipeline.iterate (e.g. live=True, max_frames=N per stream)."""
-        from .pipeline import iterate
+        options go to roadseg.runtime.iterate.iterate (e.g. live=True, max_frames=N per stream)."""
+        from .iterate import iterate
 
         return iterate(self.backend, source, **kwargs)
 

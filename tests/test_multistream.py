@@ -15,7 +15,9 @@ from test_stream_pipeline import FakeBackend, ramp_frames
 
 from roadseg.runtime.backends.base import TensorSpec
 from roadseg.runtime.errors import RoadsegError, UsageError
-from roadseg.runtime.pipeline import iterate, run_stream, run_streams, stream_name, stream_names, stream_outputs
+from roadseg.runtime.iterate import iterate
+from roadseg.runtime.naming import stream_name, stream_names, stream_outputs
+from roadseg.runtime.pipeline import run_stream, run_streams
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -510,7 +510,7 @@ def test_segmenter_stream_delegates_to_the_pipeline(tiny_onnx, monkeypatch):
         f = frames(1, (72, 96))[0]
         yield f, backend.infer(f), {"infer": 0.001}
 
-    monkeypatch.setitem(sys.modules, "roadseg.runtime.pipeline", types.SimpleNamespace(iterate=iterate))
+    monkeypatch.setitem(sys.modules, "roadseg.runtime.iterate", types.SimpleNamespace(iterate=iterate))
     with Segmenter(tiny_onnx, backend="ort-cpu", threads=1) as seg:  # pinned: delegation is tested, not auto
         out = list(seg.stream("synthetic", max_frames=1))
     assert calls == [("ort-cpu", "synthetic", {"max_frames": 1})]

@@ -22,8 +22,9 @@ from test_stream_cli import run_cli
 from test_stream_pipeline import ramp_frames
 
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.iterate import iterate
 from roadseg.runtime.naming import check_distinct_outputs, stream_names, stream_outputs
-from roadseg.runtime.pipeline import iterate, run_streams
+from roadseg.runtime.pipeline import run_streams
 from roadseg.runtime.serve import LiveView
 
 pytestmark = pytest.mark.timeout(120)
@@ -286,7 +287,7 @@ def test_two_hundred_streams_finalise_without_recursion(tmp_path):
 
 
 def test_finalisation_runs_every_step_whatever_one_raises():
-    from roadseg.runtime.pipeline import _run_all
+    from roadseg.runtime.finalize import run_all
 
     ran = []
 
@@ -297,7 +298,7 @@ def test_finalisation_runs_every_step_whatever_one_raises():
     steps = [lambda i=i: ran.append(i) for i in range(5000)]
     steps.insert(10, boom)
     with pytest.raises(KeyboardInterrupt):
-        _run_all(steps)
+        run_all(steps)
     assert len(ran) == 5001 and ran[-1] == 4999
 
 

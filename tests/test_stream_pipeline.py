@@ -19,13 +19,16 @@ from conftest import decode_count
 
 from roadseg.runtime import sinks
 from roadseg.runtime.backends.base import TensorSpec, fit_frames
+from roadseg.runtime.batcher import infer_frames
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.runtime.iterate import iterate
 from roadseg.runtime.overlay import Overlay, blend, colorize, palette_lut
-from roadseg.runtime.pipeline import WRITE_QUEUE, infer_frames, iterate, run_stream
+from roadseg.runtime.pipeline import run_stream
 from roadseg.runtime.sinks import MaskSink, VideoSink, WindowSink
 from roadseg.runtime.sources import open_source
 from roadseg.runtime.stats import Histogram, Stats
+from roadseg.runtime.writer import WRITE_QUEUE
 
 pytestmark = pytest.mark.timeout(90)  # pytest-timeout: a hung stream fails, never blocks CI
 
@@ -328,8 +331,6 @@ def test_keyboard_interrupt_inside_still_finalises(tmp_path):
 def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path, monkeypatch):
     """Ctrl-C again while the pipeline finalises (here: as the stats stop, a step before the sinks
     are closed): the video and masks are still finalised, then the KeyboardInterrupt is raised."""
-    from roadseg.runtime import pipeline
-
     real_stop = Stats.stop
     calls = {"n": 0}
 
@@ -339,7 +340,7 @@ def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path
             raise KeyboardInterrupt
         return real_stop(self)
 
-    monkeypatch.setattr(pipeline.Stats, "stop", interrupted_stop)
+    monkeypatch.setattr(Stats, "stop", interrupted_stop)
     with pytest.raises(KeyboardInterrupt):
         run_stream(FakeBackend(), ramp_frames(6), save=tmp_path / "o.avi", save_masks=tmp_path / "m", log=None)
     assert decode_count(tmp_path / "o.avi") == 6
@@ -352,7 +353,7 @@ def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path
             raise KeyboardInterrupt
 
     closed = []
-    monkeypatch.setattr(pipeline.Stats, "stop", real_stop)
+    monkeypatch.setattr(Stats, "stop", real_stop)
     monkeypatch.setattr(sinks, "VideoSink", InterruptedClose)
     monkeypatch.setattr(sinks.MaskSink, "close", lambda self: closed.append(self.folder))
     with pytest.raises(KeyboardInterrupt):
@@ -363,9 +364,6 @@ def test_a_second_interrupt_during_finalisation_still_closes_every_sink(tmp_path
 def test_a_blocked_writer_is_abandoned_not_closed_under(tmp_path, monkeypatch):
     """A sink that blocks past WRITER_TIMEOUT: an error, and no sink is closed while the writer runs;
     when it ends it drops its unfinished video, so nothing is left at or beside the target."""
-    from roadseg.runtime import pipeline
-
-    monkeypatch.setattr(pipeline, "WRITER_TIMEOUT", 0.5)
     release = threading.Event()
     writer_threads = []
 
@@ -376,7 +374,7 @@ def test_a_blocked_writer_is_abandoned_not_closed_under(tmp_path, monkeypatch):
 
     t0 = time.perf_counter()
     with pytest.raises(RoadsegError, match="did not finish within 0.5 s") as e:
-        run_stream(FakeBackend(), ramp_frames(5), save=tmp_path / "o.avi", on_frame=blocked, log=None)
+        run_stream(FakeBackend(), ramp_frames(5), save=tmp_path / "o.avi", on_frame=blocked, log=None, writer_timeout=0.5)
     assert time.perf_counter() - t0 < 10
     assert e.value.summary.outputs == {} and not (tmp_path / "o.avi").exists()
     writer = writer_threads[0]
@@ -471,6 +469,29 @@ def test_disk_full_stops_with_a_clear_error_and_a_playable_file(tmp_path, monkey
     n = e.value.summary.frames_out
     assert 100 < n < 1000
     assert decode_count(tmp_path / "o.mp4") == n
+
+
+def test_a_failure_while_streaming_is_a_stream_error_with_the_cause_and_the_summary(tmp_path):
+    """A backend that fails at its third batch: the run finalises what it wrote, then raises a
+    StreamError with the cause's message and exit code, the cause itself, and the summary; a
+    failure before any frame (a usage error) is raised as it is."""
+    from roadseg.runtime.pipeline import StreamError, StreamOptions, run_streams
+
+    class Breaks(FakeBackend):
+        def infer(self, frames):
+            if self.calls == 2:
+                raise UsageError("the backend broke")
+            return super().infer(frames)
+
+    with pytest.raises(StreamError) as e:
+        run_stream(Breaks(), ramp_frames(10), StreamOptions(save=tmp_path / "o.avi", log=None))
+    assert str(e.value) == "the backend broke" and e.value.exit_code == 2 and isinstance(e.value.error, UsageError)
+    assert e.value.__cause__ is e.value.error
+    assert e.value.summary.frames_out == 2 and e.value.summary.error == "the backend broke"
+    assert decode_count(tmp_path / "o.avi") == 2
+    with pytest.raises(UsageError, match="--show opens one window") as before:
+        run_streams(FakeBackend(), [ramp_frames(2), ramp_frames(2)], StreamOptions(show=True, log=None))
+    assert not isinstance(before.value, StreamError)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,56 +37,12 @@ from roadseg.runtime.card import ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 
 from .checkpoint import BUNDLED, atomic_save, check_state_dict, load_raw, make_checkpoint, resolve
+from .config import TrainConfig
 from .data import AugmentConfig, SegDataset, TrainTransform, load_dataset
 from .evaluate import evaluate
 from .losses import SegLoss
 from .models import build
 from .sampling import BalancedSampler, EpochIndexed, class_pixels, frame_weights
-
-
-@dataclass
-class TrainConfig:
-    model: str
-    data: str
-    dataset: str = "camvid"
-    out: str = "runs/train"
-    epochs: int = 100
-    batch: int = 8
-    crop: tuple[int, int] = (352, 480)
-    imgsz: tuple[int, int] | None = None  # model input size in the card; default: size of the val frames
-    scale: tuple[float, float] = (0.5, 2.0)
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "poly"
-    warmup_iters: int = 200
-    class_weights: str = "none"  # none | auto | comma-separated floats
-    ohem: bool = False
-    aux_weight: float = 0.4
-    lovasz: float = 0.0  # weight of the Lovász-softmax term (a surrogate of 1 - mIoU), added to cross-entropy
-    seed: int = 0
-    workers: int = 0
-    val_every: int = 1
-    train_split: str = "train"
-    val_split: str = "val"  # "none" trains without validation
-    holdout_drive: str | None = None  # validate on this drive of train+val, train on the others (layouts.py)
-    device: str = "auto"
-    amp: bool = True  # mixed precision: fp16 on CUDA, bfloat16 on CPUs with native bf16 (see _amp_dtype)
-    skip_bad: bool = False
-    resume: bool = False
-    stop_after: int | None = None  # end this invocation after N epochs (resume later with --resume)
-    time_limit: float | None = None  # end this invocation before another epoch would pass this many seconds
-    overwrite: bool = False  # a fresh run may replace the run already in `out`
-    init: str | None = None  # start from this checkpoint's weights (path or bundled name), fresh optimizer
-    ema: float | None = None  # decay of the weights' exponential moving average, per step (e.g. 0.999)
-    paste: float = 0.0  # probability of a class paste per training sample
-    paste_classes: str = "rare"  # rare (< 2% of training pixels) | comma-separated class indices
-    balance: float = 0.0  # rare-class sampling temperature (sampling.py); 0: every frame once an epoch
-    jitter: float = 0.3  # photometric strength: brightness, contrast, saturation (transforms.photometric)
-    hue: float = 0.05  # hue shift, a fraction of the hue circle
-    model_kwargs: dict = field(default_factory=dict)
-    progress: bool = True
 
 
 def _distributed() -> tuple[int, int, int]:
