@@ -36,7 +36,7 @@ from ..model import (
     strip_ort_prefix,
 )
 from . import probe
-from .base import TensorSpec, batch_chunks, check_frames, fit_frames
+from .base import BaseBackend
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GRAPH_OPT = ("disable", "basic", "extended", "all")
@@ -142,7 +142,7 @@ def default_trt_cache_dir() -> Path:
     return cache_dir() / "ort-trt"
 
 
-class OrtBackend:
+class OrtBackend(BaseBackend):
     """ONNX Runtime on provider "cpu", "cuda" or "trt" (the TensorRT execution provider).
 
     threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
@@ -283,6 +283,7 @@ class OrtBackend:
         self.info: ModelInfo = describe_session(self.path, self.session)
         self.info.require_frames_graph()
         self.card: ModelCard = self.info.card
+        self._inputs, self._outputs = list(self.info.inputs), list(self.info.outputs)
         self._in = self.info.inputs[0]
         self._out = self.info.outputs[0]
         self._binding: Any = None
@@ -296,26 +297,10 @@ class OrtBackend:
         if provider != "cpu":
             self._binding = self.session.io_binding()
 
-    # -- Backend protocol ---------------------------------------------------------------------
+    # -- BaseBackend -----------------------------------------------------------------------------
     @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self.info.inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self.info.outputs)
-
-    def infer(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [H,W,3] or [N,H,W,3] BGR -> uint8 [H,W] or [N,H,W] class indices."""
-        if self.session is None:
-            raise RoadsegError(f"{self.path}: backend {self.name} is closed")
-        x = check_frames(frames)
-        single = x.ndim == 3
-        if single:
-            x = x[None]
-        x, restore = fit_frames(x, self._run_size(x))
-        labels = restore(self._run_batches(np.ascontiguousarray(x)))
-        return labels[0] if single else labels
+    def closed(self) -> bool:
+        return self.session is None
 
     def close(self) -> None:
         with self._lock:
@@ -323,43 +308,27 @@ class OrtBackend:
             self._out_value = None
             self.session = None
 
-    def __enter__(self) -> OrtBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return (
             f"OrtBackend({str(self.path)!r}, provider={self.provider!r}, providers={getattr(self, 'providers', None)})"
         )
 
-    # -- internals -----------------------------------------------------------------------------
-    def _run_size(self, x: np.ndarray) -> tuple[int, int] | None:
+    def run_size(self, h: int, w: int) -> tuple[int, int] | None:
         """The (H, W) the graph runs at: its fixed size; under the TensorRT EP's profile, the frames'
         size when the profile covers it, else the profile's opt size; else the frames' own."""
         if self._profile is None:
             return self.info.frame_size
         (_, h0, w0), (_, h1, w1), (_, h2, w2) = self._profile
-        h, w = x.shape[1:3]
         return (h, w) if h0 <= h <= h2 and w0 <= w <= w2 else (h1, w1)
 
-    def _run_batches(self, x: np.ndarray) -> np.ndarray:
+    def batch_range(self, n: int) -> tuple[int, int]:
+        """The graph's fixed batch, the TensorRT EP's profile range, else any."""
+        if self._profile is not None:
+            return self._profile[0][0], self._profile[2][0]
         batch = self.info.batch
-        lo, hi = (batch, batch) if batch is not None else (1, len(x))
-        if self._profile is not None:  # the TensorRT EP's batch range
-            lo, hi = self._profile[0][0], self._profile[2][0]
-        if lo <= len(x) <= hi:
-            return self._run(x)
-        out = []
-        for start, stop, size in batch_chunks(len(x), lo, hi):
-            chunk = x[start:stop]
-            k = len(chunk)
-            if k < size:  # pad the last chunk by repeating its last frame; the extra labels are dropped
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - k, axis=0)])
-            out.append(self._run(np.ascontiguousarray(chunk))[:k])
-        return np.concatenate(out)
+        return (batch, batch) if batch is not None else (1, max(n, 1))
 
+    # -- internals -----------------------------------------------------------------------------
     def _run(self, x: np.ndarray) -> np.ndarray:
         session = self.session
         if session is not None and self._binding is None:
@@ -367,7 +336,7 @@ class OrtBackend:
         else:
             with self._lock:
                 if self.session is None:
-                    raise RoadsegError(f"{self.path}: backend {self.name} is closed")
+                    raise self.closed_error()
                 try:
                     result = self._run_bound(x)
                 except Exception as e:  # noqa: BLE001 - ORT raises pybind types (Fail, RuntimeException, ...)
@@ -378,11 +347,6 @@ class OrtBackend:
                         f"({_one_line(e)}); run it with --backend ort-cuda, or build an engine for --backend trt: "
                         f"roadseg export {self.path} --to engine"
                     ) from None
-        if result.dtype != np.uint8 or result.shape != x.shape[:3]:
-            raise RoadsegError(
-                f"{self.path}: the graph returned {result.dtype} {list(result.shape)} for frames {list(x.shape)}; "
-                "expected uint8 [N,H,W]: export it again with `roadseg export`"
-            )
         return result
 
     def _run_bound(self, x: np.ndarray) -> np.ndarray:

@@ -70,6 +70,14 @@ class BindingPlan:
     def dynamic(self) -> bool:
         return any(d < 0 for d in self.input.shape)
 
+    def run_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The (H, W) frames of h x w run at: a fixed-size engine's size; a dynamic one's, the frames'
+        own when its profile covers them, else the profile's opt size."""
+        if self.fixed_size is not None:
+            return self.fixed_size
+        (hmin, wmin), (hopt, wopt), (hmax, wmax) = self.size_range()
+        return (h, w) if hmin <= h <= hmax and wmin <= w <= wmax else (hopt, wopt)
+
     def size_range(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """(min, opt, max) frame (H, W)."""
         (h0, h1, h2), (w0, w1, w2) = self._range(1), self._range(2)
@@ -122,13 +130,7 @@ def plan_run(n: int, h: int, w: int, plan: BindingPlan) -> RunPlan:
     """Frame size: a fixed-size engine runs at its size; a dynamic one at the frame's size when its
     profile covers it, else at the profile's opt size. Batch: chunks of at most the largest batch
     the engine takes, each padded up to the smallest (a fixed batch pads every chunk to it)."""
-    fixed = plan.fixed_size
-    if fixed is not None:
-        run_hw = fixed
-    else:
-        (hmin, wmin), (hopt, wopt), (hmax, wmax) = plan.size_range()
-        inside = hmin <= h <= hmax and wmin <= w <= wmax
-        run_hw = (h, w) if inside else (hopt, wopt)
+    run_hw = plan.run_hw(h, w)
     bmin, bmax = plan.batch_range
     return RunPlan(run_hw, run_hw != (h, w), tuple(batch_chunks(n, bmin, bmax)))
 
