@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -388,7 +389,8 @@ def test_onnxruntime_output_is_held_back_unless_verbose(tiny_onnx, noisy_onnxrun
 
 
 def test_registry_names():
-    assert set(BACKENDS) == {"ort-cpu", "ort-cuda", "ort-trt", "trt"}
+    assert {"ort-cpu", "ort-cuda", "ort-trt", "trt", "ov-cpu"} <= set(BACKENDS)
+    assert all(name == spec.name for name, spec in BACKENDS.items())
 
 
 def test_auto_picks_ort_cpu_here(tiny_onnx):
@@ -436,7 +438,7 @@ def test_auto_falls_through_any_error_of_a_gpu_provider_but_not_of_the_last(tiny
             tried.append(name)
             raise exc
 
-        return open_
+        return replace(BACKENDS[name], load=lambda: open_)
 
     monkeypatch.setitem(BACKENDS, "ort-trt", failing("ort-trt", RoadsegError("TensorRT EP: engine build failed")))
     monkeypatch.setitem(BACKENDS, "ort-cuda", failing("ort-cuda", MissingDependencyError("no cuDNN")))

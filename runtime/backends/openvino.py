@@ -1,0 +1,172 @@
+"""The OpenVINO backend ("ov-cpu", "ov-gpu", "ov-npu"): roadseg's ONNX files on OpenVINO Runtime.
+
+OpenVINO reads the ONNX file itself (FP32, FP16 and the INT8 Q/DQ forms; no conversion step) and
+compiles it for one device: CPU, or an Intel GPU or NPU that `openvino.Core().available_devices`
+lists. Compiled models are cached in roadseg's cache folder (OpenVINO's CACHE_DIR, keyed by the file
+and the device), so opening the same model again skips the compile.
+
+On the CPU the inference precision is pinned to f32: OpenVINO would otherwise run an FP32 graph in
+bf16 on CPUs that have it, and roadseg's precision is the file's (FP16 and INT8 are exports of
+their own, each with its accuracy gate). GPUs and NPUs keep OpenVINO's default precision.
+
+openvino is an optional dependency (`pip install roadseg[openvino]`), imported only when a backend is
+opened or its device is probed. Frames, batching and the labels' checks are BaseBackend's.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..card import ModelCard
+from ..errors import MissingDependencyError, RoadsegError, UsageError
+from ..int8 import VNNI_FLAGS, cpu_flags
+from ..model import ModelInfo, check_onnx_file, inspect_model
+from .base import BaseBackend
+
+INSTALL_HINT = "openvino is not installed; `pip install roadseg[openvino]`"
+NAMES = {"CPU": "ov-cpu", "GPU": "ov-gpu", "NPU": "ov-npu"}
+
+
+@functools.cache
+def available_devices() -> tuple[str, ...]:
+    """The devices OpenVINO lists here ("CPU", "GPU.0", "NPU", ...); asked once per process."""
+    import openvino as ov
+
+    return tuple(ov.Core().available_devices)
+
+
+def device_reason(device: str) -> str | None:
+    """None when OpenVINO is installed and lists `device` ("CPU" | "GPU" | "NPU"), else why not."""
+    if importlib.util.find_spec("openvino") is None:
+        return INSTALL_HINT
+    try:
+        devices = available_devices()
+    except Exception as e:  # noqa: BLE001 - a broken install raises its own types
+        return f"OpenVINO does not start here ({' '.join(str(e).split())[:160]})"
+    if not any(d == device or d.startswith(f"{device}.") for d in devices):
+        return f"OpenVINO lists no {device} device here (it has {', '.join(devices) or 'none'})"
+    return None
+
+
+def default_cache_dir() -> Path:
+    from ..defaults import cache_dir
+
+    return cache_dir() / "openvino"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__
+
+
+def _warn_int8(info: ModelInfo, name: str) -> None:
+    """An INT8 graph with 8-bit weights on an x86 CPU without VNNI: the CPU kind on which 16-bit
+    pair sums can saturate; whether OpenVINO's kernels do was not measured, so say so once."""
+    form = info.int8_form
+    if info.precision != "int8" or (form is not None and not form.saturates_without_vnni):
+        return
+    flags = cpu_flags()
+    if not flags or flags & frozenset(VNNI_FLAGS):
+        return
+    logging.getLogger("roadseg").warning(
+        "%s: an INT8 graph with 8-bit weights on a CPU without VNNI: %s's labels are not checked against exact "
+        "arithmetic here; run it with --backend ort-cpu (exact), or export it with 7-bit weights (the default)",
+        info.path, name)  # fmt: skip
+
+
+class OpenVinoBackend(BaseBackend):
+    """OpenVINO on `device` ("CPU" | "GPU" | "NPU") for a roadseg .onnx file.
+
+    threads: CPU inference threads (None: OpenVINO's default, one stream with its own thread count).
+    cache_dir: the compiled-model cache folder (None: the roadseg cache folder's openvino/).
+    info: the file's ModelInfo when the caller has inspected it already (open_backend does).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str = "CPU",
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        info: ModelInfo | None = None,
+    ) -> None:
+        if device not in NAMES:
+            raise UsageError(f"OpenVINO device '{device}': choose one of {', '.join(NAMES)}")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise UsageError(f"threads {threads!r}: give a positive number of threads (or leave it unset)")
+        self.name = NAMES[device]
+        self.device = device
+        self.path = info.path if info is not None else check_onnx_file(path)
+        self.info = info or inspect_model(self.path)
+        self.info.require_frames_graph()
+        self.card: ModelCard = self.info.card
+        self._inputs, self._outputs = list(self.info.inputs), list(self.info.outputs)
+        why = device_reason(device)
+        if why is not None:
+            raise MissingDependencyError(f"backend {self.name}: {why}")
+        if device == "CPU":
+            _warn_int8(self.info, self.name)
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RoadsegError(f"{cache}: cannot create OpenVINO's model cache folder ({e.strerror}); pass another one") from None
+        self.cache_dir = cache
+        self._compiled: Any = self._compile(threads)
+        self._request: Any = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: one run at a time, and close() waits for it
+
+    def _compile(self, threads: int | None) -> Any:
+        import openvino as ov
+
+        config: dict[str, Any] = {"CACHE_DIR": str(self.cache_dir), "PERFORMANCE_HINT": "LATENCY"}
+        if self.device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            if threads is not None:
+                config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            return ov.Core().compile_model(str(self.path), self.device, config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            raise RoadsegError(
+                f"{self.path}: OpenVINO could not compile it for {self.device} ({_one_line(e)}); "
+                "run it with --backend ort-cpu"
+            ) from None
+
+    @property
+    def closed(self) -> bool:
+        return self._request is None
+
+    def close(self) -> None:
+        with self._lock:
+            self._request = None
+            self._compiled = None
+
+    def __repr__(self) -> str:
+        return f"OpenVinoBackend({str(self.path)!r}, device={self.device!r})"
+
+    def run_size(self, h: int, w: int) -> tuple[int, int] | None:
+        return self.info.frame_size
+
+    def batch_range(self, n: int) -> tuple[int, int]:
+        batch = self.info.batch
+        return (batch, batch) if batch is not None else (1, max(n, 1))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self._request is None:
+                raise self.closed_error()
+            try:
+                result = self._request.infer({0: batch})
+            except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+                raise RoadsegError(
+                    f"{self.path}: OpenVINO failed on frames {list(batch.shape)} ({_one_line(e)}); "
+                    "run it with --backend ort-cpu"
+                ) from None
+            return np.array(result[0], copy=True)
