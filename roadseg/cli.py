@@ -244,6 +244,13 @@ def _cmd_export(a) -> int:
     return 0
 
 
+def _backend_choices() -> list[str]:
+    """`auto` and every backend in the registry (roadseg.runtime.backends.registry)."""
+    from roadseg.runtime.backends import BACKENDS
+
+    return ["auto", *BACKENDS]
+
+
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="segment a camera, video, stream or image folder (torch-free)",
                        description="Stream frames from SRC through an exported model and show or save the segmented stream. "
@@ -252,7 +259,7 @@ def _add_run(sub) -> None:
     p.add_argument("--source", required=True, metavar="SRC", action="append",
                    help="video file, camera index (0), rtsp:// or http(s):// URL, image folder or glob, or synthetic[:N]; "
                    "repeat for several streams, batched through one model")  # fmt: skip
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
+    p.add_argument("--backend", default="auto", choices=_backend_choices(), help="inference backend (default auto)")
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     p.add_argument("--save", metavar="OUT", help="write the overlay video (.mp4 or .avi); with several sources a folder "
                    "(one <stream>.mp4 each) or a name with {stream}")  # fmt: skip
@@ -403,7 +410,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="roadseg-demo", metavar="DIR", help="output folder (default ./roadseg-demo)")
     p.add_argument("--frames", type=_positive, default=90, metavar="N", help="frames of the clip (default 90)")
     p.add_argument("--model", default="default", help="an .onnx or .engine, or `default` (the bundled model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
+    p.add_argument("--backend", default="auto", choices=_backend_choices(), help="inference backend (default auto)")
     p.add_argument("--threads", type=_positive, metavar="N", help="inference threads (ONNX Runtime intra-op)")
     p.set_defaults(func=_cmd_demo)
 
@@ -457,7 +464,7 @@ def _add_bench(sub) -> None:
                    "and the bench exports every variant), or ready .onnx/.engine files (each on every backend that takes it, "
                    "the most precise file the reference; no PyTorch needed; without PyTorch `default` is its shipped files)")
     p.add_argument("--backends", default="all", metavar="LIST",
-                   help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32; with model files, backends: ort-cpu,ort-cuda,ort-trt,trt (default all)")  # fmt: skip
+                   help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32; with model files, backends: " + ",".join(_backend_choices()[1:]) + " (default all)")  # fmt: skip
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
     p.add_argument("--frame-size", type=_positive, nargs=2, metavar=("H", "W"), help="frame size the graphs take (default: the model input size)")
     p.add_argument("--batch", type=_positive, nargs="+", default=[1], metavar="N",
