@@ -142,6 +142,17 @@ def default_trt_cache_dir() -> Path:
     return cache_dir() / "ort-trt"
 
 
+def _check_args(provider: str, graph_opt: str, threads: int | None, device_id: int) -> None:
+    if provider not in PROVIDERS:
+        raise UsageError(f"ONNX Runtime provider '{provider}': choose one of {', '.join(PROVIDERS)}")
+    if graph_opt not in GRAPH_OPT:
+        raise UsageError(f"graph optimisation '{graph_opt}': choose one of {', '.join(GRAPH_OPT)}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"threads {threads!r}: give a positive number of threads (or leave it unset)")
+    if not isinstance(device_id, int) or device_id < 0:
+        raise UsageError(f"device id {device_id!r}: give a CUDA device index (0, 1, ...)")
+
+
 class OrtBackend(BaseBackend):
     """ONNX Runtime on provider "cpu", "cuda" or "trt" (the TensorRT execution provider).
 
@@ -177,14 +188,7 @@ class OrtBackend(BaseBackend):
         nhwc: bool | None = None,
         info: ModelInfo | None = None,
     ) -> None:
-        if provider not in PROVIDERS:
-            raise UsageError(f"ONNX Runtime provider '{provider}': choose one of {', '.join(PROVIDERS)}")
-        if graph_opt not in GRAPH_OPT:
-            raise UsageError(f"graph optimisation '{graph_opt}': choose one of {', '.join(GRAPH_OPT)}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise UsageError(f"threads {threads!r}: give a positive number of threads (or leave it unset)")
-        if not isinstance(device_id, int) or device_id < 0:
-            raise UsageError(f"device id {device_id!r}: give a CUDA device index (0, 1, ...)")
+        _check_args(provider, graph_opt, threads, device_id)
         self.path = info.path if info is not None else check_onnx_file(path)
         self.provider = provider
         self.name = f"ort-{provider}"
@@ -197,20 +201,7 @@ class OrtBackend(BaseBackend):
         self.device_id = device_id
         self._profile: tuple[NHW, NHW, NHW] | None = None  # the TensorRT EP's shape range (dynamic graphs)
         ep = PROVIDERS[provider]
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - a core dependency
-            raise MissingDependencyError(f"onnxruntime is not installed ({e}); `pip install roadseg`") from None
-        have = ort.get_available_providers()
-        if ep not in have:
-            raise MissingDependencyError(
-                f"backend {self.name}: this onnxruntime ({ort.__version__}) has no {ep} (it has {', '.join(have)}); "
-                f"{install_hint(provider)}"
-            )
-        why = probe.gpu_reason(self.name) if provider != "cpu" else None
-        if why is not None:  # checked before ONNX Runtime tries it (and falls back on its own)
-            raise MissingDependencyError(f"backend {self.name}: {why}; here use --backend ort-cpu (or auto)")
-
+        ort = self._import_provider(ep)
         so = ort.SessionOptions()
         so.graph_optimization_level = _graph_opt_level(ort, graph_opt)
         if threads is not None:
@@ -220,64 +211,28 @@ class OrtBackend(BaseBackend):
         self.int8: str | None = _int8_arithmetic(file_info, so) if provider == "cpu" else None
         providers: list[Any] = []
         if provider == "trt":
-            cache = Path(trt_cache_dir) if trt_cache_dir is not None else default_trt_cache_dir()
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise RoadsegError(
-                    f"{cache}: cannot create the TensorRT engine cache folder ({e.strerror}); pass another one"
-                ) from None
-            if trt_int8 is None:  # the card says how the graph was exported: Q/DQ graphs need INT8 enabled
-                assert gpu_info is not None
-                trt_int8 = gpu_info.precision == "int8"
-            self._trt_options = {
-                "device_id": device_id,
-                "trt_fp16_enable": _flag(trt_fp16),
-                "trt_int8_enable": _flag(trt_int8),
-                "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": "True",
-                "trt_timing_cache_path": str(cache),
-            }
             assert gpu_info is not None
-            self._profile = trt_profile(gpu_info)
-            if self._profile is not None:
-                name = gpu_info.inputs[0].name
-                for key, (n, h, w) in zip(("min", "opt", "max"), self._profile):
-                    self._trt_options[f"trt_profile_{key}_shapes"] = f"{name}:{n}x{h}x{w}x3"
-            providers.append((ep, self._trt_options))
+            providers.append((ep, self._trt_ep(gpu_info, trt_fp16, trt_int8, trt_cache_dir)))
         cuda_options: dict[str, Any] = {"device_id": device_id}
         self.graph: str | None = "off" if provider == "cuda" else None  # "captured" once replaying, else why not
         want_graph = False
         if provider == "cuda":
             assert gpu_info is not None
-            fixed = gpu_info.frame_size is not None and gpu_info.batch is not None
-            want_graph = fixed if cuda_graph is None else bool(cuda_graph)
-            if want_graph and not fixed:
-                raise UsageError(f"{self.path}: a CUDA graph needs a fixed-shape graph (this one takes any batch or frame size); "
-                                 "export one with --frame-size and --batch, or drop --cuda-graph")  # fmt: skip
-            if nhwc if nhwc is not None else gpu_info.precision == "fp16":
-                cuda_options["prefer_nhwc"] = "1"
-            if not fixed:
-                self.graph = "off: the graph's batch or frame size is not fixed"
+            want_graph = self._cuda_ep(gpu_info, cuda_options, cuda_graph, nhwc)
         if provider in ("trt", "cuda"):
             providers.append(("CUDAExecutionProvider", cuda_options))
         providers.append("CPUExecutionProvider")  # nodes a GPU provider cannot run; checked below
-        session: Any = None
-        if want_graph:
-            try:
-                session = open_session(self.path, [("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"}),
-                                                   "CPUExecutionProvider"], so)  # fmt: skip
-            except RoadsegError as e:  # e.g. a node ONNX Runtime places on the CPU: no capture possible
-                self.graph = f"off: ONNX Runtime could not capture it ({e})"
-                want_graph = False
-        self.session = session if session is not None else open_session(self.path, providers, so)
+        self.session, want_graph = self._open_session(providers, so, cuda_options, want_graph)
+        self._adopt(ep, want_graph)
+
+    def _adopt(self, ep: str, want_graph: bool) -> None:
+        """Check that the session runs on `ep` (ONNX Runtime falls back silently) and describe it."""
         got = self.session.get_providers()
         if not got or got[0] != ep:
             self.session = None
             raise MissingDependencyError(
                 f"backend {self.name}: ONNX Runtime could not start {ep} for {self.path} and fell back to {', '.join(got)}; "
-                f"{install_hint(provider)}"
+                f"{install_hint(self.provider)}"
             )
         self.providers: list[str] = list(got)
         self.info: ModelInfo = describe_session(self.path, self.session)
@@ -294,8 +249,77 @@ class OrtBackend(BaseBackend):
         # the IO binding and its output buffer are shared state: one bound run at a time, and close()
         # waits for it (CPU sessions are run unbound, and ONNX Runtime's run() is thread-safe)
         self._lock = threading.Lock()
-        if provider != "cpu":
+        if self.provider != "cpu":
             self._binding = self.session.io_binding()
+
+    def _import_provider(self, ep: str) -> Any:
+        """onnxruntime, once `ep` is listed and (GPU providers) probe.py finds what it needs; checked
+        before ONNX Runtime tries it, since it would fall back to the CPU on its own."""
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - a core dependency
+            raise MissingDependencyError(f"onnxruntime is not installed ({e}); `pip install roadseg`") from None
+        have = ort.get_available_providers()
+        if ep not in have:
+            raise MissingDependencyError(
+                f"backend {self.name}: this onnxruntime ({ort.__version__}) has no {ep} (it has {', '.join(have)}); "
+                f"{install_hint(self.provider)}"
+            )
+        why = probe.gpu_reason(self.name) if self.provider != "cpu" else None
+        if why is not None:
+            raise MissingDependencyError(f"backend {self.name}: {why}; here use --backend ort-cpu (or auto)")
+        return ort
+
+    def _trt_ep(self, gpu_info: ModelInfo, trt_fp16: bool, trt_int8: bool | None, trt_cache_dir: Any) -> dict[str, Any]:
+        """The TensorRT EP's options: precision flags, engine and timing caches, and the shape
+        profile of a dynamic graph (kept in self._profile: it decides run sizes and batches)."""
+        cache = Path(trt_cache_dir) if trt_cache_dir is not None else default_trt_cache_dir()
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RoadsegError(
+                f"{cache}: cannot create the TensorRT engine cache folder ({e.strerror}); pass another one"
+            ) from None
+        if trt_int8 is None:  # the card says how the graph was exported: Q/DQ graphs need INT8 enabled
+            trt_int8 = gpu_info.precision == "int8"
+        self._trt_options = {
+            "device_id": self.device_id,
+            "trt_fp16_enable": _flag(trt_fp16),
+            "trt_int8_enable": _flag(trt_int8),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(cache),
+        }
+        self._profile = trt_profile(gpu_info)
+        if self._profile is not None:
+            name = gpu_info.inputs[0].name
+            for key, (n, h, w) in zip(("min", "opt", "max"), self._profile):
+                self._trt_options[f"trt_profile_{key}_shapes"] = f"{name}:{n}x{h}x{w}x3"
+        return self._trt_options
+
+    def _cuda_ep(self, gpu_info: ModelInfo, cuda_options: dict[str, Any], cuda_graph: bool | None, nhwc: bool | None) -> bool:
+        """The CUDA EP's layout (into cuda_options) and whether to capture a CUDA graph (self.graph says why not)."""
+        fixed = gpu_info.frame_size is not None and gpu_info.batch is not None
+        want_graph = fixed if cuda_graph is None else bool(cuda_graph)
+        if want_graph and not fixed:
+            raise UsageError(f"{self.path}: a CUDA graph needs a fixed-shape graph (this one takes any batch or frame size); "
+                             "export one with --frame-size and --batch, or drop --cuda-graph")  # fmt: skip
+        if nhwc if nhwc is not None else gpu_info.precision == "fp16":
+            cuda_options["prefer_nhwc"] = "1"
+        if not fixed:
+            self.graph = "off: the graph's batch or frame size is not fixed"
+        return want_graph
+
+    def _open_session(self, providers: list[Any], so: Any, cuda_options: dict[str, Any], want_graph: bool) -> tuple[Any, bool]:
+        """The session, first with CUDA graph capture when wanted; (session, whether it captures)."""
+        if want_graph:
+            try:
+                return open_session(self.path, [("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"}),
+                                                "CPUExecutionProvider"], so), True  # fmt: skip
+            except RoadsegError as e:  # e.g. a node ONNX Runtime places on the CPU: no capture possible
+                self.graph = f"off: ONNX Runtime could not capture it ({e})"
+        return open_session(self.path, providers, so), False
 
     # -- BaseBackend -----------------------------------------------------------------------------
     @property
