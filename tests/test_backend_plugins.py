@@ -16,7 +16,7 @@ from roadseg.cli import build_parser
 from roadseg.runtime import defaults
 from roadseg.runtime.backends import BACKENDS, available_backends, open_backend, resolve_backend
 from roadseg.runtime.backends.base import BaseBackend
-from roadseg.runtime.backends.registry import BackendSpec
+from roadseg.runtime.backends.registry import BackendSpec, describe
 from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.errors import RoadsegError, UsageError
 
@@ -91,7 +91,7 @@ def test_a_registered_backend_appears_everywhere_backends_are_named(fake, tiny_o
     parser = build_parser()
     for command in (["run", "m.onnx", "--source", "synthetic"], ["demo"]):
         assert parser.parse_args([*command, "--backend", "fake-npu"]).backend == "fake-npu"
-    assert available_backends()["fake-npu"] is None
+    assert available_backends()["fake-npu"] is None and "\nfake-npu: " in describe()
     assert resolve_backend(tiny_onnx)[0] == "fake-npu"  # auto rank -1: before every other backend
     b = open_backend(tiny_onnx, "auto", gain=3, threads=1)  # threads: ONNX Runtime's option, not the fake's
     assert isinstance(b, FakeBackend) and b.gain == 3

@@ -12,10 +12,12 @@ This module imports nothing heavy: no onnxruntime, tensorrt or numpy until a rec
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +120,16 @@ def describe() -> str:
     return "\n".join(f"{s.name}: {s.summary} (options: {', '.join(s.option_names())})" for s in BACKENDS.values())
 
 
-# -- ONNX Runtime -----------------------------------------------------------------------------------
+def _lazy(module: str, cls: str, **fixed: Any) -> Callable[[], Callable[..., Any]]:
+    """A loader: imports backends/<module>.py when called, and gives its class with `fixed` arguments."""
 
-
-def _ort(provider: str) -> Callable[[], Callable[..., Any]]:
     def load() -> Callable[..., Any]:
-        from functools import partial
-
-        from .ort import OrtBackend
-
-        return partial(OrtBackend, provider=provider)
+        return partial(getattr(importlib.import_module(f"{__package__}.{module}"), cls), **fixed)
 
     return load
+
+
+# -- ONNX Runtime -----------------------------------------------------------------------------------
 
 
 def _ort_probe(name: str) -> Callable[[], str | None]:
@@ -177,17 +177,6 @@ def _trt_probe() -> str | None:
 # -- OpenVINO ---------------------------------------------------------------------------------------
 
 
-def _openvino(device: str) -> Callable[[], Callable[..., Any]]:
-    def load() -> Callable[..., Any]:
-        from functools import partial
-
-        from .openvino import OpenVinoBackend
-
-        return partial(OpenVinoBackend, device=device)
-
-    return load
-
-
 def _openvino_probe(device: str) -> Callable[[], str | None]:
     def reason() -> str | None:
         from .openvino import device_reason
@@ -208,20 +197,26 @@ _OV = "OpenVINO on {}, for .onnx files (FP32, FP16, INT8)"
 BACKENDS: dict[str, BackendSpec] = {
     s.name: s
     for s in (
-        BackendSpec("ort-cpu", ONNX_SUFFIXES, ONNX_NEEDS, OrtOptions, _ort("cpu"), _ort_probe("ort-cpu"),
+        BackendSpec("ort-cpu", ONNX_SUFFIXES, ONNX_NEEDS, OrtOptions,
+                    load=_lazy("ort", "OrtBackend", provider="cpu"), probe=_ort_probe("ort-cpu"),
                     auto_rank=3, variant="int8", cpu_form=True, summary=_ORT.format("CPU")),
-        BackendSpec("ort-cuda", ONNX_SUFFIXES, ONNX_NEEDS, OrtOptions, _ort("cuda"), _ort_probe("ort-cuda"),
-                    _ort_listed("ort-cuda"), auto_rank=2, variant="fp16", device="cuda", summary=_ORT.format("CUDA")),
-        BackendSpec("ort-trt", ONNX_SUFFIXES, ONNX_NEEDS, OrtOptions, _ort("trt"), _ort_probe("ort-trt"),
-                    _ort_listed("ort-trt"), auto_rank=1, variant="fp16", device="cuda", summary=_ORT.format("TensorRT")),
-        BackendSpec("trt", ENGINE_SUFFIXES, "a TensorRT .engine (`roadseg export MODEL --to engine`)", TrtOptions, _trt,
-                    _trt_probe, auto_rank=0, variant="fp16", device="cuda",
+        BackendSpec("ort-cuda", ONNX_SUFFIXES, ONNX_NEEDS, OrtOptions,
+                    load=_lazy("ort", "OrtBackend", provider="cuda"), probe=_ort_probe("ort-cuda"),
+                    present=_ort_listed("ort-cuda"), auto_rank=2, variant="fp16", device="cuda", summary=_ORT.format("CUDA")),
+        BackendSpec("ort-trt", ONNX_SUFFIXES, ONNX_NEEDS, OrtOptions,
+                    load=_lazy("ort", "OrtBackend", provider="trt"), probe=_ort_probe("ort-trt"),
+                    present=_ort_listed("ort-trt"), auto_rank=1, variant="fp16", device="cuda", summary=_ORT.format("TensorRT")),
+        BackendSpec("trt", ENGINE_SUFFIXES, "a TensorRT .engine (`roadseg export MODEL --to engine`)", TrtOptions,
+                    load=_trt, probe=_trt_probe, auto_rank=0, variant="fp16", device="cuda",
                     summary="native TensorRT with pycuda, for .engine files (`default`: an engine built on first use)"),
-        BackendSpec("ov-cpu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions, _openvino("CPU"), _openvino_probe("CPU"),
-                    _openvino_installed, variant="int8", cpu_form=True, summary=_OV.format("the CPU")),
-        BackendSpec("ov-gpu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions, _openvino("GPU"), _openvino_probe("GPU"),
+        BackendSpec("ov-cpu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions,
+                    load=_lazy("openvino", "OpenVinoBackend", device="CPU"), probe=_openvino_probe("CPU"),
+                    present=_openvino_installed, variant="int8", cpu_form=True, summary=_OV.format("the CPU")),
+        BackendSpec("ov-gpu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions,
+                    load=_lazy("openvino", "OpenVinoBackend", device="GPU"), probe=_openvino_probe("GPU"),
                     variant="fp16", device="gpu", summary=_OV.format("an Intel GPU")),
-        BackendSpec("ov-npu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions, _openvino("NPU"), _openvino_probe("NPU"),
+        BackendSpec("ov-npu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions,
+                    load=_lazy("openvino", "OpenVinoBackend", device="NPU"), probe=_openvino_probe("NPU"),
                     variant="fp16", device="npu", summary=_OV.format("an Intel NPU")),
     )
 }  # fmt: skip
