@@ -139,11 +139,11 @@ def test_ov_cpu_gives_the_labels_of_ort_cpu(tiny_onnx, tiny_onnx_dynamic, tmp_pa
 
 
 def test_ov_backends_say_what_is_missing(tiny_onnx, monkeypatch):
-    from roadseg.runtime.backends import openvino
+    from roadseg.runtime.backends import registry
 
-    monkeypatch.setattr(openvino, "available_devices", lambda: ("CPU",))
+    monkeypatch.setattr(registry, "openvino_devices", lambda: ("CPU",))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
-    assert openvino.device_reason("GPU") == "OpenVINO lists no GPU device here (it has CPU)"
-    assert openvino.device_reason("CPU") is None
+    assert registry.openvino_reason("GPU") == "OpenVINO lists no GPU device here (it has CPU)"
+    assert registry.openvino_reason("CPU") is None
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    assert "pip install roadseg[openvino]" in openvino.device_reason("CPU")  # type: ignore[operator]
+    assert "pip install roadseg[openvino]" in registry.openvino_reason("CPU")  # type: ignore[operator]

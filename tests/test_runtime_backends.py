@@ -323,7 +323,7 @@ def test_missing_provider_is_an_error_not_a_cpu_fallback(tiny_onnx, backend, pro
 def test_both_onnxruntime_wheels_get_their_own_hint(tiny_onnx, monkeypatch):
     """`roadseg[gpu]` adds onnxruntime-gpu next to the CPU wheel; both install one module and the
     CPU build can win: the error then names that, not the install that was already done."""
-    from roadseg.runtime.backends import ort as ort_backend
+    from roadseg.runtime.backends import probe as ort_backend  # the hints live with the probes
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDAExecutionProvider is installed here")

@@ -10,13 +10,11 @@ bf16 on CPUs that have it, and roadseg's precision is the file's (FP16 and INT8 
 their own, each with its accuracy gate). GPUs and NPUs keep OpenVINO's default precision.
 
 openvino is an optional dependency (`pip install roadseg[openvino]`), imported only when a backend is
-opened or its device is probed. Frames, batching and the labels' checks are BaseBackend's.
+opened (the registry's probe asks OpenVINO which devices it lists). Frames, batching and the labels' checks are BaseBackend's.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
 import os
 import threading
@@ -30,30 +28,9 @@ from ..errors import MissingDependencyError, RoadsegError, UsageError
 from ..int8 import VNNI_FLAGS, cpu_flags
 from ..model import ModelInfo, check_onnx_file, inspect_model
 from .base import BaseBackend
+from .registry import openvino_reason
 
-INSTALL_HINT = "openvino is not installed; `pip install roadseg[openvino]`"
 NAMES = {"CPU": "ov-cpu", "GPU": "ov-gpu", "NPU": "ov-npu"}
-
-
-@functools.cache
-def available_devices() -> tuple[str, ...]:
-    """The devices OpenVINO lists here ("CPU", "GPU.0", "NPU", ...); asked once per process."""
-    import openvino as ov
-
-    return tuple(ov.Core().available_devices)
-
-
-def device_reason(device: str) -> str | None:
-    """None when OpenVINO is installed and lists `device` ("CPU" | "GPU" | "NPU"), else why not."""
-    if importlib.util.find_spec("openvino") is None:
-        return INSTALL_HINT
-    try:
-        devices = available_devices()
-    except Exception as e:  # noqa: BLE001 - a broken install raises its own types
-        return f"OpenVINO does not start here ({' '.join(str(e).split())[:160]})"
-    if not any(d == device or d.startswith(f"{device}.") for d in devices):
-        return f"OpenVINO lists no {device} device here (it has {', '.join(devices) or 'none'})"
-    return None
 
 
 def default_cache_dir() -> Path:
@@ -108,7 +85,7 @@ class OpenVinoBackend(BaseBackend):
         self.info.require_frames_graph()
         self.card: ModelCard = self.info.card
         self._inputs, self._outputs = list(self.info.inputs), list(self.info.outputs)
-        why = device_reason(device)
+        why = openvino_reason(device)
         if why is not None:
             raise MissingDependencyError(f"backend {self.name}: {why}")
         if device == "CPU":

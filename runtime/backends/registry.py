@@ -12,6 +12,7 @@ This module imports nothing heavy: no onnxruntime, tensorrt or numpy until a rec
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -138,9 +139,7 @@ def _ort_probe(name: str) -> Callable[[], str | None]:
         if name == "ort-cpu":
             return None if "CPUExecutionProvider" in have else "onnxruntime is not installed (`pip install roadseg`)"
         if _probe.EP[name] not in have:
-            from .ort import install_hint
-
-            return f"onnxruntime has no {_probe.EP[name]} here; {install_hint(name.removeprefix('ort-'))}"
+            return f"onnxruntime has no {_probe.EP[name]} here; {_probe.install_hint(name.removeprefix('ort-'))}"
         return _probe.gpu_reason(name)
 
     return reason
@@ -177,13 +176,25 @@ def _trt_probe() -> str | None:
 # -- OpenVINO ---------------------------------------------------------------------------------------
 
 
-def _openvino_probe(device: str) -> Callable[[], str | None]:
-    def reason() -> str | None:
-        from .openvino import device_reason
+@functools.cache
+def openvino_devices() -> tuple[str, ...]:
+    """The devices OpenVINO lists here ("CPU", "GPU.0", "NPU", ...); asked once per process."""
+    import openvino as ov
 
-        return device_reason(device)
+    return tuple(ov.Core().available_devices)
 
-    return reason
+
+def openvino_reason(device: str) -> str | None:
+    """None when OpenVINO is installed and lists `device` ("CPU" | "GPU" | "NPU"), else why not."""
+    if importlib.util.find_spec("openvino") is None:
+        return "openvino is not installed; `pip install roadseg[openvino]`"
+    try:
+        devices = openvino_devices()
+    except Exception as e:  # noqa: BLE001 - a broken install raises its own types
+        return f"OpenVINO does not start here ({' '.join(str(e).split())[:160]})"
+    if not any(d == device or d.startswith(f"{device}.") for d in devices):
+        return f"OpenVINO lists no {device} device here (it has {', '.join(devices) or 'none'})"
+    return None
 
 
 def _openvino_installed() -> bool:
@@ -210,13 +221,13 @@ BACKENDS: dict[str, BackendSpec] = {
                     load=_trt, probe=_trt_probe, auto_rank=0, variant="fp16", device="cuda",
                     summary="native TensorRT with pycuda, for .engine files (`default`: an engine built on first use)"),
         BackendSpec("ov-cpu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions,
-                    load=_lazy("openvino", "OpenVinoBackend", device="CPU"), probe=_openvino_probe("CPU"),
+                    load=_lazy("openvino", "OpenVinoBackend", device="CPU"), probe=partial(openvino_reason, "CPU"),
                     present=_openvino_installed, variant="int8", cpu_form=True, summary=_OV.format("the CPU")),
         BackendSpec("ov-gpu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions,
-                    load=_lazy("openvino", "OpenVinoBackend", device="GPU"), probe=_openvino_probe("GPU"),
+                    load=_lazy("openvino", "OpenVinoBackend", device="GPU"), probe=partial(openvino_reason, "GPU"),
                     variant="fp16", device="gpu", summary=_OV.format("an Intel GPU")),
         BackendSpec("ov-npu", ONNX_SUFFIXES, ONNX_NEEDS, OpenVinoOptions,
-                    load=_lazy("openvino", "OpenVinoBackend", device="NPU"), probe=_openvino_probe("NPU"),
+                    load=_lazy("openvino", "OpenVinoBackend", device="NPU"), probe=partial(openvino_reason, "NPU"),
                     variant="fp16", device="npu", summary=_OV.format("an Intel NPU")),
     )
 }  # fmt: skip
