@@ -5,6 +5,10 @@ BaseBackend does the frame checks, fitting and batching once; OpenVINO (ov-cpu) 
 from __future__ import annotations
 
 import importlib.util
+import platform
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +151,39 @@ def test_ov_backends_say_what_is_missing(tiny_onnx, monkeypatch):
     assert registry.openvino_reason("CPU") is None
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert "pip install roadseg[openvino]" in registry.openvino_reason("CPU")  # type: ignore[operator]
+
+
+def test_ov_cpu_refuses_8_bit_weights_where_its_kernels_saturate(monkeypatch):
+    """OpenVINO has no exact mode: a full-range INT8 graph on a CPU whose kernels saturate is refused
+    with the fix; 7-bit weights (never saturating) and CPUs that compute exactly pass."""
+    from types import SimpleNamespace
+
+    from roadseg.runtime.backends import openvino
+    from roadseg.runtime.int8 import Int8Form
+
+    def graph(form):
+        return SimpleNamespace(path=Path("m_s8.onnx"), precision="int8", int8_form=form)
+
+    monkeypatch.setattr(openvino, "int8_exact", lambda: False)
+    with pytest.raises(RoadsegError, match=r"m_s8.onnx: s8 activations, 8-bit weights, and OpenVINO's CPU kernels saturate.*--backend ort-cpu"):
+        openvino._refuse_saturating(graph(Int8Form("s8", 8)), "ov-cpu")  # type: ignore[arg-type]
+    with pytest.raises(RoadsegError, match="unrecorded range"):
+        openvino._refuse_saturating(graph(None), "ov-cpu")  # type: ignore[arg-type]
+    openvino._refuse_saturating(graph(Int8Form("u8", 7)), "ov-cpu")  # type: ignore[arg-type]
+    openvino._refuse_saturating(SimpleNamespace(path=Path("m.onnx"), precision="fp32", int8_form=None), "ov-cpu")  # type: ignore[arg-type]
+    monkeypatch.setattr(openvino, "int8_exact", lambda: True)
+    openvino._refuse_saturating(graph(Int8Form("s8", 8)), "ov-cpu")  # type: ignore[arg-type]
+
+
+@needs_openvino
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
+                    reason="qemu-x86_64 not installed (apt-get install qemu-user)")  # fmt: skip
+def test_ov_int8_probe_sees_saturation_on_an_x86_cpu_without_vnni():
+    """Under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI) OpenVINO's kernels saturate the probe's 16-bit
+    pair sums, and int8_exact says so (natively it may not: that depends on the CPU)."""
+    code = "from roadseg.runtime.backends.openvino import int8_exact; print(int8_exact())"
+    run = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "False"

@@ -9,13 +9,19 @@ On the CPU the inference precision is pinned to f32: OpenVINO would otherwise ru
 bf16 on CPUs that have it, and roadseg's precision is the file's (FP16 and INT8 are exports of
 their own, each with its accuracy gate). GPUs and NPUs keep OpenVINO's default precision.
 
+INT8 graphs with 8-bit weights are refused on a CPU whose OpenVINO kernels saturate their 16-bit
+pair sums (x86 without VNNI; asked of OpenVINO itself with runtime/int8.py's probe graph, once per
+process): OpenVINO has no exact mode, and roadseg's labels do not depend on the CPU. 7-bit weights
+(roadseg's default INT8 export) never saturate.
+
 openvino is an optional dependency (`pip install roadseg[openvino]`), imported only when a backend is
-opened (the registry's probe asks OpenVINO which devices it lists). Frames, batching and the labels' checks are BaseBackend's.
+opened (the registry's probe asks OpenVINO which devices it lists). Frames, batching and the
+labels' checks are BaseBackend's.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
 import threading
 from pathlib import Path
@@ -25,7 +31,7 @@ import numpy as np
 
 from ..card import ModelCard
 from ..errors import MissingDependencyError, RoadsegError, UsageError
-from ..int8 import VNNI_FLAGS, cpu_flags
+from ..int8 import PROBE_CHANNELS, PROBE_FILE, PROBE_OUT_SCALE, probe_expected, saturating_cpu
 from ..model import ModelInfo, check_onnx_file, inspect_model
 from .base import BaseBackend
 from .registry import openvino_reason
@@ -43,19 +49,32 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:200] or type(e).__name__
 
 
-def _warn_int8(info: ModelInfo, name: str) -> None:
-    """An INT8 graph with 8-bit weights on an x86 CPU without VNNI: the CPU kind on which 16-bit
-    pair sums can saturate; whether OpenVINO's kernels do was not measured, so say so once."""
+@functools.cache
+def int8_exact() -> bool:
+    """Whether OpenVINO's CPU kernels compute full-range (8-bit weight) INT8 graphs exactly here, for
+    both activation types: the probe graph whose pair sums pass 16 bits (runtime/int8.py), run once
+    per process. x86 CPUs without VNNI saturate those sums in OpenVINO as in ONNX Runtime."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(PROBE_FILE), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = np.zeros((1, PROBE_CHANNELS, 2, 2), np.float32)
+    out = compiled.create_infer_request().infer({"x_u8": x + 255, "x_s8": x + 127})
+    got = {a: float(out[compiled.output(f"y_{a}")].flat[0]) for a in ("u8", "s8")}
+    return all(abs(got[a] - probe_expected(a)) < PROBE_OUT_SCALE / 2 for a in got)  # f32 dequantisation: not bit-equal
+
+
+def _refuse_saturating(info: ModelInfo, name: str) -> None:
+    """An INT8 graph with 8-bit weights on a CPU whose OpenVINO kernels saturate: its labels would
+    differ from the graph's, and OpenVINO has no exact mode (ONNX Runtime's ort-cpu has)."""
     form = info.int8_form
-    if info.precision != "int8" or (form is not None and not form.saturates_without_vnni):
+    if info.precision != "int8" or (form is not None and not form.saturates_without_vnni) or int8_exact():
         return
-    flags = cpu_flags()
-    if not flags or flags & frozenset(VNNI_FLAGS):
-        return
-    logging.getLogger("roadseg").warning(
-        "%s: an INT8 graph with 8-bit weights on a CPU without VNNI: %s's labels are not checked against exact "
-        "arithmetic here; run it with --backend ort-cpu (exact), or export it with 7-bit weights (the default)",
-        info.path, name)  # fmt: skip
+    what = form.describe() if form is not None else "INT8 weights of unrecorded range"
+    raise RoadsegError(
+        f"{info.path}: {what}, and OpenVINO's CPU kernels saturate on 8-bit weights on this CPU ({saturating_cpu()}), "
+        f"so {name} would give other labels than the graph means; run it with --backend ort-cpu (exact arithmetic), "
+        "or export it with 7-bit weights (the default: roadseg export ... --precision int8)"
+    )
 
 
 class OpenVinoBackend(BaseBackend):
@@ -89,7 +108,7 @@ class OpenVinoBackend(BaseBackend):
         if why is not None:
             raise MissingDependencyError(f"backend {self.name}: {why}")
         if device == "CPU":
-            _warn_int8(self.info, self.name)
+            _refuse_saturating(self.info, self.name)
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         try:
             cache.mkdir(parents=True, exist_ok=True)
