@@ -101,11 +101,11 @@ class BackendSpec:
     def open(self, path: str | os.PathLike, opts: dict[str, Any], info: Any = None) -> Any:
         """Open `path` with the options this backend takes (None values and other backends' options
         dropped); `info`, the file's ModelInfo when the caller read it already, goes to ONNX backends."""
-        given = {k: v for k, v in opts.items() if v is not None and k in self.option_names()}
-        self.options(**given)  # the typed record of what was asked
+        typed = self.options(**{k: v for k, v in opts.items() if k in self.option_names()})
+        kwargs = {f.name: getattr(typed, f.name) for f in fields(typed) if getattr(typed, f.name) is not None}
         if info is not None:
-            given["info"] = info
-        return self.load()(path, **given)
+            kwargs["info"] = info
+        return self.load()(path, **kwargs)
 
 
 def check_options(opts: dict[str, Any]) -> None:
