@@ -166,7 +166,10 @@ def _default_cache() -> Path:
 def _device(row: rowreg.Row, cuda_reason: str | None) -> str:
     if row.kind == "torch":
         return "cuda" if cuda_reason is None else "cpu"
-    return "cpu" if row.backend == "ort-cpu" else "cuda"
+    from roadseg.runtime.backends import BACKENDS
+
+    spec = BACKENDS.get(row.backend or "")
+    return spec.device if spec is not None else "cuda"
 
 
 def run_bench(cfg: BenchConfig) -> dict:

@@ -5,7 +5,7 @@ A row is one way of running the model: PyTorch eager (the FP32 reference), PyTor
 on a provider with a precision variant of the exported graph, a native TensorRT engine built
 from that variant, or (`triton`) the INT8 graph served by a Triton server and measured from its
 client (triton_row.py). Given ready files instead of a checkpoint (`file_rows`: no PyTorch needed), a
-row is one file on one backend that can run it. Availability is decided before anything is exported or opened, from what is
+row is one file on one backend that takes its file type (the runtime's backend registry). Availability is decided before anything is exported or opened, from what is
 installed (`roadseg.runtime.backends.available_backends`); a row that then fails while it runs is
 reported as failed with the error, never silently dropped.
 """
@@ -124,7 +124,6 @@ def unavailable(names: list[str], backend_reasons: dict[str, str | None] | None 
     return out
 
 
-FILE_BACKENDS = {"onnx": ("ort-cpu", "ort-cuda", "ort-trt"), "engine": ("trt",)}
 PRECISION_RANK = {"fp32": 0, "fp16": 1, "int8": 2}  # most precise first: the reference of file rows
 
 
@@ -156,42 +155,49 @@ def describe(path: str | Path) -> ModelFile:
     return ModelFile(p, "onnx", info.precision, info.card, info.batch is None, bool(info.metadata.get(ORT_CPU_KEY)))
 
 
+def _file_backends() -> dict[str, list[str]]:
+    """Backend name -> its file suffixes, from the runtime's registry (one row per file it takes)."""
+    from roadseg.runtime.backends import BACKENDS
+
+    return {name: list(spec.suffixes) for name, spec in BACKENDS.items()}
+
+
 def file_rows(files: list[ModelFile], spec: str | list[str] | None) -> list[Row]:
-    """One row per (file, backend that runs its format), files in the order given; `spec`: `all` or
-    the runtime backends to use (ort-cpu, ort-cuda, ort-trt, trt)."""
-    known = [b for kind in FILE_BACKENDS.values() for b in kind]
-    wanted = known
+    """One row per (file, backend that takes its file type), files in the order given, backends in
+    registry order; `spec`: `all` or the runtime backends to use (ort-cpu, ort-cuda, ...)."""
+    takes = _file_backends()
+    wanted = list(takes)
     if spec is not None and spec not in ("all", ["all"]):
         wanted = [n.strip() for part in ([spec] if isinstance(spec, str) else spec) for n in part.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in known]
+        unknown = [n for n in wanted if n not in takes]
         if unknown or not wanted:
             raise UsageError(f"--backends {','.join(unknown) or '(empty)'}: with model files, choose `all` or "
-                             f"backends from: {', '.join(known)}")  # fmt: skip
+                             f"backends from: {', '.join(takes)}")  # fmt: skip
     names: set[str] = set()
     out = []
     for f in files:
-        for backend in (b for b in FILE_BACKENDS[f.kind] if b in wanted):
+        for backend in (b for b in takes if b in wanted and f.path.suffix.lower() in takes[b]):
             name = f"{backend}-{f.path.stem}"
             if name in names:
                 raise UsageError(f"{f.path}: two model files named {f.path.stem}; give files with different names")
             names.add(name)
             out.append(Row(name, f.kind, f.precision, backend, model=str(f.path), dynamic_batch=f.dynamic_batch))
     if not out:
-        raise UsageError(f"--backends {spec}: none of them runs {', '.join(f.path.name for f in files)} "
-                         f"(.onnx: {', '.join(FILE_BACKENDS['onnx'])}; .engine: trt)")  # fmt: skip
+        which = "; ".join(f"{name}: {' '.join(suffixes)}" for name, suffixes in takes.items() if name in wanted)
+        raise UsageError(f"--backends {spec}: none of them runs {', '.join(f.path.name for f in files)} ({which})")
     return out
 
 
 def file_reasons(rows: list[Row], files: list[ModelFile]) -> dict[str, str | None]:
-    """`unavailable` for file rows, plus the CPU-form INT8 graphs the GPU providers refuse."""
-    from roadseg.runtime.backends import available_backends
+    """`unavailable` for file rows, plus the CPU-form INT8 graphs that backends other than the CPU ones refuse."""
+    from roadseg.runtime.backends import BACKENDS, available_backends
 
     installed = available_backends()
     out = {}
     cpu_form = {str(f.path) for f in files if f.cpu_form}
     for row in rows:
         reason = installed.get(row.backend or "", f"backend {row.backend} unknown to this roadseg")
-        if reason is None and row.backend != "ort-cpu" and row.model in cpu_form:
+        if reason is None and row.model in cpu_form and not BACKENDS[row.backend or ""].cpu_form:
             reason = "this INT8 graph is rewritten for ONNX Runtime's CPU kernels; export one for GPUs with --int8-activations s8"
         out[row.name] = reason
     return out

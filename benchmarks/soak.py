@@ -372,10 +372,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     from roadseg.runtime.options import number, positive  # the CLI's own checks: one message for bad values
 
     seconds = number(float, lambda x: x >= 1, "must be at least 1 s")
+    from roadseg.runtime.backends import BACKENDS
+
     p = argparse.ArgumentParser(prog="python -m roadseg.benchmarks.soak", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", default="default", help="an .onnx or .engine, or `default` (the bundled model; default)")
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS], help="inference backend (default auto)")
     p.add_argument("--frames", type=positive, default=100_000, help="frames of the synthetic clip (default 100000)")
     p.add_argument("--every", type=positive, default=1000, help="sample RSS, fds and threads every N frames (default 1000)")
     p.add_argument("--warmup", type=positive, help="frames before the RSS/fd/thread baseline (default: frames/20, at least --every)")

@@ -203,10 +203,10 @@ def open_runner(job: Job, model: str | None = None) -> Any:
         from .triton_row import TritonRunner
 
         return TritonRunner(job.row, model or job.model, Path(job.work) / f"{job.row}-server")
-    from roadseg.runtime.backends import open_backend
+    from roadseg.runtime.backends import BACKENDS, open_backend
 
     opts = dict(job.backend_options)
-    if job.threads and job.backend != "trt":
+    if job.threads and (job.backend not in BACKENDS or "threads" in BACKENDS[job.backend].option_names()):
         opts["threads"] = job.threads
     return open_backend(model or job.model, job.backend or "auto", **opts)
 
@@ -360,7 +360,7 @@ class RowSession:
             elif job.streams:
                 out["streams"] = _streams(job, self.runner, self.frames)
             out["graph"] = getattr(self.runner, "graph", None)  # after timing: "captured" once replayed
-            gpu_row = job.cuda or (job.backend or "").startswith(("ort-cuda", "ort-trt", "trt"))
+            gpu_row = job.cuda or _on_gpu(job.backend)
             out["gpu_memory_mb"] = gpu_memory_mb() if gpu_row else None
         finally:
             self.close()
@@ -371,6 +371,13 @@ class RowSession:
         if self.runner is not None:
             runner, self.runner = self.runner, None
             runner.close()
+
+
+def _on_gpu(backend: str | None) -> bool:
+    from roadseg.runtime.backends import BACKENDS
+
+    spec = BACKENDS.get(backend or "")
+    return spec is not None and spec.device == "cuda"  # what gpu_memory_mb samples
 
 
 def error_line(e: BaseException) -> str:

@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_backend(p) -> None:
-    p.add_argument("--backend", default="auto", choices=["auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"], help="inference backend (default auto)")
+    p.add_argument("--backend", default="auto", choices=_backend_choices(), help="inference backend (default auto)")
 
 
 def _add_threads(p, help: str = "inference threads (ONNX Runtime intra-op; default: its own)") -> None:  # noqa: A002
@@ -160,6 +160,13 @@ def _cmd_export(a) -> int:
     opts = from_args(ExportOptions, a)
     export(opts)
     return 0
+
+
+def _backend_choices() -> list[str]:
+    """`auto` and every backend in the registry (roadseg.runtime.backends.registry)."""
+    from roadseg.runtime.backends import BACKENDS
+
+    return ["auto", *BACKENDS]
 
 
 def _add_run(sub) -> None:
@@ -390,7 +397,7 @@ def _add_bench(sub) -> None:
                    "and the bench exports every variant), or ready .onnx/.engine files (each on every backend that takes it, "
                    "the most precise file the reference; no PyTorch needed; without PyTorch `default` is its shipped files)")
     p.add_argument("--backends", default="all", metavar="LIST",
-                   help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32; with model files, backends: ort-cpu,ort-cuda,ort-trt,trt (default all)")  # fmt: skip
+                   help="`all` or comma-separated rows, e.g. torch,ort-cpu-fp32; with model files, backends: " + ",".join(_backend_choices()[1:]) + " (default all)")  # fmt: skip
     p.add_argument("--imgsz", type=_size32, nargs=2, metavar=("H", "W"), help="model input size (default: the model card's)")
     _add_frame_size(p, "frame size the graphs take (default: the model input size)")
     p.add_argument("--batch", type=_positive, nargs="+", default=[1], metavar="N",

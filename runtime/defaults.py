@@ -30,7 +30,6 @@ from .hashing import sha256_file
 BUNDLED_NAMES = ("default", "ddrnet23s_camvid")
 DEFAULT_CHECKPOINT = "ddrnet23s_camvid.pt"
 VARIANT_FILES = {"int8": "ddrnet23s_camvid_int8.onnx", "fp16": "ddrnet23s_camvid_fp16.onnx"}
-BACKEND_VARIANT = {"ort-cpu": "int8", "ort-cuda": "fp16", "ort-trt": "fp16", "trt": "fp16"}  # the fastest accepted
 GATE_KEY = "roadseg_gate"  # metadata: the variant's accuracy gate against FP32, as JSON
 
 
@@ -51,8 +50,12 @@ def is_bundled(model: str | os.PathLike) -> bool:
 
 
 def shipped_variant(backend: str) -> Path | None:
-    """The packaged variant of the bundled model for `backend` (ort-cpu: INT8; GPUs: FP16), or None."""
-    name = BACKEND_VARIANT.get(backend)
+    """The packaged variant of the bundled model for `backend` (its registry record's variant, the
+    fastest it runs within the gate: INT8 for ONNX Runtime's CPU, FP16 for GPUs), or None."""
+    from .backends.registry import BACKENDS
+
+    spec = BACKENDS.get(backend)
+    name = spec.variant if spec is not None else None
     path = variants_dir() / VARIANT_FILES[name] if name else None
     return path if path is not None and path.is_file() else None
 
@@ -121,12 +124,14 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
 
 def resolve_model(model: str | os.PathLike, backend: str = "ort-cpu") -> Path:
     """`default` (or its own name) -> the shipped variant for `backend`, else the cached FP32 export
-    (made on first use, with PyTorch); for the native TensorRT backend, the engine built from that
+    (made on first use, with PyTorch); for a backend that takes no .onnx (native TensorRT), the engine built from that
     file on first use and cached (export/default_engine.py: needs TensorRT and onnx, not PyTorch).
     Anything else -> its path. A file of that name in the current folder wins."""
     if not is_bundled(model):
         return Path(model)
+    from .backends.registry import BACKENDS
+
     onnx_file = shipped_variant(backend) or default_onnx()
-    if backend != "trt":
+    if backend not in BACKENDS or BACKENDS[backend].takes(onnx_file):
         return onnx_file
     return FIRST_USE["build_engine"](onnx_file)

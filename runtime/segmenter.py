@@ -31,8 +31,9 @@ class Segmenter:
     """Segmenter(model, backend="auto", **opts).
 
     model: an .onnx or .engine made by `roadseg export`, or "default" (the bundled model).
-    backend: "auto" | "ort-cpu" | "ort-cuda" | "ort-trt" | "trt"; opts go to the backend
-    (threads, graph_opt, device_id, trt_fp16, trt_int8, trt_cache_dir for ONNX Runtime)."""
+    backend: "auto" or a name in roadseg.runtime.backends.BACKENDS; opts go to the backend, each
+    taking the fields of its record's options dataclass (`roadseg.runtime.backends.registry.describe()`
+    lists every backend and its options)."""
 
     def __init__(self, model: str | os.PathLike, backend: str = "auto", **opts: Any) -> None:
         self._backend: Backend | None = open_backend(model, backend, **opts)

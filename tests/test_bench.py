@@ -494,9 +494,13 @@ def _file(name: str, precision: str, kind: str = "onnx", cpu_form: bool = False,
 
 def test_file_rows_pair_each_file_with_the_backends_of_its_format(monkeypatch):
     files = [_file("m_int8.onnx", "int8", cpu_form=True), _file("m_fp16.onnx", "fp16"), _file("m.engine", "fp16", "engine")]
+    from roadseg.runtime.backends import BACKENDS
+
     got = rows.file_rows(files, "all")
-    assert [r.name for r in got] == ["ort-cpu-m_int8", "ort-cuda-m_int8", "ort-trt-m_int8", "ort-cpu-m_fp16",
-                                     "ort-cuda-m_fp16", "ort-trt-m_fp16", "trt-m"]  # fmt: skip
+    assert [r.name for r in got if r.backend in ("ort-cpu", "ort-cuda", "ort-trt", "trt")] == [
+        "ort-cpu-m_int8", "ort-cuda-m_int8", "ort-trt-m_int8", "ort-cpu-m_fp16", "ort-cuda-m_fp16", "ort-trt-m_fp16", "trt-m"]  # fmt: skip
+    onnx_backends = [n for n, spec in BACKENDS.items() if spec.takes("x.onnx")]  # every backend of the registry that takes the file
+    assert [r.name for r in got if r.model == "m_fp16.onnx"] == [f"{n}-m_fp16" for n in onnx_backends]
     assert {r.model for r in got if r.backend == "trt"} == {"m.engine"} and all(r.dynamic_batch for r in got)
     assert [r.name for r in rows.file_rows(files, "ort-cpu,trt")] == ["ort-cpu-m_int8", "ort-cpu-m_fp16", "trt-m"]
     with pytest.raises(UsageError, match="choose `all` or backends from"):
@@ -510,7 +514,9 @@ def test_file_rows_pair_each_file_with_the_backends_of_its_format(monkeypatch):
 
     monkeypatch.setattr(backends, "available_backends", lambda model=None: dict.fromkeys(backends.BACKENDS))
     reasons = rows.file_reasons(got, files)
-    assert [n for n, why in reasons.items() if why] == ["ort-cuda-m_int8", "ort-trt-m_int8"]
+    refusing = [n for n in onnx_backends if not BACKENDS[n].cpu_form]  # the GPU providers (and ov-gpu/ov-npu)
+    assert {"ort-cuda", "ort-trt"} <= set(refusing) and "ort-cpu" not in refusing
+    assert [n for n, why in reasons.items() if why] == [f"{n}-m_int8" for n in refusing]
     assert "--int8-activations s8" in reasons["ort-cuda-m_int8"]
     # the reference is the most precise file's first runnable row
     assert rows.file_reference(got, reasons) == "ort-cpu-m_fp16"

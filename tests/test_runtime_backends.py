@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -322,7 +323,7 @@ def test_missing_provider_is_an_error_not_a_cpu_fallback(tiny_onnx, backend, pro
 def test_both_onnxruntime_wheels_get_their_own_hint(tiny_onnx, monkeypatch):
     """`roadseg[gpu]` adds onnxruntime-gpu next to the CPU wheel; both install one module and the
     CPU build can win: the error then names that, not the install that was already done."""
-    from roadseg.runtime.backends import ort as ort_backend
+    from roadseg.runtime.backends import probe as ort_backend  # the hints live with the probes
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDAExecutionProvider is installed here")
@@ -388,7 +389,8 @@ def test_onnxruntime_output_is_held_back_unless_verbose(tiny_onnx, noisy_onnxrun
 
 
 def test_registry_names():
-    assert set(BACKENDS) == {"ort-cpu", "ort-cuda", "ort-trt", "trt"}
+    assert {"ort-cpu", "ort-cuda", "ort-trt", "trt", "ov-cpu"} <= set(BACKENDS)
+    assert all(name == spec.name for name, spec in BACKENDS.items())
 
 
 def test_auto_picks_ort_cpu_here(tiny_onnx):
@@ -436,7 +438,7 @@ def test_auto_falls_through_any_error_of_a_gpu_provider_but_not_of_the_last(tiny
             tried.append(name)
             raise exc
 
-        return open_
+        return replace(BACKENDS[name], load=lambda: open_)
 
     monkeypatch.setitem(BACKENDS, "ort-trt", failing("ort-trt", RoadsegError("TensorRT EP: engine build failed")))
     monkeypatch.setitem(BACKENDS, "ort-cuda", failing("ort-cuda", MissingDependencyError("no cuDNN")))

@@ -1135,20 +1135,25 @@ def test_binding_plan_checks_the_frames_contract():
 
 
 def test_run_plan_fixed_and_dynamic():
-    from roadseg.runtime.backends.tensorrt_plan import BindingPlan, TensorInfo, plan_run
+    """How one call runs on an engine: the frame size (BindingPlan.run_hw) and the batches (its
+    batch_range, which BaseBackend.infer chunks with batch_chunks and pads)."""
+    from roadseg.runtime.backends.base import batch_chunks
+    from roadseg.runtime.backends.tensorrt_plan import BindingPlan, TensorInfo
+
+    def plan_run(n, h, w, plan):
+        return plan.run_hw(h, w), tuple(batch_chunks(n, *plan.batch_range))
 
     lo = TensorInfo("labels", False, "uint8", (-1, -1, -1))
     fixed = BindingPlan(TensorInfo("frames", True, "uint8", (2, 72, 96, 3)), lo)
-    rp = plan_run(5, 480, 640, fixed)
-    assert rp.run_hw == (72, 96) and rp.resize and rp.chunks == ((0, 2, 2), (2, 4, 2), (4, 5, 2))
-    assert not plan_run(2, 72, 96, fixed).resize
+    assert plan_run(5, 480, 640, fixed) == ((72, 96), ((0, 2, 2), (2, 4, 2), (4, 5, 2)))
+    assert plan_run(2, 72, 96, fixed)[0] == (72, 96)
     prof = ((1, 32, 48, 3), (1, 64, 96, 3), (8, 1080, 1920, 3))
     dyn = BindingPlan(TensorInfo("frames", True, "uint8", (-1, -1, -1, 3), profile=prof), lo)
-    assert plan_run(3, 480, 640, dyn) == type(rp)((480, 640), False, ((0, 3, 3),))
-    big = plan_run(19, 2160, 3840, dyn)  # outside the profile: runs at opt size, chunks of 8, last not padded
-    assert big.run_hw == (64, 96) and big.resize and big.chunks == ((0, 8, 8), (8, 16, 8), (16, 19, 3))
+    assert plan_run(3, 480, 640, dyn) == ((480, 640), ((0, 3, 3),))
+    # outside the profile: runs at opt size, chunks of 8, last not padded
+    assert plan_run(19, 2160, 3840, dyn) == ((64, 96), ((0, 8, 8), (8, 16, 8), (16, 19, 3)))
     prof2 = ((2, 32, 48, 3), (2, 64, 96, 3), (4, 1080, 1920, 3))
-    assert plan_run(1, 64, 96, replace(dyn, input=replace(dyn.input, profile=prof2))).chunks == ((0, 1, 2),)
+    assert plan_run(1, 64, 96, replace(dyn, input=replace(dyn.input, profile=prof2)))[1] == ((0, 1, 2),)
 
 
 def test_buffer_pool_reuses_and_grows_only():

@@ -7,13 +7,17 @@ library that is missing raises MissingDependencyError saying what to install.
 
 Every backend takes frames of any size: a graph with a fixed frame size gets them through
 `fit_frames` (bilinear in, labels back with nearest neighbour), the one place that convention lives;
-`batch_chunks` splits a batch for a graph with a bounded (or fixed) batch.
+`batch_chunks` splits a batch for a graph with a bounded (or fixed) batch. `BaseBackend.infer` does
+both, with the frame checks and the padding, once for every backend: a backend implements only how it
+opens, runs one ready batch, and closes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -105,3 +109,92 @@ def batch_chunks(n: int, smallest: int, largest: int) -> list[tuple[int, int, in
         stop = min(n, start + largest)
         chunks.append((start, stop, max(stop - start, smallest)))
     return chunks
+
+
+
+class BaseBackend:
+    """What every roadseg backend does around its own run: `infer(frames)` checks the frames once
+    (closed backend, dtype and shape), takes one frame or a batch, fits the frames to the size the
+    graph runs at (`run_size`), splits the batch into the chunks the graph takes (`batch_range`),
+    padding a short chunk with its last frame and dropping the padding's labels, and checks that the
+    labels came back as uint8 [N,H,W].
+
+    A subclass sets `name`, `path`, `card` and the tensor specs (`_inputs`, `_outputs`), and implements
+    `_run(batch)` (uint8 [B,H,W,3] contiguous, B within `batch_range` -> labels [B,H,W]), `closed` and
+    `close()`; it overrides `run_size`, `batch_range` or `_active` where its graph or library needs it.
+    """
+
+    name: str
+    path: Path
+    card: ModelCard
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def run_size(self, h: int, w: int) -> tuple[int, int] | None:
+        """The (H, W) the graph runs frames of h x w at; None: their own size."""
+        return None
+
+    def batch_range(self, n: int) -> tuple[int, int]:
+        """(smallest, largest) batch one run takes, for a call with n frames (default: any)."""
+        return 1, max(n, 1)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _active(self) -> contextlib.AbstractContextManager[Any]:
+        """Held around one infer() call's runs (a lock and a current CUDA context, say)."""
+        return contextlib.nullcontext()
+
+    def closed_error(self) -> RoadsegError:
+        return RoadsegError(f"{self.path}: backend {self.name} is closed")
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [H,W,3] or [N,H,W,3] BGR -> uint8 [H,W] or [N,H,W] class indices."""
+        if self.closed:
+            raise self.closed_error()
+        x = check_frames(frames)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        with self._active():
+            x, restore = fit_frames(x, self.run_size(*x.shape[1:3]))
+            parts = list(self._chunks(np.ascontiguousarray(x)))
+            labels = restore(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        return labels[0] if single else labels
+
+    def _chunks(self, x: np.ndarray) -> Iterator[np.ndarray]:
+        lo, hi = self.batch_range(len(x))
+        for start, stop, size in batch_chunks(len(x), lo, hi):
+            chunk, k = x[start:stop], stop - start
+            if k < size:  # pad the last chunk by repeating its last frame; the extra labels are dropped
+                chunk = np.ascontiguousarray(np.concatenate([chunk, np.repeat(chunk[-1:], size - k, axis=0)]))
+            yield self._checked(self._run(chunk), chunk)[:k]
+
+    def _checked(self, labels: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+        if labels.dtype != np.uint8 or labels.shape != chunk.shape[:3]:
+            raise RoadsegError(
+                f"{self.path}: the graph returned {labels.dtype} {list(labels.shape)} for frames {list(chunk.shape)}; "
+                "expected uint8 [N,H,W]: export it again with `roadseg export`"
+            )
+        return labels
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -36,39 +36,11 @@ from ..model import (
     strip_ort_prefix,
 )
 from . import probe
-from .base import TensorSpec, batch_chunks, check_frames, fit_frames
+from .base import BaseBackend
+from .probe import install_hint
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GRAPH_OPT = ("disable", "basic", "extended", "all")
-INSTALL_HINT = {
-    "cuda": "install the GPU build of ONNX Runtime: `pip install roadseg[gpu]` (onnxruntime-gpu) with the CUDA and "
-    "cuDNN 9 it was built for (onnxruntime-gpu 1.31: CUDA 13)",
-    "trt": "install the GPU build of ONNX Runtime and TensorRT: `pip install roadseg[gpu]` (onnxruntime-gpu and tensorrt) "
-    "with the CUDA and cuDNN 9 it was built for (onnxruntime-gpu 1.31: CUDA 13) and TensorRT 10 (libnvinfer on the library path)",
-}
-BOTH_WHEELS_HINT = ("onnxruntime and onnxruntime-gpu are both installed and share one `onnxruntime` module, so the CPU "
-                    "build can win: `pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")  # fmt: skip
-
-
-def _both_ort_wheels() -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.distribution("onnxruntime")
-        metadata.distribution("onnxruntime-gpu")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def install_hint(provider: str) -> str:
-    """What to do when a GPU provider is missing. roadseg depends on the CPU wheel, so `roadseg[gpu]`
-    installs both wheels, which overwrite each other's files (microsoft/onnxruntime#26996)."""
-    if provider in ("cuda", "trt") and _both_ort_wheels():
-        return BOTH_WHEELS_HINT
-    return INSTALL_HINT.get(provider, "check the onnxruntime install")
-
-
 def _graph_opt_level(ort: Any, name: str) -> Any:
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -142,7 +114,18 @@ def default_trt_cache_dir() -> Path:
     return cache_dir() / "ort-trt"
 
 
-class OrtBackend:
+def _check_args(provider: str, graph_opt: str, threads: int | None, device_id: int) -> None:
+    if provider not in PROVIDERS:
+        raise UsageError(f"ONNX Runtime provider '{provider}': choose one of {', '.join(PROVIDERS)}")
+    if graph_opt not in GRAPH_OPT:
+        raise UsageError(f"graph optimisation '{graph_opt}': choose one of {', '.join(GRAPH_OPT)}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"threads {threads!r}: give a positive number of threads (or leave it unset)")
+    if not isinstance(device_id, int) or device_id < 0:
+        raise UsageError(f"device id {device_id!r}: give a CUDA device index (0, 1, ...)")
+
+
+class OrtBackend(BaseBackend):
     """ONNX Runtime on provider "cpu", "cuda" or "trt" (the TensorRT execution provider).
 
     threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
@@ -177,14 +160,7 @@ class OrtBackend:
         nhwc: bool | None = None,
         info: ModelInfo | None = None,
     ) -> None:
-        if provider not in PROVIDERS:
-            raise UsageError(f"ONNX Runtime provider '{provider}': choose one of {', '.join(PROVIDERS)}")
-        if graph_opt not in GRAPH_OPT:
-            raise UsageError(f"graph optimisation '{graph_opt}': choose one of {', '.join(GRAPH_OPT)}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise UsageError(f"threads {threads!r}: give a positive number of threads (or leave it unset)")
-        if not isinstance(device_id, int) or device_id < 0:
-            raise UsageError(f"device id {device_id!r}: give a CUDA device index (0, 1, ...)")
+        _check_args(provider, graph_opt, threads, device_id)
         self.path = info.path if info is not None else check_onnx_file(path)
         self.provider = provider
         self.name = f"ort-{provider}"
@@ -197,20 +173,7 @@ class OrtBackend:
         self.device_id = device_id
         self._profile: tuple[NHW, NHW, NHW] | None = None  # the TensorRT EP's shape range (dynamic graphs)
         ep = PROVIDERS[provider]
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - a core dependency
-            raise MissingDependencyError(f"onnxruntime is not installed ({e}); `pip install roadseg`") from None
-        have = ort.get_available_providers()
-        if ep not in have:
-            raise MissingDependencyError(
-                f"backend {self.name}: this onnxruntime ({ort.__version__}) has no {ep} (it has {', '.join(have)}); "
-                f"{install_hint(provider)}"
-            )
-        why = probe.gpu_reason(self.name) if provider != "cpu" else None
-        if why is not None:  # checked before ONNX Runtime tries it (and falls back on its own)
-            raise MissingDependencyError(f"backend {self.name}: {why}; here use --backend ort-cpu (or auto)")
-
+        ort = self._import_provider(ep)
         so = ort.SessionOptions()
         so.graph_optimization_level = _graph_opt_level(ort, graph_opt)
         if threads is not None:
@@ -220,69 +183,34 @@ class OrtBackend:
         self.int8: str | None = _int8_arithmetic(file_info, so) if provider == "cpu" else None
         providers: list[Any] = []
         if provider == "trt":
-            cache = Path(trt_cache_dir) if trt_cache_dir is not None else default_trt_cache_dir()
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise RoadsegError(
-                    f"{cache}: cannot create the TensorRT engine cache folder ({e.strerror}); pass another one"
-                ) from None
-            if trt_int8 is None:  # the card says how the graph was exported: Q/DQ graphs need INT8 enabled
-                assert gpu_info is not None
-                trt_int8 = gpu_info.precision == "int8"
-            self._trt_options = {
-                "device_id": device_id,
-                "trt_fp16_enable": _flag(trt_fp16),
-                "trt_int8_enable": _flag(trt_int8),
-                "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": "True",
-                "trt_timing_cache_path": str(cache),
-            }
             assert gpu_info is not None
-            self._profile = trt_profile(gpu_info)
-            if self._profile is not None:
-                name = gpu_info.inputs[0].name
-                for key, (n, h, w) in zip(("min", "opt", "max"), self._profile):
-                    self._trt_options[f"trt_profile_{key}_shapes"] = f"{name}:{n}x{h}x{w}x3"
-            providers.append((ep, self._trt_options))
+            providers.append((ep, self._trt_ep(gpu_info, trt_fp16, trt_int8, trt_cache_dir)))
         cuda_options: dict[str, Any] = {"device_id": device_id}
         self.graph: str | None = "off" if provider == "cuda" else None  # "captured" once replaying, else why not
         want_graph = False
         if provider == "cuda":
             assert gpu_info is not None
-            fixed = gpu_info.frame_size is not None and gpu_info.batch is not None
-            want_graph = fixed if cuda_graph is None else bool(cuda_graph)
-            if want_graph and not fixed:
-                raise UsageError(f"{self.path}: a CUDA graph needs a fixed-shape graph (this one takes any batch or frame size); "
-                                 "export one with --frame-size and --batch, or drop --cuda-graph")  # fmt: skip
-            if nhwc if nhwc is not None else gpu_info.precision == "fp16":
-                cuda_options["prefer_nhwc"] = "1"
-            if not fixed:
-                self.graph = "off: the graph's batch or frame size is not fixed"
+            want_graph = self._cuda_ep(gpu_info, cuda_options, cuda_graph, nhwc)
         if provider in ("trt", "cuda"):
             providers.append(("CUDAExecutionProvider", cuda_options))
         providers.append("CPUExecutionProvider")  # nodes a GPU provider cannot run; checked below
-        session: Any = None
-        if want_graph:
-            try:
-                session = open_session(self.path, [("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"}),
-                                                   "CPUExecutionProvider"], so)  # fmt: skip
-            except RoadsegError as e:  # e.g. a node ONNX Runtime places on the CPU: no capture possible
-                self.graph = f"off: ONNX Runtime could not capture it ({e})"
-                want_graph = False
-        self.session = session if session is not None else open_session(self.path, providers, so)
+        self.session, want_graph = self._open_session(providers, so, cuda_options, want_graph)
+        self._adopt(ep, want_graph)
+
+    def _adopt(self, ep: str, want_graph: bool) -> None:
+        """Check that the session runs on `ep` (ONNX Runtime falls back silently) and describe it."""
         got = self.session.get_providers()
         if not got or got[0] != ep:
             self.session = None
             raise MissingDependencyError(
                 f"backend {self.name}: ONNX Runtime could not start {ep} for {self.path} and fell back to {', '.join(got)}; "
-                f"{install_hint(provider)}"
+                f"{install_hint(self.provider)}"
             )
         self.providers: list[str] = list(got)
         self.info: ModelInfo = describe_session(self.path, self.session)
         self.info.require_frames_graph()
         self.card: ModelCard = self.info.card
+        self._inputs, self._outputs = list(self.info.inputs), list(self.info.outputs)
         self._in = self.info.inputs[0]
         self._out = self.info.outputs[0]
         self._binding: Any = None
@@ -293,29 +221,82 @@ class OrtBackend:
         # the IO binding and its output buffer are shared state: one bound run at a time, and close()
         # waits for it (CPU sessions are run unbound, and ONNX Runtime's run() is thread-safe)
         self._lock = threading.Lock()
-        if provider != "cpu":
+        if self.provider != "cpu":
             self._binding = self.session.io_binding()
 
-    # -- Backend protocol ---------------------------------------------------------------------
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self.info.inputs)
+    def _import_provider(self, ep: str) -> Any:
+        """onnxruntime, once `ep` is listed and (GPU providers) probe.py finds what it needs; checked
+        before ONNX Runtime tries it, since it would fall back to the CPU on its own."""
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - a core dependency
+            raise MissingDependencyError(f"onnxruntime is not installed ({e}); `pip install roadseg`") from None
+        have = ort.get_available_providers()
+        if ep not in have:
+            raise MissingDependencyError(
+                f"backend {self.name}: this onnxruntime ({ort.__version__}) has no {ep} (it has {', '.join(have)}); "
+                f"{install_hint(self.provider)}"
+            )
+        why = probe.gpu_reason(self.name) if self.provider != "cpu" else None
+        if why is not None:
+            raise MissingDependencyError(f"backend {self.name}: {why}; here use --backend ort-cpu (or auto)")
+        return ort
 
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self.info.outputs)
+    def _trt_ep(self, gpu_info: ModelInfo, trt_fp16: bool, trt_int8: bool | None, trt_cache_dir: Any) -> dict[str, Any]:
+        """The TensorRT EP's options: precision flags, engine and timing caches, and the shape
+        profile of a dynamic graph (kept in self._profile: it decides run sizes and batches)."""
+        cache = Path(trt_cache_dir) if trt_cache_dir is not None else default_trt_cache_dir()
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RoadsegError(
+                f"{cache}: cannot create the TensorRT engine cache folder ({e.strerror}); pass another one"
+            ) from None
+        if trt_int8 is None:  # the card says how the graph was exported: Q/DQ graphs need INT8 enabled
+            trt_int8 = gpu_info.precision == "int8"
+        self._trt_options = {
+            "device_id": self.device_id,
+            "trt_fp16_enable": _flag(trt_fp16),
+            "trt_int8_enable": _flag(trt_int8),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(cache),
+        }
+        self._profile = trt_profile(gpu_info)
+        if self._profile is not None:
+            name = gpu_info.inputs[0].name
+            for key, (n, h, w) in zip(("min", "opt", "max"), self._profile):
+                self._trt_options[f"trt_profile_{key}_shapes"] = f"{name}:{n}x{h}x{w}x3"
+        return self._trt_options
 
-    def infer(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [H,W,3] or [N,H,W,3] BGR -> uint8 [H,W] or [N,H,W] class indices."""
-        if self.session is None:
-            raise RoadsegError(f"{self.path}: backend {self.name} is closed")
-        x = check_frames(frames)
-        single = x.ndim == 3
-        if single:
-            x = x[None]
-        x, restore = fit_frames(x, self._run_size(x))
-        labels = restore(self._run_batches(np.ascontiguousarray(x)))
-        return labels[0] if single else labels
+    def _cuda_ep(self, gpu_info: ModelInfo, cuda_options: dict[str, Any], cuda_graph: bool | None, nhwc: bool | None) -> bool:
+        """The CUDA EP's layout (into cuda_options) and whether to capture a CUDA graph (self.graph says why not)."""
+        fixed = gpu_info.frame_size is not None and gpu_info.batch is not None
+        want_graph = fixed if cuda_graph is None else bool(cuda_graph)
+        if want_graph and not fixed:
+            raise UsageError(f"{self.path}: a CUDA graph needs a fixed-shape graph (this one takes any batch or frame size); "
+                             "export one with --frame-size and --batch, or drop --cuda-graph")  # fmt: skip
+        if nhwc if nhwc is not None else gpu_info.precision == "fp16":
+            cuda_options["prefer_nhwc"] = "1"
+        if not fixed:
+            self.graph = "off: the graph's batch or frame size is not fixed"
+        return want_graph
+
+    def _open_session(self, providers: list[Any], so: Any, cuda_options: dict[str, Any], want_graph: bool) -> tuple[Any, bool]:
+        """The session, first with CUDA graph capture when wanted; (session, whether it captures)."""
+        if want_graph:
+            try:
+                return open_session(self.path, [("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"}),
+                                                "CPUExecutionProvider"], so), True  # fmt: skip
+            except RoadsegError as e:  # e.g. a node ONNX Runtime places on the CPU: no capture possible
+                self.graph = f"off: ONNX Runtime could not capture it ({e})"
+        return open_session(self.path, providers, so), False
+
+    # -- BaseBackend -----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self.session is None
 
     def close(self) -> None:
         with self._lock:
@@ -323,43 +304,27 @@ class OrtBackend:
             self._out_value = None
             self.session = None
 
-    def __enter__(self) -> OrtBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return (
             f"OrtBackend({str(self.path)!r}, provider={self.provider!r}, providers={getattr(self, 'providers', None)})"
         )
 
-    # -- internals -----------------------------------------------------------------------------
-    def _run_size(self, x: np.ndarray) -> tuple[int, int] | None:
+    def run_size(self, h: int, w: int) -> tuple[int, int] | None:
         """The (H, W) the graph runs at: its fixed size; under the TensorRT EP's profile, the frames'
         size when the profile covers it, else the profile's opt size; else the frames' own."""
         if self._profile is None:
             return self.info.frame_size
         (_, h0, w0), (_, h1, w1), (_, h2, w2) = self._profile
-        h, w = x.shape[1:3]
         return (h, w) if h0 <= h <= h2 and w0 <= w <= w2 else (h1, w1)
 
-    def _run_batches(self, x: np.ndarray) -> np.ndarray:
+    def batch_range(self, n: int) -> tuple[int, int]:
+        """The graph's fixed batch, the TensorRT EP's profile range, else any."""
+        if self._profile is not None:
+            return self._profile[0][0], self._profile[2][0]
         batch = self.info.batch
-        lo, hi = (batch, batch) if batch is not None else (1, len(x))
-        if self._profile is not None:  # the TensorRT EP's batch range
-            lo, hi = self._profile[0][0], self._profile[2][0]
-        if lo <= len(x) <= hi:
-            return self._run(x)
-        out = []
-        for start, stop, size in batch_chunks(len(x), lo, hi):
-            chunk = x[start:stop]
-            k = len(chunk)
-            if k < size:  # pad the last chunk by repeating its last frame; the extra labels are dropped
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - k, axis=0)])
-            out.append(self._run(np.ascontiguousarray(chunk))[:k])
-        return np.concatenate(out)
+        return (batch, batch) if batch is not None else (1, max(n, 1))
 
+    # -- internals -----------------------------------------------------------------------------
     def _run(self, x: np.ndarray) -> np.ndarray:
         session = self.session
         if session is not None and self._binding is None:
@@ -367,7 +332,7 @@ class OrtBackend:
         else:
             with self._lock:
                 if self.session is None:
-                    raise RoadsegError(f"{self.path}: backend {self.name} is closed")
+                    raise self.closed_error()
                 try:
                     result = self._run_bound(x)
                 except Exception as e:  # noqa: BLE001 - ORT raises pybind types (Fail, RuntimeException, ...)
@@ -378,11 +343,6 @@ class OrtBackend:
                         f"({_one_line(e)}); run it with --backend ort-cuda, or build an engine for --backend trt: "
                         f"roadseg export {self.path} --to engine"
                     ) from None
-        if result.dtype != np.uint8 or result.shape != x.shape[:3]:
-            raise RoadsegError(
-                f"{self.path}: the graph returned {result.dtype} {list(result.shape)} for frames {list(x.shape)}; "
-                "expected uint8 [N,H,W]: export it again with `roadseg export`"
-            )
         return result
 
     def _run_bound(self, x: np.ndarray) -> np.ndarray:

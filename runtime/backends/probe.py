@@ -95,3 +95,32 @@ def gpu_reason(name: str) -> str | None:
     if name == "ort-trt" and not has_nvinfer():
         return "TensorRT libraries (libnvinfer) not found; `pip install tensorrt`"
     return None
+
+
+INSTALL_HINT = {
+    "cuda": "install the GPU build of ONNX Runtime: `pip install roadseg[gpu]` (onnxruntime-gpu) with the CUDA and "
+    "cuDNN 9 it was built for (onnxruntime-gpu 1.31: CUDA 13)",
+    "trt": "install the GPU build of ONNX Runtime and TensorRT: `pip install roadseg[gpu]` (onnxruntime-gpu and tensorrt) "
+    "with the CUDA and cuDNN 9 it was built for (onnxruntime-gpu 1.31: CUDA 13) and TensorRT 10 (libnvinfer on the library path)",
+}
+BOTH_WHEELS_HINT = ("onnxruntime and onnxruntime-gpu are both installed and share one `onnxruntime` module, so the CPU "
+                    "build can win: `pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")  # fmt: skip
+
+
+def _both_ort_wheels() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution("onnxruntime")
+        metadata.distribution("onnxruntime-gpu")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def install_hint(provider: str) -> str:
+    """What to do when a GPU provider is missing. roadseg depends on the CPU wheel, so `roadseg[gpu]`
+    installs both wheels, which overwrite each other's files (microsoft/onnxruntime#26996)."""
+    if provider in ("cuda", "trt") and _both_ort_wheels():
+        return BOTH_WHEELS_HINT
+    return INSTALL_HINT.get(provider, "check the onnxruntime install")

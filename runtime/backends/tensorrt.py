@@ -41,6 +41,7 @@ the planning logic (binding plan, run plan, buffer pool) is plain Python in tens
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -48,7 +49,7 @@ import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +58,13 @@ import numpy as np
 from ..card import ModelCard
 from ..engine import EngineSidecar, rebuild_command, sidecar_path, verify_engine
 from ..errors import MissingDependencyError, RoadsegError, UsageError
-from .base import TensorSpec, check_frames, fit_frames
+from .base import BaseBackend
 from .tensorrt_plan import (
     BindingPlan,
     BufferPool,
     TensorInfo,
     binding_plan,
     check_plugin_policy,
-    plan_run,
     specs_from_plan,
     specs_from_sidecar,
 )
@@ -190,7 +190,7 @@ def engine_tensors(engine: trt.ICudaEngine, source: str = "engine") -> list[Tens
     return out
 
 
-class TensorRTBackend:
+class TensorRTBackend(BaseBackend):
     """Backend "trt": a roadseg TensorRT plan, verified against its sidecar, run with pycuda.
 
     device_id: the CUDA device. cuda_graph: replay execute_async_v3 as a CUDA graph while the input shape stays.
@@ -245,14 +245,10 @@ class TensorRTBackend:
         self._closed = False
         self._at_exit: Callable[[], None] | None = None
 
-    # -- Backend protocol ---------------------------------------------------------------------
+    # -- BaseBackend -----------------------------------------------------------------------------
     @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
+    def closed(self) -> bool:
+        return self._closed
 
     def load(self) -> None:
         """Create the CUDA context and deserialise the plan now, on the calling thread (infer()
@@ -260,20 +256,24 @@ class TensorRTBackend:
         with self._lock:
             self._ensure_loaded()
 
-    def infer(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [H,W,3] or [N,H,W,3] BGR -> uint8 [H,W] or [N,H,W] class indices."""
-        x = check_frames(frames)
-        single = x.ndim == 3
-        if single:
-            x = x[None]
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        """One call at a time, loaded, with the backend's CUDA context current on this thread."""
         with self._lock:
             self._ensure_loaded()
             self._ctx.push()
             try:
-                labels = self._infer(x)
+                yield
             finally:
                 self._ctx.pop()
-        return labels[0] if single else labels
+
+    def run_size(self, h: int, w: int) -> tuple[int, int]:
+        assert self._plan is not None  # loaded by _active
+        return self._plan.run_hw(h, w)
+
+    def batch_range(self, n: int) -> tuple[int, int]:
+        assert self._plan is not None
+        return self._plan.batch_range
 
     def close(self) -> None:
         """Free the engine, buffers and CUDA context; from any thread. The context is pushed, the
@@ -299,19 +299,13 @@ class TensorRTBackend:
         if getattr(self, "_ctx", None) is not None:
             self.close()
 
-    def __enter__(self) -> TensorRTBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"TensorRTBackend({str(self.path)!r}, device_id={self.device_id}, cuda_graph={self.cuda_graph})"
 
     # -- internals -----------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
         if self._closed:
-            raise RoadsegError(f"{self.path}: backend trt is closed")
+            raise self.closed_error()
         if self._ctx is not None:
             return
         cuda = self._cuda
@@ -390,23 +384,16 @@ class TensorRTBackend:
         self._bound = None
         self._shape = None
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        assert self._plan is not None
-        n, h, w = x.shape[:3]
-        rp = plan_run(n, h, w, self._plan)
-        x, restore = fit_frames(x, rp.run_hw)
-        parts = [self._execute(x[start:stop], batch) for start, stop, batch in rp.chunks]
-        return restore(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self._execute(batch)
 
-    def _execute(self, chunk: np.ndarray, batch: int) -> np.ndarray:
+    def _execute(self, chunk: np.ndarray) -> np.ndarray:
+        """One batch (already padded to a size the engine takes) through the engine."""
         cuda, context, plan, pool = self._cuda, self._context, self._plan, self._pool
         assert context is not None and plan is not None and pool is not None
-        k = len(chunk)
-        in_shape = (batch, *chunk.shape[1:])
+        in_shape = tuple(chunk.shape)
         host_in, dev_in, _ = pool.get(plan.input.name, in_shape, plan.input.dtype)
-        host_in[:k] = chunk
-        if batch > k:  # pad with the last frame; its labels are dropped
-            host_in[k:] = chunk[-1]
+        host_in[:] = chunk
         if self._shape != in_shape:
             if not context.set_input_shape(plan.input.name, in_shape):
                 raise RoadsegError(
@@ -437,7 +424,7 @@ class TensorRTBackend:
                 raise RoadsegError(f"{self.path}: TensorRT failed to execute the engine (see its messages above)")
         cuda.memcpy_dtoh_async(host_out, dev_out, stream)
         stream.synchronize()
-        result = host_out[:k].copy()
+        result = host_out.copy()
         repeated, self._last_key = self._last_key == key, key
         if self.cuda_graph and not self._graph_failed and self._graph is None and repeated:
             self._capture(key)

@@ -4,8 +4,8 @@ feeds it what TensorRT reports; the tests feed it fakes).
 
 - binding_plan: the engine must be roadseg's frames->labels graph (one uint8 [N,H,W,3] input on the
   device, one uint8 [N,H,W] output, a profile for every dynamic dimension);
-- plan_run: the frame size a call runs at and its batches (chunked to the profile's largest, padded
-  to its smallest);
+- BindingPlan.run_hw / batch_range: the frame size a call runs at and the batches the engine takes
+  (BaseBackend.infer chunks to the profile's largest and pads to its smallest);
 - BufferPool: pinned host and device buffers per tensor, grown only;
 - check_plugin_policy, specs_from_sidecar / specs_from_plan: what is refused before deserialising,
   and the tensor specs before and after.
@@ -23,7 +23,7 @@ import numpy as np
 from ..card import ModelCard
 from ..engine import EngineSidecar, rebuild_command
 from ..errors import RoadsegError
-from .base import TensorSpec, batch_chunks
+from .base import TensorSpec
 
 SYMBOLIC = ("N", "H", "W")
 
@@ -70,6 +70,14 @@ class BindingPlan:
     def dynamic(self) -> bool:
         return any(d < 0 for d in self.input.shape)
 
+    def run_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The (H, W) frames of h x w run at: a fixed-size engine's size; a dynamic one's, the frames'
+        own when its profile covers them, else the profile's opt size."""
+        if self.fixed_size is not None:
+            return self.fixed_size
+        (hmin, wmin), (hopt, wopt), (hmax, wmax) = self.size_range()
+        return (h, w) if hmin <= h <= hmax and wmin <= w <= wmax else (hopt, wopt)
+
     def size_range(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """(min, opt, max) frame (H, W)."""
         (h0, h1, h2), (w0, w1, w2) = self._range(1), self._range(2)
@@ -106,31 +114,6 @@ def binding_plan(tensors: Sequence[TensorInfo], source: str) -> BindingPlan:
                 f"{source}: input '{i.name}' is dynamic but has no optimisation profile; rebuild the engine"
             )
     return BindingPlan(i, o)
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """How one infer() call runs: at which frame size, in which batches."""
-
-    run_hw: tuple[int, int]  # (H, W) the engine runs at
-    resize: bool  # frames are resized to run_hw, labels back to the frame size
-    # (start, stop, batch): frames [start, stop) run as one batch of `batch` (padded with the last frame)
-    chunks: tuple[tuple[int, int, int], ...]
-
-
-def plan_run(n: int, h: int, w: int, plan: BindingPlan) -> RunPlan:
-    """Frame size: a fixed-size engine runs at its size; a dynamic one at the frame's size when its
-    profile covers it, else at the profile's opt size. Batch: chunks of at most the largest batch
-    the engine takes, each padded up to the smallest (a fixed batch pads every chunk to it)."""
-    fixed = plan.fixed_size
-    if fixed is not None:
-        run_hw = fixed
-    else:
-        (hmin, wmin), (hopt, wopt), (hmax, wmax) = plan.size_range()
-        inside = hmin <= h <= hmax and wmin <= w <= wmax
-        run_hw = (h, w) if inside else (hopt, wopt)
-    bmin, bmax = plan.batch_range
-    return RunPlan(run_hw, run_hw != (h, w), tuple(batch_chunks(n, bmin, bmax)))
 
 
 class BufferPool:
@@ -217,6 +200,6 @@ def specs_from_plan(plan: BindingPlan) -> tuple[list[TensorSpec], list[TensorSpe
 
 
 __all__ = [
-    "BindingPlan", "BufferPool", "RunPlan", "TensorInfo", "binding_plan", "check_plugin_policy", "plan_run",
+    "BindingPlan", "BufferPool", "TensorInfo", "binding_plan", "check_plugin_policy",
     "specs_from_plan", "specs_from_sidecar",
 ]  # fmt: skip
