@@ -150,7 +150,7 @@ def _probe(errors: dict[str, str], name: str, fn, *args):
 
 def collect(threads: int | None = None) -> dict:
     """The environment block of results.json."""
-    from roadseg.runtime.version import __version__
+    from roadseg.core.version import __version__
 
     torch_version = torch_cuda = cudnn = None
     try:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError
 
 UNLABELLED_COUNT = 16  # frames read from a video or folder (agreement only)
 
@@ -41,7 +41,7 @@ class BenchFrames:
 
 def _is_local_media(spec: str) -> bool:
     """A local folder, image or video file (read as frames), not a camera, URL or `synthetic`."""
-    from roadseg.runtime.images import IMAGE_EXTS, VIDEO_EXTS
+    from roadseg.core.images import IMAGE_EXTS, VIDEO_EXTS
 
     p = Path(spec).expanduser()
     return p.is_dir() or (p.is_file() and p.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)

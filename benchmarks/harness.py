@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime.backends import ENGINE_SUFFIXES
-from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.naming import check_stream_count
 from roadseg.runtime.redact import redact
 
@@ -125,7 +125,7 @@ def _checkpoint_and_card(model: str):
     if not _torch_importable():
         raise RoadsegError(f"{model}: benchmarking a checkpoint needs PyTorch (it is the reference, and every variant is "
                            "exported from it): pip install \"roadseg[train]\", or bench ready .onnx/.engine files")  # fmt: skip
-    from roadseg.runtime.card import ModelCard
+    from roadseg.core.card import ModelCard
     from roadseg.train.checkpoint import load_raw, resolve
 
     path = resolve(model)
@@ -184,7 +184,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         RoadsegError: a model, source, dataset or report folder that cannot be used (before any row runs).
         UsageError: options that contradict each other.
     """
-    from roadseg.runtime.atomic import check_writable
+    from roadseg.core.atomic import check_writable
 
     from . import environment, report
     from . import frames as framesrc
@@ -394,7 +394,7 @@ def _fill(res: RowResult, got: dict, batch: tuple[int, ...]) -> None:
 def _accuracy(results: list[RowResult], labels_files: dict[str, Path], masks: np.ndarray | None, card,
               reference: str | None) -> None:  # fmt: skip
     """Label agreement with the reference row, and mIoU on labelled frames."""
-    from roadseg.runtime.metrics import ConfusionMatrix, label_agreement
+    from roadseg.core.metrics import ConfusionMatrix, label_agreement
 
     ref_file = labels_files.get(reference) if reference else None
     ref = np.load(ref_file) if ref_file is not None else None

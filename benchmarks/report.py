@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roadseg.runtime.atomic import atomic_path
+from roadseg.core.atomic import atomic_path
 from roadseg.runtime.stats import PIPELINE_STAGES
 
 from .portable import portable

@@ -17,8 +17,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
 
 REFERENCE = "torch"  # the FP32 reference: agreement and speed-up are relative to it
 

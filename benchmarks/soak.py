@@ -212,7 +212,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from roadseg.runtime.atomic import atomic_path
+    from roadseg.core.atomic import atomic_path
 
     samples = [s for s in result["samples"] if s["frame"] > 0]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
@@ -283,9 +283,9 @@ def report(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from roadseg.core.version import __version__
     from roadseg.runtime.backends import open_backend
     from roadseg.runtime.pipeline import StreamError, run_stream
-    from roadseg.runtime.version import __version__
 
     warmup = args.warmup if args.warmup is not None else max(args.every, args.frames // 20)
     t_start = time.perf_counter()
@@ -396,8 +396,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from roadseg.runtime.atomic import atomic_path, check_writable
-    from roadseg.runtime.errors import RoadsegError
+    from roadseg.core.atomic import atomic_path, check_writable
+    from roadseg.core.errors import RoadsegError
 
     from .portable import portable
 

@@ -32,7 +32,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from roadseg.runtime.errors import MissingDependencyError, RoadsegError
+from roadseg.core.errors import MissingDependencyError, RoadsegError
 
 INSTALL_HINT = "pip install --no-deps nvidia-pytriton && pip install 'tritonclient[grpc,http]' (see docs/EXPORT.md)"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.errors import RoadsegError
 
 CALIB_SYNTHETIC = 32  # synthetic calibration frames when no --calib / --data / --source is given
 
@@ -79,7 +79,7 @@ class Variants:
 
     def __init__(self, checkpoint: Path, imgsz: tuple[int, int] | None, frame_size: tuple[int, int], batch: int,
                  cache: Path, calib: str | None, verify: str | None, calib_count: int = 100) -> None:  # fmt: skip
-        from roadseg.runtime.version import __version__
+        from roadseg.core.version import __version__
 
         self.checkpoint = checkpoint
         self.imgsz = imgsz

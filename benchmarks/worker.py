@@ -382,7 +382,7 @@ def _on_gpu(backend: str | None) -> bool:
 
 def error_line(e: BaseException) -> str:
     """A failed row's reason in one line: a RoadsegError's own message, else the type and first line."""
-    from roadseg.runtime.errors import RoadsegError
+    from roadseg.core.errors import RoadsegError
 
     text = str(e).strip()
     return str(e) if isinstance(e, RoadsegError) else f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"

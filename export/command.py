@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from roadseg.runtime.atomic import atomic_path, check_writable
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.atomic import atomic_path, check_writable
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
 
 from . import frames as framesrc
 from .onnx_export import sample_frames, save_onnx, to_onnx

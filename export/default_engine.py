@@ -17,12 +17,12 @@ import hashlib
 import sys
 from pathlib import Path
 
-from roadseg.runtime.atomic import check_writable
+from roadseg.core.atomic import check_writable
+from roadseg.core.errors import MissingDependencyError
+from roadseg.core.hashing import sha256_file
+from roadseg.core.version import __version__
 from roadseg.runtime.defaults import cache_dir
 from roadseg.runtime.engine import sidecar_path
-from roadseg.runtime.errors import MissingDependencyError
-from roadseg.runtime.hashing import sha256_file
-from roadseg.runtime.version import __version__
 
 
 def engine_key(onnx_file: Path, trt_version: str, gpu_name: str, compute_capability: str) -> str:

@@ -1,7 +1,7 @@
 """Frames for calibration and verification: a labelled dataset (CamVid, Cityscapes or folder
 layout, detected from its files), a folder of images, or a video. Frames come back as BGR uint8
 at the graph's frame size (masks resized with nearest neighbour), as a deployed camera sends them.
-Images are found and decoded, and videos opened, by the runtime (roadseg.runtime.images and its
+Images are found and decoded, and videos opened, by the runtime (roadseg.core.images and its
 video reader), so `roadseg export` reads a folder or video exactly as `roadseg run` does."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from roadseg.runtime.errors import RoadsegError
-from roadseg.runtime.images import list_images, read_bgr8, to_bgr8
+from roadseg.core.errors import RoadsegError
+from roadseg.core.images import list_images, read_bgr8, to_bgr8
 
 
 def detect_layout(root: Path) -> str | None:

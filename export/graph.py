@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roadseg.runtime.card import ModelCard
+from roadseg.core.card import ModelCard
 from roadseg.train.models.blocks import resize
 
 PRE_PREFIX, POST_PREFIX = "/pre/", "/post/"

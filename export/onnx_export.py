@@ -15,8 +15,8 @@ import onnxslim
 import torch
 from torch import nn
 
-from roadseg.runtime.atomic import atomic_path
-from roadseg.runtime.card import INPUT_NAME, OUTPUT_NAME, RAW_INPUT_NAME, RAW_OUTPUT_NAME, ModelCard
+from roadseg.core.atomic import atomic_path
+from roadseg.core.card import INPUT_NAME, OUTPUT_NAME, RAW_INPUT_NAME, RAW_OUTPUT_NAME, ModelCard
 
 from .graph import FramesToLabels
 from .spec import GraphSpec, set_metadata

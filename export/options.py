@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roadseg.runtime.card import ModelCard
+from roadseg.core.card import ModelCard
 from roadseg.runtime.options import option, positive, size32, unit
 
 if TYPE_CHECKING:

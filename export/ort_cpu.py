@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from roadseg.runtime.card import INPUT_NAME
+from roadseg.core.card import INPUT_NAME
 from roadseg.runtime.model import ORT_CPU_KEY
 
 from .graph import PRE_PREFIX

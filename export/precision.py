@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.errors import RoadsegError
 from roadseg.runtime.int8 import Int8Form
 
 from .graph import POST_PREFIX, PRE_PREFIX

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from roadseg.runtime.card import CARD_KEY, ModelCard
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.card import CARD_KEY, ModelCard
+from roadseg.core.errors import RoadsegError
 from roadseg.runtime.model import EXPORT_KEY
 
 

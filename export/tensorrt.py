@@ -34,8 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from roadseg.runtime.atomic import atomic_path, check_writable
-from roadseg.runtime.card import ModelCard
+from roadseg.core.atomic import atomic_path, check_writable
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
+from roadseg.core.hashing import sha256_file
+from roadseg.core.version import __version__
 from roadseg.runtime.engine import (
     AMPERE,
     EngineSidecar,
@@ -47,9 +50,6 @@ from roadseg.runtime.engine import (
     trt_version_tuple,
     write_sidecar,
 )
-from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
-from roadseg.runtime.hashing import sha256_file
-from roadseg.runtime.version import __version__
 
 from .gpu import gpu_info
 from .options import ExportOptions, engine_path

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roadseg.runtime.atomic import atomic_path, check_writable
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.atomic import atomic_path, check_writable
+from roadseg.core.errors import RoadsegError
 
 if TYPE_CHECKING:
     import tensorrt as trt

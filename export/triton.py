@@ -46,10 +46,10 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
-from roadseg.runtime.atomic import DIR_MODE
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
-from roadseg.runtime.version import __version__
+from roadseg.core.atomic import DIR_MODE
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
+from roadseg.core.version import __version__
 
 from .options import ExportOptions, repository_path
 from .spec import GraphSpec

@@ -22,8 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from roadseg.core.errors import RoadsegError
 from roadseg.runtime.defaults import GATE_KEY, VARIANT_FILES, variants_dir
-from roadseg.runtime.errors import RoadsegError
 
 RECIPES = {  # file -> export options
     VARIANT_FILES["int8"]: {"precision": "int8", "int8_activations": "u8", "int8_weight_bits": 7},

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from roadseg.runtime.card import ModelCard
+from roadseg.core.card import ModelCard
+from roadseg.core.metrics import ConfusionMatrix, label_agreement
 from roadseg.runtime.int8 import EXACT_OPTION
-from roadseg.runtime.metrics import ConfusionMatrix, label_agreement
 
 MIN_AGREEMENT = 0.999  # FP32 graph vs PyTorch, label maps
 MAX_LOGIT_DIFF = 1e-4  # FP32 raw graph vs PyTorch, logits

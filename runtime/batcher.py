@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from roadseg.core.errors import RoadsegError, UsageError
+
 from .backends.base import fit_frames
-from .errors import RoadsegError, UsageError
 from .redact import redact
 from .sources import Frame, Source, open_source
 from .stats import Stats

@@ -22,8 +22,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import RoadsegError
-from .hashing import sha256_file
+from roadseg.core.errors import RoadsegError
+from roadseg.core.hashing import sha256_file
 
 # the names and the file of roadseg.train.checkpoint.BUNDLED (a test keeps the two in step); found
 # here without importing roadseg.train, which imports torch
@@ -89,7 +89,7 @@ def bundled_checkpoint() -> Path:
 
 
 def _version() -> str:
-    from roadseg.runtime.version import __version__
+    from roadseg.core.version import __version__
 
     return __version__
 
@@ -112,7 +112,7 @@ def default_onnx(checkpoint: str | os.PathLike | None = None) -> Path:
     target = cached_path(ckpt)
     if target.is_file() and target.stat().st_size > 0:
         return target
-    from roadseg.runtime.atomic import check_writable
+    from roadseg.core.atomic import check_writable
 
     check_writable(target, fix="set ROADSEG_CACHE to a writable folder")  # the user named no output path
     if importlib.util.find_spec("torch") is None:

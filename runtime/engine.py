@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path
-from .card import ModelCard
-from .errors import RoadsegError
-from .hashing import sha256_file
+from roadseg.core.atomic import atomic_path
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError
+from roadseg.core.hashing import sha256_file
 
 SIDECAR_FORMAT = 1
 SIDECAR_MAX_BYTES = 4 << 20  # a sidecar is a few KB; anything this large is not one

@@ -12,7 +12,8 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import RoadsegError
+from roadseg.core.errors import RoadsegError
+
 from .progress import stream_state
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roadseg.core.card import CARD_KEY, ModelCard
+from roadseg.core.errors import RoadsegError
+
 from .backends import ENGINE_SUFFIXES
 from .backends.base import TensorSpec
-from .card import CARD_KEY, ModelCard
-from .errors import RoadsegError
 from .int8 import INT8_KEY, Int8Form
 
 EXPORT_KEY = "roadseg_export"  # how the graph was made: {"frame_size", "batch", "dynamic", "raw", "precision"}

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from roadseg.core.errors import UsageError
+
 from .redact import redact
 
 MAX_STREAMS = 256  # more sources than any machine decodes live; a mistake (a glob gone wrong), refused

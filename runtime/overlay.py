@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from .card import ModelCard
+from roadseg.core.card import ModelCard
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -52,7 +52,7 @@ class Overlay:
 
     def __init__(self, card: ModelCard, alpha: float = 0.5, legend: bool = True, hud: bool = True):
         if not 0.0 <= alpha <= 1.0:
-            from .errors import UsageError
+            from roadseg.core.errors import UsageError
 
             raise UsageError(f"--alpha must be between 0 and 1, not {alpha}")
         self.classes = list(card.classes)

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from roadseg.core.errors import RoadsegError, UsageError
+
 from .batcher import Batcher, StreamState, fixed_batch, model_label, open_all, report_failure
-from .errors import RoadsegError, UsageError
 from .finalize import Finalizer
 from .naming import check_distinct_outputs, check_stream_count, stream_names, stream_outputs
 from .progress import progress_table, snapshot, stream_state

@@ -19,8 +19,9 @@ from typing import Any
 
 import cv2
 
-from .errors import RoadsegError
-from .images import read_image
+from roadseg.core.errors import RoadsegError
+from roadseg.core.images import read_image
+
 from .redact import redact
 
 SYNTHETIC_LOOP = 1800  # one minute at 30 FPS

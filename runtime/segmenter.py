@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError
+
 from .backends import open_backend
 from .backends.base import Backend, TensorSpec
-from .card import ModelCard
-from .errors import RoadsegError
 
 
 class Segmenter:

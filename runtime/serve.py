@@ -41,7 +41,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 
-from .errors import RoadsegError, UsageError
+from roadseg.core.errors import RoadsegError, UsageError
+
 from .redact import redact
 
 CLIENT_TIMEOUT = 10.0  # seconds a viewer may stall (or a connection idle) before it is dropped

@@ -29,9 +29,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, check_folder, check_writable, publish, temp_beside
-from .errors import RoadsegError, UsageError
-from .images import list_images
+from roadseg.core.atomic import atomic_path, check_folder, check_writable, publish, temp_beside
+from roadseg.core.errors import RoadsegError, UsageError
+from roadseg.core.images import list_images
+
 from .videoenc import open_writer
 
 # container -> codec: H.264 through PyAV (mp4v through OpenCV without it), MJPG through OpenCV

@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RoadsegError, UsageError
-from .images import list_images, to_bgr8
+from roadseg.core.errors import RoadsegError, UsageError
+from roadseg.core.images import list_images, to_bgr8
+
 from .readers import CaptureReader, ImageReader, IterReader, Reader, SyntheticReader, Undecodable, wait_for_native_calls
 from .redact import redact
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RoadsegError
+from roadseg.core.errors import RoadsegError
 
 log = logging.getLogger("roadseg")
 

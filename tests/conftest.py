@@ -68,7 +68,7 @@ def _train_tiny(steps: int = 30):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+    from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
     from roadseg.train.checkpoint import atomic_save, make_checkpoint
 
     model = _train_tiny()
@@ -135,7 +135,7 @@ def hand_onnx(card: dict | str | None, kind: str = "conv", classes: int = 11, ex
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from roadseg.runtime.card import CARD_KEY
+    from roadseg.core.card import CARD_KEY
     from roadseg.runtime.model import EXPORT_KEY
 
     frames = helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, 16, 16, 3])

@@ -17,12 +17,12 @@ import pytest
 
 from roadseg.benchmarks import harness, rows
 from roadseg.cli import build_parser
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime import defaults
 from roadseg.runtime.backends import BACKENDS, available_backends, open_backend, resolve_backend
 from roadseg.runtime.backends.base import BaseBackend
 from roadseg.runtime.backends.registry import BackendSpec, describe
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
 
 CARD = ModelCard(name="m", arch="a", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11, input_size=[8, 12])
 

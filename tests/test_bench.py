@@ -17,7 +17,7 @@ import pytest
 from roadseg.benchmarks import rows
 from roadseg.benchmarks.harness import BenchConfig
 from roadseg.benchmarks.stats import speedup, summarize, throughput_fps
-from roadseg.runtime.errors import UsageError
+from roadseg.core.errors import UsageError
 
 TWO_ROWS = ["torch", "ort-cpu-fp32"]
 GPU_ROWS = ["torch-fp16", "ort-cuda-fp32", "ort-trt-fp16", "trt-fp16"]
@@ -486,7 +486,7 @@ def test_stream_counts_expand_one_count_to_powers_of_two():
 
 
 def _file(name: str, precision: str, kind: str = "onnx", cpu_form: bool = False, dynamic: bool = True):
-    from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+    from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 
     card = ModelCard(name="m", arch="a", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11, input_size=[64, 96])
     return rows.ModelFile(Path(name), kind, precision, card, dynamic, cpu_form)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from roadseg.cli import main
+from roadseg.core.errors import RoadsegError
 from roadseg.data import CAMVID_COUNTS, FetchOptions, download, download_camvid
-from roadseg.runtime.errors import RoadsegError
 
 TINY = {"train": 3, "val": 2, "test": 1}
 

@@ -198,8 +198,8 @@ def test_default_engine_is_built_once_per_tensorrt_and_gpu(fake_tensorrt, tmp_pa
 
 def test_auto_runs_default_on_native_tensorrt_and_falls_back_when_the_build_fails(fake_tensorrt, monkeypatch, caplog):
     import roadseg.runtime.backends as backends
+    from roadseg.core.errors import RoadsegError
     from roadseg.export.gpu import GpuInfo
-    from roadseg.runtime.errors import RoadsegError
 
     state = fake_tensorrt
     opened = []

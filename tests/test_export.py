@@ -16,13 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from roadseg.core.card import CARD_KEY, ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.export.command import ExportOptions, export
 from roadseg.export.graph import FramesToLabels
 from roadseg.runtime import backends
 from roadseg.runtime.backends import resolve_backend
 from roadseg.runtime.backends.ort import OrtBackend
-from roadseg.runtime.card import CARD_KEY, ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.model import ORT_CPU_KEY
 from roadseg.runtime.synthetic import make_dataset, make_scene
 from roadseg.train.checkpoint import load_model
@@ -375,8 +375,8 @@ def test_cli_export_one_line_errors(tmp_path):
 def test_unlabelled_frames_are_read_as_the_runtime_reads_them(tmp_path):
     """Calibration/verification frames: natural order, subfolders, gray/BGRA/16-bit converted like a
     stream's frames, undecodable files skipped, videos opened with a clear error when they cannot be."""
+    from roadseg.core.images import list_images, read_bgr8
     from roadseg.export.frames import unlabelled
-    from roadseg.runtime.images import list_images, read_bgr8
 
     d = tmp_path / "frames"
     (d / "sub").mkdir(parents=True)

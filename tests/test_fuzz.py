@@ -52,7 +52,7 @@ if kind in ("image", "video"):
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 proto = os.fdopen(os.dup(1), "w")  # answers go here; anything a loader prints goes to stderr
 os.dup2(2, 1)
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.errors import RoadsegError
 
 if kind == "checkpoint":
     import torch
@@ -339,7 +339,7 @@ def byte_cases(bases: dict[str, bytes], n: int, seed: int, magic: bytes, ext: st
 def checkpoint_bases(tmp_path_factory) -> dict[str, Path]:
     import torch
 
-    from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+    from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
     from roadseg.train.checkpoint import atomic_save, make_checkpoint, strip
     from roadseg.train.models import build
 
@@ -412,7 +412,7 @@ def test_fuzz_checkpoint_structure(checkpoint_bases, tmp_path):
 
 
 def _card_dict() -> dict:
-    from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+    from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 
     return ModelCard(name="fz", arch="none", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11,
                      input_size=(16, 16)).to_dict()  # fmt: skip

@@ -24,6 +24,7 @@ import pytest
 import torch
 from torch import nn
 
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.export import verify
 from roadseg.export.int8_probe import build as build_probe
 from roadseg.export.onnx_export import to_onnx
@@ -31,7 +32,6 @@ from roadseg.export.ort_cpu import tune
 from roadseg.export.precision import int8_form, to_int8
 from roadseg.export.spec import GraphSpec, set_metadata, set_props
 from roadseg.runtime import int8
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.int8 import EXACT_OPTION, INT8_KEY, Int8Form
 from roadseg.train.models.blocks import resize
 

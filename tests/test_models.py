@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.errors import RoadsegError
 from roadseg.train.models import DESCRIPTIONS, MODELS, build
 from roadseg.train.models.attention import ATTENTION_KINDS, make_attention
 

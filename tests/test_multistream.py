@@ -13,8 +13,8 @@ import pytest
 from conftest import decode_count
 from test_stream_pipeline import FakeBackend, ramp_frames
 
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime.backends.base import TensorSpec
-from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.iterate import iterate
 from roadseg.runtime.naming import stream_name, stream_names, stream_outputs
 from roadseg.runtime.pipeline import run_stream, run_streams

@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 
 from roadseg.cli import build_parser
+from roadseg.core.errors import UsageError
 from roadseg.data import FetchOptions
 from roadseg.export.options import ExportOptions
-from roadseg.runtime.errors import UsageError
 from roadseg.runtime.options import add_options, cli_fields, from_args, option, positive
 from roadseg.runtime.stream_options import StreamOptions
 from roadseg.train.config import TrainConfig

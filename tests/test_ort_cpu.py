@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.export import ort_cpu
 from roadseg.export.onnx_export import to_onnx
 from roadseg.export.precision import to_int8
 from roadseg.export.spec import GraphSpec
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.synthetic import make_scene
 from roadseg.train.models.blocks import resize
 

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from conftest import TINY_FRAME_SIZE
 
+from roadseg.core.errors import UsageError
 from roadseg.runtime.backends import open_backend, probe
 from roadseg.runtime.backends.ort import OrtBackend
-from roadseg.runtime.errors import UsageError
 
 
 class FakeOrtValue:

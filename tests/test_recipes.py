@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from roadseg.cli import build_parser, main
-from roadseg.runtime.errors import UsageError
+from roadseg.core.errors import UsageError
 from roadseg.train.recipes import CAMVID_WEIGHTS, RECIPES, expand
 
 

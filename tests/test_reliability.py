@@ -20,8 +20,8 @@ import pytest
 from conftest import decode_count, hand_onnx, run_until_masks
 
 from roadseg.cli import build_parser, main
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from roadseg.core.errors import RoadsegError
 from roadseg.runtime.model import inspect_model
 
 pytestmark = pytest.mark.timeout(120)
@@ -286,7 +286,7 @@ def test_refused_checkpoint_names_what_it_needs_whatever_torch_says(tmp_path, mo
 
     import torch
 
-    from roadseg.runtime.errors import RoadsegError
+    from roadseg.core.errors import RoadsegError
     from roadseg.train.checkpoint import load_raw
 
     torch.save({"state_dict": {}, "model": {}, "card": {}, "x": _Payload(str(tmp_path / "pwned"))}, tmp_path / "p.pt")
@@ -317,8 +317,8 @@ def test_eval_refuses_a_bad_output_before_evaluating(flag, target, words, tmp_pa
 
 def test_unwritable_model_cache_names_roadseg_cache(tmp_path, monkeypatch):
     """The user gave no output path, so "choose another output path" was the wrong fix."""
+    from roadseg.core.errors import RoadsegError
     from roadseg.runtime import defaults
-    from roadseg.runtime.errors import RoadsegError
 
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("ROADSEG_CACHE", str(tmp_path / "file" / "cache"))

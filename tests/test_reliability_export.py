@@ -131,8 +131,8 @@ def test_bad_calibration_sets_are_refused_before_any_tracing(tiny_checkpoint, tm
     import numpy as np
 
     import roadseg.export.command as command
+    from roadseg.core.errors import RoadsegError
     from roadseg.export.command import ExportOptions, export
-    from roadseg.runtime.errors import RoadsegError
 
     def traced(*a, **k):
         raise AssertionError("the network was traced before the calibration set was checked")

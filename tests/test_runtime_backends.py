@@ -16,12 +16,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, CARD_KEY, ModelCard
+from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
 from roadseg.runtime import defaults
 from roadseg.runtime.backends import BACKENDS, available_backends, open_backend, probe, resolve_backend
 from roadseg.runtime.backends.base import Backend
 from roadseg.runtime.backends.ort import OrtBackend
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, CARD_KEY, ModelCard
-from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
 from roadseg.runtime.model import EXPORT_KEY, inspect_model
 from roadseg.runtime.segmenter import Segmenter
 from roadseg.runtime.synthetic import make_scene

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime.serve import BOUNDARY, LiveView, parse_serve
 
 pytestmark = pytest.mark.timeout(60)

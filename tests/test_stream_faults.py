@@ -21,7 +21,7 @@ from test_multistream import BatchBackend
 from test_stream_cli import run_cli
 from test_stream_pipeline import ramp_frames
 
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime.iterate import iterate
 from roadseg.runtime.naming import check_distinct_outputs, stream_names, stream_outputs
 from roadseg.runtime.pipeline import run_streams
@@ -365,7 +365,7 @@ def test_a_target_that_cannot_be_replaced_is_refused_before_the_work(tmp_path, t
 
 
 def test_a_rename_that_fails_after_the_work_keeps_the_file_and_says_where(tmp_path, immutable):
-    from roadseg.runtime.atomic import publish, temp_beside
+    from roadseg.core.atomic import publish, temp_beside
 
     target = immutable(tmp_path / "o.mp4")
     tmp = temp_beside(target, ".tmp.mp4")
@@ -376,7 +376,7 @@ def test_a_rename_that_fails_after_the_work_keeps_the_file_and_says_where(tmp_pa
 
 
 def test_another_users_file_in_a_sticky_folder_is_refused(tmp_path, monkeypatch):
-    from roadseg.runtime.atomic import check_writable
+    from roadseg.core.atomic import check_writable
 
     folder = tmp_path / "shared"
     folder.mkdir()

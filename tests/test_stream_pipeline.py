@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from conftest import decode_count
 
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime import sinks
 from roadseg.runtime.backends.base import TensorSpec, fit_frames
 from roadseg.runtime.batcher import infer_frames
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.iterate import iterate
 from roadseg.runtime.overlay import Overlay, blend, colorize, palette_lut
 from roadseg.runtime.pipeline import run_stream
@@ -525,7 +525,7 @@ def test_a_really_full_disk_leaves_a_playable_video(small_tmpfs):
 
 
 def test_mask_write_error_mid_stream_is_clear(tmp_path, monkeypatch):
-    real = Path.write_bytes  # how MaskSink writes a mask's temporary file (runtime.atomic.atomic_path)
+    real = Path.write_bytes  # how MaskSink writes a mask's temporary file (core/atomic.py atomic_path)
     count = {"n": 0}
 
     def failing_write_bytes(path, data):
@@ -561,7 +561,7 @@ def test_video_sink_temporary_name_and_no_file_without_frames(tmp_path):
 def test_atomic_writes_never_touch_the_process_umask(tmp_path, monkeypatch):
     """Setting the umask to read it is process-wide (a file another thread creates meanwhile gets
     0666): it is read once at import, and published files get 0666 & ~umask."""
-    from roadseg.runtime import atomic
+    from roadseg.core import atomic
 
     def no_umask(*a):
         raise AssertionError("os.umask called while writing")

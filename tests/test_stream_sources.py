@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
+from roadseg.core.errors import RoadsegError, UsageError
 from roadseg.runtime import readers
-from roadseg.runtime.errors import RoadsegError, UsageError
 from roadseg.runtime.sources import FrameBuffer, open_source, to_bgr8
 
 pytestmark = pytest.mark.timeout(60)  # pytest-timeout: a hung stream fails, never blocks CI

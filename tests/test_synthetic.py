@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from roadseg.runtime.card import CAMVID_CLASSES
-from roadseg.runtime.errors import UsageError
+from roadseg.core.card import CAMVID_CLASSES
+from roadseg.core.errors import UsageError
 from roadseg.runtime.synthetic import PAVEMENT, ROAD, SKY, SyntheticClip, make_dataset, make_scene
 
 SMALL = (120, 160)

@@ -25,9 +25,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
 from roadseg.export.command import ExportOptions
 from roadseg.export.spec import GraphSpec
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 from roadseg.runtime.engine import (
     EngineSidecar,
     read_sidecar,
@@ -36,7 +37,6 @@ from roadseg.runtime.engine import (
     verify_engine,
     write_sidecar,
 )
-from roadseg.runtime.errors import MissingDependencyError, RoadsegError, UsageError
 
 TRT_VERSION = "10.13.0.35"
 CARD = ModelCard(name="tiny", arch="fastscnn", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, ignore_index=11,
@@ -865,7 +865,7 @@ def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     after a power loss: fsync the file, then rename, then fsync the folder."""
     import os
 
-    from roadseg.runtime import atomic
+    from roadseg.core import atomic
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace

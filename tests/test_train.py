@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import CAMVID, needs_camvid
 
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
-from roadseg.runtime.metrics import ConfusionMatrix
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
+from roadseg.core.metrics import ConfusionMatrix
 from roadseg.runtime.synthetic import make_dataset, make_scene
 from roadseg.train import trainer
 from roadseg.train.checkpoint import atomic_save, load_model, load_raw, make_checkpoint, strip

@@ -17,10 +17,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import MissingDependencyError
 from roadseg.export.command import ExportOptions, export
 from roadseg.export.triton import read_card_parameter
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import MissingDependencyError
 
 ONNX_TO_TRITON = {TensorProto.UINT8: "TYPE_UINT8", TensorProto.FLOAT: "TYPE_FP32", TensorProto.FLOAT16: "TYPE_FP16"}
 
@@ -114,7 +114,7 @@ def tiny(request, tmp_path_factory):
         pass
     import torch
 
-    from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE
+    from roadseg.core.card import CAMVID_CLASSES, CAMVID_PALETTE
     from roadseg.train.checkpoint import atomic_save, make_checkpoint
     from roadseg.train.models import build
 
@@ -317,7 +317,7 @@ def test_strict_model_config_when_tritonclient_is_installed(fixed_onnx, dynamic_
 
 
 def test_triton_options_are_checked(fixed_onnx, tmp_path):
-    from roadseg.runtime.errors import UsageError
+    from roadseg.core.errors import UsageError
 
     with pytest.raises(UsageError, match="--instances"):
         triton(fixed_onnx, tmp_path / "r", instances=0)
@@ -338,8 +338,8 @@ def test_model_name_is_a_safe_folder_name():
 
 
 def test_instance_kind_per_platform(fixed_onnx, tmp_path, monkeypatch, capsys):
+    from roadseg.core.errors import UsageError
     from roadseg.export import tensorrt
-    from roadseg.runtime.errors import UsageError
 
     monkeypatch.setattr(tensorrt, "build_engine", lambda model, card, spec, opts, src: Path(opts.output).write_bytes(b"P"))
     monkeypatch.setattr(tensorrt, "require_tensorrt", lambda: "10.0")
@@ -358,7 +358,7 @@ def test_instance_kind_per_platform(fixed_onnx, tmp_path, monkeypatch, capsys):
 
 
 def test_cpu_form_int8_graph_gets_cpu_instances(fixed_onnx, tmp_path):
-    from roadseg.runtime.errors import UsageError
+    from roadseg.core.errors import UsageError
     from roadseg.runtime.model import ORT_CPU_KEY
 
     m = onnx.load(str(fixed_onnx))
@@ -399,8 +399,8 @@ def test_python_platform_repository(fixed_onnx, tmp_path):
 
 
 def test_python_platform_refuses_a_raw_graph_before_any_work(tiny_checkpoint, tmp_path, monkeypatch):
+    from roadseg.core.errors import UsageError
     from roadseg.export import command
-    from roadseg.runtime.errors import UsageError
 
     def traced(*a, **k):
         raise AssertionError("refused only after tracing")

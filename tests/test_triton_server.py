@@ -184,7 +184,7 @@ def test_other_platforms_fail_only_for_their_missing_backend(served, clients, ba
 def test_a_server_that_cannot_start_is_reported_and_gone(tmp_path):
     import os
 
-    from roadseg.runtime.errors import RoadsegError
+    from roadseg.core.errors import RoadsegError
 
     why = missing()
     if why:

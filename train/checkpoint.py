@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from roadseg.runtime.atomic import atomic_path
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError
-from roadseg.runtime.version import __version__
+from roadseg.core.atomic import atomic_path
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError
+from roadseg.core.version import __version__
 
 from .models import build
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from roadseg.runtime.errors import UsageError
+from roadseg.core.errors import UsageError
 from roadseg.runtime.options import (
     decay,
     nonnegative,

@@ -1,5 +1,5 @@
 """Evaluation: mIoU, per-class IoU and pixel accuracy of a PyTorch model on a labelled split, with
-the same numpy metric code (runtime.metrics) every other stage uses. Frames are resized to the
+the same numpy metric code (core/metrics.py) every other stage uses. Frames are resized to the
 model input size and the network asked for its logits at the label size (one bilinear upsampling,
 align_corners=False), exactly as the exported graph does."""
 
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from roadseg.runtime.atomic import atomic_path, check_folder
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.metrics import ConfusionMatrix
+from roadseg.core.atomic import atomic_path, check_folder
+from roadseg.core.card import ModelCard
+from roadseg.core.metrics import ConfusionMatrix
 
 from .data import EvalTransform, SegDataset
 

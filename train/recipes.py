@@ -20,7 +20,7 @@ drive (its val is then trained on, so its val number is not an estimate).
 
 from __future__ import annotations
 
-from roadseg.runtime.errors import UsageError
+from roadseg.core.errors import UsageError
 
 # CamVid's 11 classes weighted (median share / share)^0.25 (docs/MODEL.md)
 CAMVID_WEIGHTS = "0.718,0.663,1.456,0.614,1.0,0.825,1.392,1.422,0.935,1.655,1.968"

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
 
 from .checkpoint import atomic_save, load_model, load_raw, resolve, strip
 

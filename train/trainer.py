@@ -32,9 +32,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
-from roadseg.runtime.atomic import check_folder
-from roadseg.runtime.card import ModelCard
-from roadseg.runtime.errors import RoadsegError, UsageError
+from roadseg.core.atomic import check_folder
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError, UsageError
 
 from .checkpoint import BUNDLED, atomic_save, check_state_dict, load_raw, make_checkpoint, resolve
 from .config import TrainConfig

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import RoadsegError, UsageError
+from roadseg.core.errors import RoadsegError, UsageError
+
 from .base import Backend, TensorSpec
 from .registry import BACKENDS, ENGINE_SUFFIXES, BackendSpec, check_options, ranked
 

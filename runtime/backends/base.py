@@ -22,8 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..card import ModelCard
-from ..errors import RoadsegError
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError
 
 
 @dataclass(frozen=True)

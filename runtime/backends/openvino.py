@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ..card import ModelCard
-from ..errors import MissingDependencyError, RoadsegError, UsageError
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
+
 from ..int8 import PROBE_CHANNELS, PROBE_FILE, PROBE_OUT_SCALE, probe_expected, saturating_cpu
 from ..model import ModelInfo, check_onnx_file, inspect_model
 from .base import BaseBackend

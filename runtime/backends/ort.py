@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ..card import ModelCard
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
+
 from ..engine import NHW, default_profile
-from ..errors import MissingDependencyError, RoadsegError, UsageError
 from ..int8 import EXACT_OPTION, exactness, needs_exact_mode, saturating_cpu
 from ..model import (
     ORT_CPU_KEY,

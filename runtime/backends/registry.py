@@ -22,7 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError, UsageError
+from roadseg.core.errors import MissingDependencyError, UsageError
+
 from . import probe as _probe
 
 ONNX_SUFFIXES = (".onnx",)

@@ -55,9 +55,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..card import ModelCard
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
+
 from ..engine import EngineSidecar, rebuild_command, sidecar_path, verify_engine
-from ..errors import MissingDependencyError, RoadsegError, UsageError
 from .base import BaseBackend
 from .tensorrt_plan import (
     BindingPlan,

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..card import ModelCard
+from roadseg.core.card import ModelCard
+from roadseg.core.errors import RoadsegError
+
 from ..engine import EngineSidecar, rebuild_command
-from ..errors import RoadsegError
 from .base import TensorSpec
 
 SYMBOLIC = ("N", "H", "W")

@@ -28,7 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import UsageError
+from roadseg.core.errors import UsageError
+
 from .geometry import BICYCLIST, BUILDING, CAR, FENCE, PAVEMENT, PEDESTRIAN, POLE, ROAD, SIGN, SKY, TREE
 from .movers import add_people, add_traffic
 from .street import _NOISE_PAD, _World

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..card import CAMVID_CLASSES
+from roadseg.core.card import CAMVID_CLASSES
 
 _CLS = {name: i for i, name in enumerate(CAMVID_CLASSES)}
 SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE = (_CLS[n] for n in ("Sky", "Building", "Pole", "Road", "Pavement", "Tree"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from roadseg.runtime.errors import RoadsegError
+from roadseg.core.errors import RoadsegError
 
 
 @dataclass

@@ -19,9 +19,9 @@ import colorsys
 import re
 from pathlib import Path
 
-from roadseg.runtime.card import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
-from roadseg.runtime.errors import RoadsegError
-from roadseg.runtime.images import IMAGE_EXTS
+from roadseg.core.card import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
+from roadseg.core.errors import RoadsegError
+from roadseg.core.images import IMAGE_EXTS
 
 from .base import DatasetInfo, Sample, SegDataset
 

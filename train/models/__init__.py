@@ -43,7 +43,7 @@ DESCRIPTIONS: dict[str, str] = {
 
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
-    from roadseg.runtime.errors import RoadsegError
+    from roadseg.core.errors import RoadsegError
 
     if name not in MODELS:
         raise RoadsegError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))} (see `roadseg models`)")

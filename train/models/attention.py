@@ -142,7 +142,7 @@ def make_attention(kind: str | None, channels: int) -> nn.Module:
         return NonLocal(channels)
     if kind == "danet":
         return DANetHead(channels)
-    from roadseg.runtime.errors import RoadsegError
+    from roadseg.core.errors import RoadsegError
 
     choices = ", ".join(str(k) for k in ATTENTION_KINDS)
     raise RoadsegError(f"unknown attention '{kind}'; choose one of: {choices}")

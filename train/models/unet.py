@@ -59,7 +59,7 @@ class UNet(nn.Module):
     ):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
-            from roadseg.runtime.errors import RoadsegError
+            from roadseg.core.errors import RoadsegError
 
             raise RoadsegError(f"unknown upsample '{upsample}'; choose one of: {', '.join(UPSAMPLE_MODES)}")
         widths = [base * 2**i for i in range(depth + 1)]
