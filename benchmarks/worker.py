@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from roadseg.runtime.backends.base import TensorSpec, fit_frames
+from roadseg.runtime.backends.base import TensorSpec, TensorSpecs, fit_frames
 from roadseg.runtime.redact import redact
 
 from .triton_row import CLIENTS
@@ -94,7 +94,7 @@ def _half_net(net: Any) -> Any:
     return HalfNet()
 
 
-class TorchRunner:
+class TorchRunner(TensorSpecs):
     """PyTorch running the exact exported computation (FramesToLabels), with the Backend protocol,
     so the runtime pipeline streams through it like any backend.
 
@@ -140,14 +140,6 @@ class TorchRunner:
         self.frame_size = (int(h), int(w))
         self._inputs = [TensorSpec("frames", (1, h, w, 3), "uint8")]
         self._outputs = [TensorSpec("labels", (1, h, w), "uint8")]
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         torch = self.torch

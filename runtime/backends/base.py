@@ -111,8 +111,23 @@ def batch_chunks(n: int, smallest: int, largest: int) -> list[tuple[int, int, in
     return chunks
 
 
+class TensorSpecs:
+    """The `inputs`/`outputs` of the Backend protocol, from `_inputs`/`_outputs` (copies, so callers
+    cannot change them); shared by every backend and the bench's PyTorch runner."""
 
-class BaseBackend:
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+
+class BaseBackend(TensorSpecs):
     """What every roadseg backend does around its own run: `infer(frames)` checks the frames once
     (closed backend, dtype and shape), takes one frame or a batch, fits the frames to the size the
     graph runs at (`run_size`), splits the batch into the chunks the graph takes (`batch_range`),
@@ -127,16 +142,6 @@ class BaseBackend:
     name: str
     path: Path
     card: ModelCard
-    _inputs: list[TensorSpec]
-    _outputs: list[TensorSpec]
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     @property
     def closed(self) -> bool:
