@@ -192,13 +192,14 @@ def export(opts: ExportOptions) -> Path:
         _check_onnx_options(opts, src_spec, src, proto)
         _preflight(opts, card, src_spec, src)
         return _from_onnx(opts, card, src_spec, src, proto)
-    opts = replace(opts, precision=opts.precision or "fp32")
+    precision = opts.precision or "fp32"
+    opts = replace(opts, precision=precision)
     if opts.imgsz:
         card = card.replace(input_size=list(opts.imgsz))
     if opts.raw and opts.frame_size:
         raise UsageError("--raw exports the bare network at the model input size (--imgsz); --frame-size does not apply")
     frame_size = None if opts.dynamic else tuple(opts.frame_size or card.input_size)
-    spec = GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, opts.precision)
+    spec = GraphSpec(frame_size, opts.batch, opts.dynamic, opts.raw, precision)
     target = _preflight(opts, card, spec, src)
     out = target if opts.to == "onnx" else output_path(opts, card, spec, src, ".onnx")
     # calibration and verification frames are read (and an empty or too small set refused) before any tracing
