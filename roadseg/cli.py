@@ -523,6 +523,17 @@ def _need_torch(command: str) -> None:
                            "(the base install is the runtime: run, demo, bench on .onnx/.engine files)") from None  # fmt: skip
 
 
+def _interrupted(e: BaseException) -> bool:
+    """A Ctrl-C that Python wrapped on its way out: a KeyboardInterrupt raised while a class was being
+    made (a lazy import's dataclass: "Error calling __set_name__ ...") comes back as a RuntimeError
+    whose cause it is."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     from roadseg.train.recipes import expand
 
@@ -544,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"roadseg {args.command}: error: {redact(e)}\n")  # no camera password in any error line
         return e.exit_code
     except KeyboardInterrupt:
+        sys.stderr.write(f"roadseg {args.command}: interrupted\n")
+        return 130
+    except RuntimeError as e:
+        if not _interrupted(e):
+            raise
         sys.stderr.write(f"roadseg {args.command}: interrupted\n")
         return 130
     finally:

@@ -458,3 +458,27 @@ def test_matrix_names_existing_tests():
     assert len(named) > 60
     missing = [f"{f}::{t}" for f, t in sorted(named) if not re.search(rf"(?m)^def {t}\(", (root / "tests" / f).read_text())]
     assert not missing, missing
+
+
+def test_a_ctrl_c_that_python_wrapped_is_still_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C while a lazy import makes a dataclass reaches the CLI as a RuntimeError caused by the
+    KeyboardInterrupt ("Error calling __set_name__ ..."): still "interrupted" and 130, no traceback;
+    any other RuntimeError is a bug and propagates."""
+    import roadseg.cli as cli
+
+    def interrupted_import(a):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'depth' in '_Part'") from e
+
+    monkeypatch.setattr(cli, "_cmd_models", interrupted_import)
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err == "roadseg models: interrupted\n"
+
+    def bug(a):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(cli, "_cmd_models", bug)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        cli.main(["models"])
