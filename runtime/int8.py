@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -117,31 +118,53 @@ def probe_outputs(exact: bool = False) -> dict[str, float]:
     if exact:
         so.add_session_config_entry(*EXACT_OPTION)
     sess = ort.InferenceSession(str(PROBE_FILE), so, providers=["CPUExecutionProvider"])
-    x = np.zeros((1, PROBE_CHANNELS, 2, 2), np.float32)
-    feeds = {"x_u8": x + 255, "x_s8": x + 127}
-    out = sess.run(["y_u8", "y_s8"], feeds)
+    out = sess.run(["y_u8", "y_s8"], probe_feeds())
     return {"u8": float(out[0].flat[0]), "s8": float(out[1].flat[0])}
+
+
+def probe_feeds() -> dict[str, np.ndarray]:
+    """The probe's inputs: the largest activation of each type on every channel."""
+    x = np.zeros((1, PROBE_CHANNELS, 2, 2), np.float32)
+    return {"x_u8": x + 255, "x_s8": x + 127}
+
+
+def probe_exact(got: dict[str, float], within: float | None = None) -> bool:
+    """Whether a kernel's probe outputs {"u8": v, "s8": v} are the exact ones: equal, or (a kernel
+    that dequantises in float) closer than `within`."""
+    for activations, value in got.items():
+        error = abs(value - probe_expected(activations))
+        if (error != 0) if within is None else (error >= within):
+            return False
+    return True
 
 
 @cache
 def native_int8_exact() -> bool:
     """True when ONNX Runtime's default CPU kernels compute full-range (8-bit weight) INT8 graphs
     exactly on this machine, for both activation types; asked once per process."""
-    got = probe_outputs()
-    return all(got[a] == probe_expected(a) for a in ("u8", "s8"))
+    return probe_exact(probe_outputs())
 
 
-def needs_exact_mode(form: Int8Form | None) -> bool:
+def _never_saturates(form: Int8Form | None) -> bool:
+    return form is not None and not form.saturates_without_vnni
+
+
+def describe_form(form: Int8Form | None) -> str:
+    return form.describe() if form is not None else "INT8 weights of unrecorded range"
+
+
+def needs_exact_mode(form: Int8Form | None, kernels_exact: Callable[[], bool] | None = None) -> bool:
     """Whether an INT8 graph of this form (None: not recorded, assumed 8-bit) would give labels on
-    this CPU's native kernels that differ from what it means, so must run with EXACT_OPTION."""
-    if form is not None and not form.saturates_without_vnni:
+    this CPU's native kernels that differ from what it means. `kernels_exact` asks the kernels that
+    would run it (default: ONNX Runtime's, native_int8_exact)."""
+    if _never_saturates(form):
         return False
-    return not native_int8_exact()
+    return not (kernels_exact or native_int8_exact)()
 
 
 def exactness(form: Int8Form | None) -> str:
     """How this CPU computes a graph of this form, for reports: 'native (...)' or 'exact mode (...)'."""
-    if form is not None and not form.saturates_without_vnni:
+    if _never_saturates(form):
         return "exact natively (7-bit weights never saturate)"
     if native_int8_exact():
         return f"exact natively ({cpu_class()})"

@@ -32,7 +32,15 @@ import numpy as np
 from roadseg.core.card import ModelCard
 from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
 
-from ..int8 import PROBE_CHANNELS, PROBE_FILE, PROBE_OUT_SCALE, probe_expected, saturating_cpu
+from ..int8 import (
+    PROBE_FILE,
+    PROBE_OUT_SCALE,
+    describe_form,
+    needs_exact_mode,
+    probe_exact,
+    probe_feeds,
+    saturating_cpu,
+)
 from ..model import ModelInfo, check_onnx_file, inspect_model
 from .base import BaseBackend
 from .registry import openvino_reason
@@ -58,21 +66,18 @@ def int8_exact() -> bool:
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(PROBE_FILE), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    x = np.zeros((1, PROBE_CHANNELS, 2, 2), np.float32)
-    out = compiled.create_infer_request().infer({"x_u8": x + 255, "x_s8": x + 127})
+    out = compiled.create_infer_request().infer(probe_feeds())
     got = {a: float(out[compiled.output(f"y_{a}")].flat[0]) for a in ("u8", "s8")}
-    return all(abs(got[a] - probe_expected(a)) < PROBE_OUT_SCALE / 2 for a in got)  # f32 dequantisation: not bit-equal
+    return probe_exact(got, within=PROBE_OUT_SCALE / 2)  # f32 dequantisation: not bit-equal
 
 
 def _refuse_saturating(info: ModelInfo, name: str) -> None:
     """An INT8 graph with 8-bit weights on a CPU whose OpenVINO kernels saturate: its labels would
     differ from the graph's, and OpenVINO has no exact mode (ONNX Runtime's ort-cpu has)."""
-    form = info.int8_form
-    if info.precision != "int8" or (form is not None and not form.saturates_without_vnni) or int8_exact():
+    if info.precision != "int8" or not needs_exact_mode(info.int8_form, int8_exact):
         return
-    what = form.describe() if form is not None else "INT8 weights of unrecorded range"
     raise RoadsegError(
-        f"{info.path}: {what}, and OpenVINO's CPU kernels saturate on 8-bit weights on this CPU ({saturating_cpu()}), "
+        f"{info.path}: {describe_form(info.int8_form)}, and OpenVINO's CPU kernels saturate on 8-bit weights on this CPU ({saturating_cpu()}), "
         f"so {name} would give other labels than the graph means; run it with --backend ort-cpu (exact arithmetic), "
         "or export it with 7-bit weights (the default: roadseg export ... --precision int8)"
     )

@@ -26,7 +26,7 @@ from roadseg.core.card import ModelCard
 from roadseg.core.errors import MissingDependencyError, RoadsegError, UsageError
 
 from ..engine import NHW, default_profile
-from ..int8 import EXACT_OPTION, exactness, needs_exact_mode, saturating_cpu
+from ..int8 import EXACT_OPTION, describe_form, exactness, needs_exact_mode, saturating_cpu
 from ..model import (
     ORT_CPU_KEY,
     ModelInfo,
@@ -72,15 +72,13 @@ def _int8_arithmetic(info: ModelInfo, so: Any) -> str | None:
     if info.precision != "int8":
         return None
     form = info.int8_form
-    what = form.describe() if form is not None else "INT8 weights of unrecorded range"
-    if not needs_exact_mode(form):
-        return f"{what}: {exactness(form)}"
-    so.add_session_config_entry(*EXACT_OPTION)
-    logging.getLogger("roadseg").warning(
-        "%s: %s, and this CPU's ONNX Runtime kernels saturate on 8-bit weights (%s): running it in exact "
-        "arithmetic, several times slower; for full speed export it with 7-bit weights (the default: "
-        "roadseg export ... --precision int8)", info.path, what, saturating_cpu())
-    return f"{what}: {exactness(form)}"
+    if needs_exact_mode(form):
+        so.add_session_config_entry(*EXACT_OPTION)
+        logging.getLogger("roadseg").warning(
+            "%s: %s, and this CPU's ONNX Runtime kernels saturate on 8-bit weights (%s): running it in exact "
+            "arithmetic, several times slower; for full speed export it with 7-bit weights (the default: "
+            "roadseg export ... --precision int8)", info.path, describe_form(form), saturating_cpu())
+    return f"{describe_form(form)}: {exactness(form)}"
 
 
 def _one_line(e: BaseException) -> str:
